@@ -1,0 +1,5 @@
+"""Headless active learning: uncertainty scoring and annotation suggestions."""
+
+from ._types import Suggestion
+
+__all__ = ["Suggestion"]
