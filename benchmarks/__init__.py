@@ -1,0 +1,1 @@
+"""Reproducible quality/speed/memory benchmarks (not part of the installed package)."""

@@ -1,0 +1,181 @@
+"""Benchmark cases from ``/work/shared/data`` as (Z, Y, X) arrays with spacing.
+
+Case specs (command-line names):
+
+========================  =================================================================
+``mni1`` / ``mni2``       MNI152 T1, 3 classes: 1 = gray matter, 2 = white matter, at 1 mm
+                          or 2 mm (image 2x2x2 block mean, labels 2x2x2 block mode)
+``mni1wm`` / ``mni2wm``   same volume, white matter (1) vs rest
+``la:N`` / ``la:ID``      the first N left-atrium LGE-MRI cases (sorted as in the
+                          manifest), or one case by ID; 1 = left atrium
+``acdc:N`` / ``acdc:ID``  the first N ACDC cine volumes / one by ``patientNNN_frameNN``:
+                          1 = RV cavity, 2 = LV myocardium, 3 = LV cavity; spacing is
+                          unknown and taken as (1, 1, 1) (Z = the short-axis slices)
+``ct:boxes``              abdominal CT, 1 = liver, 2 = spleen, 3 = right kidney,
+``ct:boxes+scribbles``    4 = left kidney (pseudo ground truth from TotalSegmentator),
+``ct:scribbles``          prompted with boxes only, boxes + scribbles or scribbles only
+========================  =================================================================
+
+Benchmarks read the shared data; tests never do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+DATA = Path(os.environ.get("LABELEFF_DATA", "/work/shared/data"))
+PROMPTS = ("scribbles", "boxes", "boxes+scribbles")
+# CT organs: source label id -> benchmark label
+_CT_ORGANS = {5: (1, "liver"), 1: (2, "spleen"), 2: (3, "kidney_right"),
+              3: (4, "kidney_left")}
+
+
+@dataclass
+class Case:
+    """One benchmark case.
+
+    Attributes
+    ----------
+    name : str
+    image : ndarray, shape (Z, Y, X), float32
+    gt : ndarray, shape (Z, Y, X), uint8
+        0 = background, c = structure c.
+    spacing : tuple of float
+        (Z, Y, X) mm.
+    label_names : dict
+        c -> name, for c = 1..K.
+    prompt : {"scribbles", "boxes", "boxes+scribbles"}
+        Which weak labels the annotator gives initially.
+    notes : list of str
+    """
+
+    name: str
+    image: np.ndarray
+    gt: np.ndarray
+    spacing: tuple
+    label_names: dict
+    prompt: str = "scribbles"
+    notes: list = field(default_factory=list)
+
+    @property
+    def n_structures(self) -> int:
+        """K."""
+        return len(self.label_names)
+
+
+def manifest() -> list[dict]:
+    """Entries of ``manifest.json``."""
+    return json.loads((DATA / "manifest.json").read_text())
+
+
+def _read(entry: dict):
+    """Image (float32) and label (uint8) as (Z, Y, X) plus (Z, Y, X) spacing.
+
+    NIfTI voxel axes (i, j, k) are reversed to (k, j, i) = (Z, Y, X), the package's
+    convention (see ``napari_labeleff/io/_geometry.py``).
+    """
+    img = nib.load(DATA / entry["image"])
+    lab = nib.load(DATA / entry["label"])
+    image = np.asarray(img.dataobj, dtype=np.float32).transpose(2, 1, 0).copy()
+    gt = np.asarray(lab.dataobj).astype(np.uint8).transpose(2, 1, 0).copy()
+    spacing = tuple(float(s) for s in img.header.get_zooms()[:3][::-1])
+    return image, gt, spacing
+
+
+def downsample2(image: np.ndarray, gt: np.ndarray, n_labels: int):
+    """Halve the resolution: image by 2x2x2 block mean, labels by 2x2x2 block mode
+    (ties go to the lower label). Odd trailing planes are dropped."""
+    z, y, x = (s // 2 * 2 for s in image.shape)
+
+    def blocks(a):
+        a = a[:z, :y, :x]
+        return a.reshape(z // 2, 2, y // 2, 2, x // 2, 2)
+
+    img2 = blocks(image).mean(axis=(1, 3, 5), dtype=np.float64).astype(np.float32)
+    votes = np.stack([blocks(gt == c).sum(axis=(1, 3, 5)) for c in range(n_labels)])
+    return img2, votes.argmax(axis=0).astype(np.uint8)
+
+
+def _entries(dataset: str) -> list[dict]:
+    return [e for e in manifest() if e["dataset"] == dataset]
+
+
+def _select(dataset: str, arg: str) -> list[dict]:
+    entries = _entries(dataset)
+    if arg.isdigit():
+        return entries[: int(arg)]
+    hit = [e for e in entries if e["case"] == arg]
+    if not hit:
+        raise ValueError(f"no {dataset} case {arg!r}; known: "
+                         f"{', '.join(e['case'] for e in entries)}")
+    return hit
+
+
+def _mni(spec: str) -> Case:
+    (entry,) = _entries("mni152")
+    image, gt, spacing = _read(entry)
+    names = {1: "gray matter", 2: "white matter"}
+    notes = ["ground truth derived from the GM/WM probability maps (not manual)"]
+    if spec.startswith("mni2"):
+        image, gt = downsample2(image, gt, 3)
+        spacing = tuple(2 * s for s in spacing)
+    if spec.endswith("wm"):
+        gt = (gt == 2).astype(np.uint8)
+        names = {1: "white matter"}
+    return Case(spec, image, gt, spacing, names, notes=notes)
+
+
+def _la(arg: str) -> list[Case]:
+    return [Case(f"la:{e['case']}", *_read(e), {1: "left atrium"})
+            for e in _select("la_mri", arg)]
+
+
+def _acdc(arg: str) -> list[Case]:
+    out = []
+    for e in _select("acdc", arg):
+        image, gt, _ = _read(e)
+        names = {int(k): v for k, v in e["label_names"].items()}
+        out.append(Case(f"acdc:{e['case']}", image, gt, (1.0, 1.0, 1.0), names,
+                        notes=["spacing unknown, taken as (1, 1, 1)"]))
+    return out
+
+
+def _ct(prompt: str) -> Case:
+    if prompt not in PROMPTS:
+        raise ValueError(f"ct prompt must be one of {PROMPTS}, got {prompt!r}")
+    (entry,) = _entries("ct_abdomen_example")
+    image, src, spacing = _read(entry)
+    gt = np.zeros_like(src)
+    names = {}
+    for old, (new, name) in _CT_ORGANS.items():
+        gt[src == old] = new
+        names[new] = name
+    return Case(f"ct:{prompt}", image, gt, spacing, dict(sorted(names.items())),
+                prompt=prompt,
+                notes=["pseudo ground truth (TotalSegmentator output), not manual"])
+
+
+def load_case_group(spec: str) -> list[Case]:
+    """All cases named by one spec (see the module docstring)."""
+    if spec in ("mni1", "mni2", "mni1wm", "mni2wm"):
+        return [_mni(spec)]
+    dataset, _, arg = spec.partition(":")
+    if dataset == "la" and arg:
+        return _la(arg)
+    if dataset == "acdc" and arg:
+        return _acdc(arg)
+    if dataset == "ct" and arg:
+        return [_ct(arg)]
+    raise ValueError(f"unknown case spec {spec!r}: use mni1, mni2, mni1wm, mni2wm, "
+                     "la:N|ID, acdc:N|ID, ct:boxes|boxes+scribbles|scribbles")
+
+
+def load_cases(specs) -> list[Case]:
+    """Cases for a list of specs, in order."""
+    return [c for spec in specs for c in load_case_group(spec)]
