@@ -1,0 +1,78 @@
+"""Atomic file replacement: write to a temporary file in the target folder, then rename.
+
+The package's own piece of plumbing (no dependency offers a multi-file variant): a
+crash, a full disk or a read-only folder leaves either the old files or the complete
+new ones, never a partial file. ``os.replace`` is atomic on POSIX and Windows when
+source and target are on the same file system, which is why the temporary file is
+created next to its target.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from .._errors import LabelEffError
+
+_TMP_MARK = ".labeleff-tmp"
+
+
+def _suffix(path: Path) -> str:
+    """Full suffix (``.nii.gz`` for ``mask.nii.gz``): writers pick formats by name."""
+    return "".join(path.suffixes[-2:]) if path.name.endswith(".gz") else path.suffix
+
+
+@contextmanager
+def atomic_paths(*paths):
+    """Yield temporary paths that replace ``paths`` when the block succeeds.
+
+    Parameters
+    ----------
+    *paths : str or Path
+        Final file paths. Each temporary file lives in its target's folder and keeps
+        the target's suffix (so format-by-extension writers still work).
+
+    Yields
+    ------
+    list of Path
+        One temporary path per target, in the same order.
+
+    Raises
+    ------
+    LabelEffError
+        When a file cannot be created or written (read-only folder, disk full, ...);
+        every temporary file is removed and the targets are left untouched.
+    """
+    finals = [Path(p) for p in paths]
+    temps: list[Path] = []
+    try:
+        try:
+            for final in finals:
+                fd, name = tempfile.mkstemp(
+                    dir=final.parent, prefix=f".{final.name}.", suffix=_TMP_MARK + _suffix(final)
+                )
+                os.close(fd)
+                temps.append(Path(name))
+            yield temps
+            for tmp, final in zip(temps, finals):
+                os.replace(tmp, final)
+        except OSError as err:
+            where = err.filename or finals[0]
+            for tmp, final in zip(temps, finals):
+                if str(where) == str(tmp):
+                    where = final
+            reason = err.strerror or str(err)
+            raise LabelEffError(f"cannot write {where}: {reason}; nothing was written") from err
+    finally:
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically and return the path."""
+    path = Path(path)
+    with atomic_paths(path) as (tmp,):
+        tmp.write_text(text, encoding="utf-8")
+    return path
