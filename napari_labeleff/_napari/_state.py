@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from psygnal import Signal
 
+from ._layers import shapes_to_boxes
+
 if TYPE_CHECKING:
     from ..active import Suggestion
     from ..engine import RefineResult
@@ -55,12 +57,13 @@ class ViewerState:
     ----------
     viewer : napari.Viewer
     image_layer : napari.layers.Image or None
-        The volume being annotated (data (Z, Y, X), or (C, Z, Y, X) shown as channels).
-    volume : napari_labeleff.io.Volume or None
-        The volume as read (lazy data stays lazy); None when the image layer did not
-        come from our reader (then ``geometry`` is derived from the layer affine).
+        The volume being annotated, data (Z, Y, X) (lazy data stays lazy).
+    channel_layers : list of napari.layers.Image
+        All channel layers of a multi-channel volume, in channel order (the reader
+        opens (C, Z, Y, X) as one layer per channel); ``[image_layer]`` otherwise.
     geometry : Geometry or None
-        Voxel-to-world geometry used for layer affines and for export.
+        Voxel-to-world geometry used for layer affines and for export: the reader's
+        source geometry, or the image layer's affine for images from elsewhere.
     session : napari_labeleff.session.AnnotationSession or None
         Autosave store of scribbles, boxes, classes and masks for this volume.
     classes : list of ClassInfo
@@ -83,7 +86,7 @@ class ViewerState:
 
     viewer: Any
     image_layer: Any = None
-    volume: Any = None
+    channel_layers: list = field(default_factory=list)
     geometry: Geometry | None = None
     session: Any = None
     classes: list[ClassInfo] = field(default_factory=default_classes)
@@ -167,8 +170,23 @@ class ViewerState:
         self.review_status[position] = status
         self.suggestions_changed.emit()
 
+    # ---- snapshots for workers (take them on the GUI thread) ----------------------------
+    def image_snapshot(self) -> np.ndarray:
+        """The image as an in-memory array: (Z, Y, X), or (C, Z, Y, X) for several
+        channel layers. Lazy data is loaded here."""
+        layers = self.channel_layers or [self.image_layer]
+        arrays = [np.asarray(layer.data) for layer in layers]
+        return arrays[0] if len(arrays) == 1 else np.stack(arrays)
+
     def scribbles_snapshot(self) -> np.ndarray | None:
         """Copy of the scribbles (Z, Y, X), taken on the GUI thread for a worker."""
         if self.scribbles_layer is None:
             return None
         return np.array(self.scribbles_layer.data, copy=True)
+
+    def boxes_snapshot(self) -> list[tuple[int, ...]] | None:
+        """Engine boxes ``(c, z0, y0, x0, z1, y1, x1)`` from the Boxes layer, or None."""
+        layer = self.boxes_layer
+        if layer is None or len(layer.data) == 0:
+            return None
+        return shapes_to_boxes(layer.data, layer.features, self.shape) or None
