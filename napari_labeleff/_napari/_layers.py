@@ -228,3 +228,53 @@ def accept_into(final, refined, *, classes=None, at=None) -> tuple[np.ndarray, t
         return new, ()
     lo, hi = changed.min(axis=0), changed.max(axis=0) + 1
     return new, tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+
+
+# ---- confirming a reviewed suggestion ("looks right") ----------------------------------
+def confirmed_scribbles(refined, scribbles, region, *, margin: int = 1):
+    """Scribbles that record a region the user confirmed as correctly refined.
+
+    Each class's refined voxels inside ``region`` are eroded by ``margin`` voxels (in
+    the plane for a one-slice region, in 3D otherwise; the volume border does not
+    erode), so the boundaries between classes stay free for the next refinement; the
+    rest become weak labels (mask value c -> scribble value c + 1) wherever no scribble
+    exists yet.
+
+    Parameters
+    ----------
+    refined : ndarray, shape (Z, Y, X), uint8
+        Refined mask (0 = background, c = structure c).
+    scribbles : ndarray, shape (Z, Y, X), int
+        Current scribbles; never overwritten.
+    region : tuple of int
+        ``(z0, y0, x0, z1, y1, x1)``, inclusive-exclusive.
+    margin : int
+        Erosion depth in voxels.
+
+    Returns
+    -------
+    indices : tuple of 3 ndarray
+        Voxel indices to write (``Labels.data_setitem`` form).
+    values : ndarray
+        Scribble values at ``indices``.
+    """
+    refined = np.asarray(refined)
+    shape = np.array(refined.shape)
+    lo, hi = np.clip(region[:3], 0, shape), np.clip(region[3:], 0, shape)
+    pad_lo, pad_hi = np.maximum(lo - margin, 0), np.minimum(hi + margin, shape)
+    crop = refined[tuple(slice(a, b) for a, b in zip(pad_lo, pad_hi))]
+    structure = ndimage.generate_binary_structure(3, 1)
+    for axis in np.flatnonzero(hi - lo == 1):  # one-slice region: erode in its plane
+        structure[(slice(None),) * axis + ([0, 2],)] = False
+    weak = np.zeros(crop.shape, dtype=np.int32)
+    for c in np.unique(crop):
+        core = crop == c
+        if margin > 0:
+            core = ndimage.binary_erosion(core, structure, iterations=margin, border_value=1)
+        weak[core] = int(c) + 1
+    inner = weak[tuple(slice(a - p, b - p) for a, b, p in zip(lo, hi, pad_lo))]
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    free = (np.asarray(scribbles)[box] == 0) & (inner > 0)
+    where = np.nonzero(free)
+    indices = tuple(w + a for w, a in zip(where, lo))
+    return indices, inner[free]
