@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .._errors import LabelEffError
 
-_TMP_MARK = ".labeleff-tmp"
+TMP_MARK = ".labeleff-tmp"
 
 
 def _suffix(path: Path) -> str:
@@ -51,7 +51,7 @@ def atomic_paths(*paths):
         try:
             for final in finals:
                 fd, name = tempfile.mkstemp(
-                    dir=final.parent, prefix=f".{final.name}.", suffix=_TMP_MARK + _suffix(final)
+                    dir=final.parent, prefix=f".{final.name}.", suffix=TMP_MARK + _suffix(final)
                 )
                 os.close(fd)
                 temps.append(Path(name))
