@@ -1,5 +1,24 @@
-"""Headless refinement engine: weak labels (scribbles, boxes) -> 3D masks."""
+"""Headless refinement engine: weak labels (scribbles, boxes) -> 3D masks.
 
+Public API: :func:`refine` (and its generator form :func:`refine_steps`),
+:func:`available_methods`, :func:`resolve_device`, and the data contracts
+:class:`Progress`, :class:`RefineResult`, :class:`RefineState`. Methods register
+themselves in :data:`METHODS` when their module is imported below.
+"""
+
+from . import _randomwalk  # noqa: F401  (registers "randomwalk")
+from ._api import available_methods, refine, refine_steps
+from ._device import resolve_device
+from ._registry import METHODS
 from ._types import Progress, RefineResult, RefineState
 
-__all__ = ["Progress", "RefineResult", "RefineState"]
+__all__ = [
+    "METHODS",
+    "Progress",
+    "RefineResult",
+    "RefineState",
+    "available_methods",
+    "refine",
+    "refine_steps",
+    "resolve_device",
+]

@@ -1,0 +1,442 @@
+"""Public refinement API: validation, normalisation, method choice, fallbacks, results.
+
+Everything common to all methods happens here once; methods (see ``_registry``) only
+turn a :class:`RefineContext` into class probabilities.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import time
+import warnings
+
+import numpy as np
+import torch
+
+from .._errors import LabelEffError
+from . import _boxes
+from ._device import resolve_device
+from ._registry import METHODS, MethodOutput, RefineContext
+from ._types import Progress, RefineResult, RefineState
+
+#: Learned methods that ``method="auto"`` prefers when the device or size allows,
+#: most preferred first (registered by ``engine/_online.py``).
+AUTO_LEARNED = ("online",)
+#: Graph method used by ``auto`` otherwise, and as the out-of-memory fallback.
+AUTO_GRAPH = "randomwalk"
+#: Largest volume (voxels) for which ``auto`` runs a learned method on the CPU.
+AUTO_CPU_LEARNED_MAX_VOXELS = 2_000_000
+_MAX_CLASSES = 254
+_QUANTILE_SAMPLES = 1 << 21
+
+
+def available_methods() -> list[str]:
+    """Names of the registered refinement methods (``"auto"`` is always accepted too).
+
+    Returns
+    -------
+    list of str
+        Sorted method names usable as ``refine(..., method=name)``.
+    """
+    return sorted(METHODS)
+
+
+# ---- validation ----------------------------------------------------------------------
+def _check_image(image) -> np.ndarray:
+    arr = np.asarray(image)
+    if arr.dtype.kind not in "iuf":
+        raise LabelEffError(
+            f"image has dtype {arr.dtype}; a numeric (integer or float) array is required"
+        )
+    if arr.ndim not in (3, 4):
+        raise LabelEffError(
+            f"image has {arr.ndim} dimensions (shape {arr.shape}); allowed: 3 (Z, Y, X) "
+            "or 4 (C, Z, Y, X)"
+        )
+    if arr.ndim == 3:
+        arr = arr[None]
+    if min(arr.shape) < 1:
+        raise LabelEffError(f"image of shape {arr.shape} is empty")
+    if arr.dtype.kind == "f":
+        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+        if bad:
+            raise LabelEffError(
+                f"image has {bad} NaN/Inf voxel(s); only finite intensities are allowed "
+                "(fill or mask them first)"
+            )
+    return arr
+
+
+def _check_scribbles(scribbles, shape) -> np.ndarray:
+    arr = np.array(scribbles, copy=True)
+    if arr.shape != shape:
+        raise LabelEffError(
+            f"scribbles have shape {arr.shape}; the image's spatial shape (Z, Y, X) is "
+            f"{shape}"
+        )
+    if arr.dtype.kind not in "iu":
+        raise LabelEffError(
+            f"scribbles have dtype {arr.dtype}; an integer array is required "
+            "(0 = unannotated, 1 = background, c + 1 = structure c)"
+        )
+    lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+    if lo < 0 or hi > _MAX_CLASSES + 1:
+        raise LabelEffError(
+            f"scribbles hold values {lo}..{hi}; allowed: 0 = unannotated, "
+            f"1 = background, c + 1 = structure c (c = 1..{_MAX_CLASSES})"
+        )
+    return arr
+
+
+def _check_spacing(spacing) -> tuple:
+    try:
+        sp = tuple(float(s) for s in spacing)
+    except (TypeError, ValueError):
+        raise LabelEffError(
+            f"spacing={spacing!r} is not a sequence of 3 numbers (Z, Y, X) in mm"
+        ) from None
+    if len(sp) != 3 or not all(math.isfinite(s) and s > 0 for s in sp):
+        raise LabelEffError(
+            f"spacing={spacing!r}; 3 positive finite numbers (Z, Y, X) in mm are required"
+        )
+    return sp
+
+
+def _check_boxes(boxes, shape):
+    """Validate and clip boxes; returns (boxes, indices of clipped boxes)."""
+    if boxes is None:
+        return [], []
+    out, clipped = [], []
+    for i, box in enumerate(boxes):
+        vals = tuple(box) if hasattr(box, "__len__") else (box,)
+        if len(vals) != 7 or not all(
+            isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in vals
+        ):
+            raise LabelEffError(
+                f"boxes[{i}]={box!r}; each box must be 7 integers "
+                "(c, z0, y0, x0, z1, y1, x1)"
+            )
+        c, lo, hi = int(vals[0]), [int(v) for v in vals[1:4]], [int(v) for v in vals[4:]]
+        if not 1 <= c <= _MAX_CLASSES:
+            raise LabelEffError(
+                f"boxes[{i}] has class {c}; allowed: structure ids 1..{_MAX_CLASSES}"
+            )
+        if any(a >= b for a, b in zip(lo, hi)):
+            raise LabelEffError(
+                f"boxes[{i}]={tuple(vals)} is empty; z0 < z1, y0 < y1 and x0 < x1 are "
+                "required (inclusive-exclusive voxel indices)"
+            )
+        clo = [max(a, 0) for a in lo]
+        chi = [min(b, n) for b, n in zip(hi, shape)]
+        if any(a >= b for a, b in zip(clo, chi)):
+            raise LabelEffError(
+                f"boxes[{i}]={tuple(vals)} lies outside the volume of shape {shape}"
+            )
+        if clo != lo or chi != hi:
+            clipped.append(i)
+        out.append((c, *clo, *chi))
+    return out, clipped
+
+
+def _check_state(state, shape, method, n_classes):
+    """Returns (state to use or None, note for info)."""
+    if state is None:
+        return None, "none"
+    if not isinstance(state, RefineState):
+        raise LabelEffError(
+            f"state has type {type(state).__name__}; pass the RefineState of a previous "
+            "result (result.state) or None"
+        )
+    if tuple(state.shape) != tuple(shape):
+        raise LabelEffError(
+            f"state comes from a volume of shape {tuple(state.shape)}, this image has "
+            f"shape {tuple(shape)}; pass state=None for a new volume"
+        )
+    if state.method != method:
+        return None, f"ignored: it comes from method {state.method!r}"
+    if state.n_classes != n_classes:
+        return None, f"ignored: it has {state.n_classes} classes, now {n_classes}"
+    return state, "used"
+
+
+def _choose_method(method, device, n_voxels, has_structure_scribbles):
+    if not isinstance(method, str) or (method != "auto" and method not in METHODS):
+        allowed = ", ".join(repr(m) for m in ["auto", *available_methods()])
+        raise LabelEffError(f"method={method!r} is unknown; allowed: {allowed}")
+    if method != "auto":
+        return method, "requested"
+    learned = next((m for m in AUTO_LEARNED if m in METHODS), None)
+    if learned is None:
+        return AUTO_GRAPH, f"{AUTO_GRAPH}: no learned method is registered"
+    if not has_structure_scribbles:
+        return AUTO_GRAPH, f"{AUTO_GRAPH}: boxes only (the graph method handles box priors)"
+    if device.type == "cuda":
+        return learned, f"{learned}: CUDA device {device}"
+    if n_voxels <= AUTO_CPU_LEARNED_MAX_VOXELS:
+        return learned, (
+            f"{learned}: {n_voxels} voxels <= {AUTO_CPU_LEARNED_MAX_VOXELS} fit the CPU budget"
+        )
+    return AUTO_GRAPH, (
+        f"{AUTO_GRAPH}: {n_voxels} voxels > {AUTO_CPU_LEARNED_MAX_VOXELS} on {device.type} "
+        "(too slow for the learned method)"
+    )
+
+
+# ---- preparation ---------------------------------------------------------------------
+def normalise(image: np.ndarray) -> np.ndarray:
+    """Robust per-channel normalisation: zero median, unit IQR-based scale.
+
+    Parameters
+    ----------
+    image : ndarray, shape (C, Z, Y, X)
+
+    Returns
+    -------
+    ndarray, shape (C, Z, Y, X), float32
+        ``(I - median) / (IQR / 1.349)`` per channel (the IQR of a standard normal is
+        1.349); channels with a zero IQR fall back to the 1-99 percentile range, then 1.
+    """
+    out = np.empty(image.shape, dtype=np.float32)
+    for c, chan in enumerate(image):
+        flat = chan.reshape(-1)
+        sample = flat[:: max(1, flat.size // _QUANTILE_SAMPLES)]
+        p1, q1, med, q3, p99 = np.percentile(sample, [1, 25, 50, 75, 99])
+        scale = (q3 - q1) / 1.349
+        if scale <= 0:
+            scale = (p99 - p1) / 4.653
+        if scale <= 0:
+            scale = 1.0
+        np.subtract(chan, med, out=out[c], dtype=np.float32, casting="unsafe")
+        out[c] /= np.float32(scale)
+    return out
+
+
+def _seeds(scribbles, boxes, n_structures):
+    """Solver seeds (-1 unknown, else 0..K) and notes for ``info``."""
+    seeds = scribbles.astype(np.int16) - 1
+    notes = {"assumed_background": False}
+    present = set(np.unique(scribbles).tolist())
+    if boxes:
+        boxed = {b[0] for b in boxes}
+        unboxed = [c for c in range(1, n_structures + 1) if c not in boxed]
+        if unboxed:
+            notes["box_background"] = (
+                f"not applied: structure(s) {unboxed} have no box, so voxels outside the "
+                "boxes may belong to them"
+            )
+        else:
+            outside = ~_boxes.union_mask(boxes, scribbles.shape)
+            seeds[outside & (scribbles == 0)] = 0
+            notes["box_background"] = "outside all boxes"
+    elif 1 not in present:
+        border = np.ones(scribbles.shape, dtype=bool)
+        border[1:-1, 1:-1, 1:-1] = False
+        seeds[border & (scribbles == 0)] = 0
+        notes["assumed_background"] = True
+        warnings.warn(
+            "no background scribbles: assuming the volume border is background "
+            "(scribble background to override)",
+            UserWarning,
+            stacklevel=3,
+        )
+    return seeds, notes
+
+
+def _check_classes(scribbles, boxes):
+    present = set(np.unique(scribbles).tolist())
+    structures = {v - 1 for v in present if v >= 2} | {b[0] for b in boxes}
+    if not present - {0} and not boxes:
+        raise LabelEffError(
+            "no scribbles and no boxes: scribble at least one structure (value c + 1) "
+            "or draw a box"
+        )
+    if not structures:
+        raise LabelEffError(
+            "no structure scribbled: the scribbles hold only background (1); scribble a "
+            "structure (value c + 1) or draw a box"
+        )
+    k = max(structures)
+    missing = sorted(set(range(1, k + 1)) - structures)
+    if missing:
+        raise LabelEffError(
+            f"structure(s) {missing} have no scribbles and no box while structure {k} "
+            "does; scribble them or renumber the classes"
+        )
+    return k, any(v >= 2 for v in present)
+
+
+# ---- running -------------------------------------------------------------------------
+def _is_oom(exc: BaseException) -> bool:
+    oom_type = getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom_type is not None and isinstance(exc, oom_type):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def _run_with_fallback(name, ctx, info):
+    """Run a method; on out-of-memory fall back to the CPU, then to the graph method."""
+    while True:
+        try:
+            out = yield from METHODS[name](ctx)
+            return name, out
+        except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled
+            if not _is_oom(exc):
+                raise
+            if ctx.device.type == "cuda":
+                torch.cuda.empty_cache()
+            if ctx.device.type != "cpu":
+                msg = f"{name} ran out of memory on {ctx.device}; retrying on the CPU"
+                ctx.device = torch.device("cpu")
+            elif name != AUTO_GRAPH:
+                msg = f"{name} ran out of memory on the CPU; falling back to {AUTO_GRAPH}"
+                name, ctx.state, ctx.changed = AUTO_GRAPH, None, None
+            else:
+                raise LabelEffError(
+                    f"out of memory refining a volume of shape {ctx.seeds.shape}: "
+                    "crop or downsample the image"
+                ) from exc
+            warnings.warn(msg, UserWarning, stacklevel=3)
+            info.setdefault("fallbacks", []).append(msg)
+
+
+def _finalise(probabilities):
+    """Probabilities -> (probabilities, labels, uncertainty) as host numpy arrays."""
+    p = probabilities if isinstance(probabilities, torch.Tensor) else torch.from_numpy(
+        np.asarray(probabilities, dtype=np.float32)
+    )
+    p = p.float().clamp(0.0, 1.0)
+    p = p / p.sum(dim=0, keepdim=True).clamp_min(1e-12)
+    labels = p.argmax(dim=0).to(torch.uint8)
+    ent = -(p * p.clamp_min(1e-12).log()).sum(dim=0) / math.log(p.shape[0])
+    unc = ent.clamp_(0.0, 1.0)
+    return (
+        np.ascontiguousarray(p.cpu().numpy(), dtype=np.float32),
+        labels.cpu().numpy(),
+        np.ascontiguousarray(unc.cpu().numpy(), dtype=np.float32),
+    )
+
+
+def refine_steps(image, scribbles, *, spacing, boxes=None, method="auto", device="auto",
+                 state=None, **options):
+    """Refine weak labels into a 3D mask, step by step (generator form of :func:`refine`).
+
+    Same parameters as :func:`refine` (without ``progress``).
+
+    Yields
+    ------
+    Progress
+        Progress reports; close the generator to cancel (inputs and ``state`` are left
+        untouched).
+
+    Returns
+    -------
+    RefineResult
+        As the ``StopIteration.value`` of the generator.
+    """
+    t0 = time.perf_counter()
+    img = _check_image(image)
+    shape = tuple(img.shape[1:])
+    scr = _check_scribbles(scribbles, shape)
+    sp = _check_spacing(spacing)
+    bxs, clipped = _check_boxes(boxes, shape)
+    k, has_structure_scribbles = _check_classes(scr, bxs)
+    dev = resolve_device(device)
+    name, reason = _choose_method(method, dev, int(np.prod(shape)), has_structure_scribbles)
+    st, state_note = _check_state(state, shape, name, k + 1)
+    seeds, notes = _seeds(scr, bxs, k)
+    ctx = RefineContext(
+        image=normalise(img),
+        scribbles=scr,
+        seeds=seeds,
+        boxes=bxs,
+        spacing=sp,
+        n_classes=k + 1,
+        device=dev,
+        state=st,
+        changed=None if st is None or st.scribbles is None else scr != st.scribbles,
+        options=dict(options),
+    )
+    info = {"auto_reason": reason, "state": state_note, "boxes_clipped": clipped, **notes}
+    t1 = time.perf_counter()
+    yield Progress(0, 1, f"refining with {name} on {dev}")
+    name, out = yield from _run_with_fallback(name, ctx, info)
+    if not isinstance(out, MethodOutput):
+        raise TypeError(f"method {name!r} returned {type(out).__name__}, not MethodOutput")
+    t2 = time.perf_counter()
+    probs, labels, unc = _finalise(out.probabilities)
+    t3 = time.perf_counter()
+    info.update(out.info)
+    info["timings"] = {
+        "prepare_s": t1 - t0,
+        "method_s": t2 - t1,
+        "finalise_s": t3 - t2,
+        "total_s": t3 - t0,
+    }
+    new_state = RefineState(
+        method=name, shape=shape, n_classes=k + 1, scribbles=scr, payload=out.payload
+    )
+    return RefineResult(
+        labels=labels,
+        probabilities=probs,
+        uncertainty=unc,
+        method=name,
+        device=str(ctx.device),
+        state=new_state,
+        info=info,
+    )
+
+
+def refine(image, scribbles, *, spacing, boxes=None, method="auto", device="auto",
+           state=None, progress=None, **options) -> RefineResult:
+    """Turn scribbles and/or boxes into a full 3D segmentation.
+
+    Parameters
+    ----------
+    image : array_like, shape (Z, Y, X) or (C, Z, Y, X)
+        Numeric, finite intensities (channels = e.g. several MRI sequences).
+    scribbles : array_like of int, shape (Z, Y, X)
+        0 = unannotated, 1 = background, c + 1 = structure c (c = 1..K).
+    spacing : sequence of 3 float
+        (Z, Y, X) voxel size in mm.
+    boxes : list of tuple, optional
+        ``(c, z0, y0, x0, z1, y1, x1)`` voxel boxes (inclusive-exclusive) around
+        structure c. Partly outside boxes are clipped; outside every box is background
+        when every structure has a box.
+    method : str
+        ``"auto"`` or one of :func:`available_methods`.
+    device : str
+        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``.
+    state : RefineState, optional
+        ``result.state`` of a previous call on the same volume: incremental update.
+    progress : callable, optional
+        Called with each :class:`Progress`.
+    **options
+        Method options (e.g. ``beta``, ``prior_weight`` for ``"randomwalk"``).
+
+    Returns
+    -------
+    RefineResult
+        ``labels`` (Z, Y, X) uint8, ``probabilities`` (K + 1, Z, Y, X) float32,
+        ``uncertainty`` (Z, Y, X) in [0, 1], ``method``, ``device``, ``state``, ``info``.
+
+    Raises
+    ------
+    LabelEffError
+        Invalid input; the message names the argument, its value and what is allowed.
+
+    Warns
+    -----
+    UserWarning
+        When background is assumed on the volume border (structure scribbles only), or
+        when an out-of-memory fallback was taken.
+    """
+    gen = refine_steps(image, scribbles, spacing=spacing, boxes=boxes, method=method,
+                       device=device, state=state, **options)
+    while True:
+        try:
+            report = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if progress is not None:
+            progress(report)

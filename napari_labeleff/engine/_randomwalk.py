@@ -1,0 +1,247 @@
+"""The seeded graph method ``"randomwalk"``: random walker with intensity priors.
+
+Solver: ``engine/_rw_solver.py`` (torch, GPU or CPU). This module adds what the product
+needs around it: priors from the scribbles' intensity histograms (``_likelihood``), box
+prompts (``_boxes``), and incremental updates from ``state``:
+
+* same boxes and options as the previous call: warm start from its solution;
+* the changed scribbles fit in a padded sub-box (at most ``local_max_fraction`` of the
+  volume) and the intensity model barely moved: re-solve only inside that sub-box, with
+  the previous solution as Dirichlet boundary on its faces (``info["local"]``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .._errors import LabelEffError
+from . import _boxes
+from ._likelihood import Histograms, fit_histograms, posterior
+from ._registry import MethodOutput, RefineContext, as_numpy, register_method
+from ._rw_solver import Problem, contrast_scale, solve
+from ._types import Progress
+
+#: Options of ``refine(method="randomwalk", **options)`` and their defaults.
+DEFAULTS = {
+    "beta": 4.0,  # edge sensitivity (intensity differences in units of their RMS)
+    "prior_weight": 0.02,  # weight of the scribble-histogram prior (0 = pure walker)
+    "box_prior_weight": 0.2,  # prior weight when boxes are given (GrabCut-style)
+    "tol": 1e-3,  # relative preconditioned residual at which CG stops
+    "max_iter": 200,  # CG iterations on the finest grid (coarser grids: 4x)
+    "local": True,  # allow local re-solves on incremental calls
+    "local_pad_mm": 20.0,  # padding around the changed scribbles, in mm
+    "local_max_fraction": 0.3,  # largest sub-box (fraction of the volume) for local mode
+    "local_prior_tol": 0.05,  # largest 99th-percentile prior change outside the sub-box
+    "box_rounds": 2,  # GrabCut rounds (likelihoods refitted from the segmentation)
+    "box_margin": 3,  # slack (voxels) at each box face for the tightness prior
+    "box_core": 0.5,  # fraction of each box extent used as the structure sample
+    "box_shell": 8,  # thickness (voxels) of the background sample shell around boxes
+}
+_KEY_OPTIONS = ("beta", "prior_weight", "box_prior_weight", "box_margin", "box_core",
+                "box_shell")
+_PRIOR_CHECK_SAMPLES = 1 << 16
+
+
+def _options(options: dict) -> dict:
+    unknown = sorted(set(options) - set(DEFAULTS))
+    if unknown:
+        raise LabelEffError(
+            f"unknown option(s) {unknown} for method 'randomwalk'; allowed: "
+            f"{', '.join(sorted(DEFAULTS))}"
+        )
+    opts = {**DEFAULTS, **options}
+    for name, default in DEFAULTS.items():
+        value = opts[name]
+        if isinstance(default, bool):
+            ok = isinstance(value, (bool, np.bool_))
+            allowed = "True or False"
+        elif isinstance(default, int):
+            ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 0
+            allowed = "an integer >= 0"
+        else:
+            ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool) \
+                and math.isfinite(value) and value >= 0
+            allowed = "a finite number >= 0"
+        if not ok:
+            raise LabelEffError(f"option {name}={value!r} for method 'randomwalk'; "
+                                f"allowed: {allowed}")
+    if opts["max_iter"] < 1:
+        raise LabelEffError(f"option max_iter={opts['max_iter']!r}; allowed: an integer >= 1")
+    if not 0 < opts["box_core"] <= 1:
+        raise LabelEffError(f"option box_core={opts['box_core']!r}; allowed: 0 < box_core <= 1")
+    return opts
+
+
+def _progress(gen, counter: list):
+    """Turn the solver's messages into Progress reports; returns the solver's value."""
+    while True:
+        try:
+            msg = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        counter[0] += 1
+        yield Progress(counter[0], counter[0] + 1, msg)
+
+
+def _onehot_init(seeds: torch.Tensor, n_classes: int, fill: torch.Tensor | None):
+    x = fill.clone() if fill is not None else torch.full(
+        (n_classes, *seeds.shape), 1.0 / n_classes, device=seeds.device)
+    return _set_seeds(x, seeds)
+
+
+def _set_seeds(x: torch.Tensor, seeds: torch.Tensor):
+    fixed = seeds >= 0
+    onehot = F.one_hot(seeds.clamp_min(0), x.shape[0]).movedim(-1, 0).to(x.dtype)
+    return torch.where(fixed, onehot, x)
+
+
+def _hist_payload(hist: Histograms) -> dict:
+    return {k: getattr(hist, k).cpu().numpy() for k in ("lo", "hi", "log_density")}
+
+
+def _hist_from_payload(d: dict, device) -> Histograms:
+    return Histograms(*(torch.from_numpy(d[k]).to(device) for k in ("lo", "hi", "log_density")))
+
+
+def _usable_previous(ctx: RefineContext, opts: dict):
+    """The previous payload when it can warm-start this call, else None."""
+    if ctx.state is None:
+        return None
+    prev = ctx.state.payload
+    if "probabilities" not in prev or prev.get("options") != {k: opts[k] for k in _KEY_OPTIONS}:
+        return None
+    if prev.get("boxes") != list(ctx.boxes):
+        return None
+    return prev
+
+
+def _local_box(changed, spacing, opts):
+    """Padded bounding box (tuple of slices) of the changed voxels, or None."""
+    if not opts["local"] or changed is None or not changed.any():
+        return None
+    box = []
+    for axis, h in enumerate(spacing):
+        other = tuple(a for a in range(3) if a != axis)
+        idx = np.flatnonzero(changed.any(axis=other))
+        pad = int(math.ceil(opts["local_pad_mm"] / h))
+        box.append(slice(max(0, idx[0] - pad), min(changed.shape[axis], idx[-1] + 1 + pad)))
+    size = np.prod([s.stop - s.start for s in box])
+    return tuple(box) if size <= opts["local_max_fraction"] * changed.size else None
+
+
+def _prior_shift(old: Histograms, new: Histograms, image: torch.Tensor) -> float:
+    """99th percentile of the prior change over a voxel sample."""
+    flat = image.reshape(image.shape[0], -1)
+    sample = flat[:, :: max(1, flat.shape[1] // _PRIOR_CHECK_SAMPLES)]
+    diff = (posterior(old, sample) - posterior(new, sample)).abs().amax(dim=0)
+    return float(torch.quantile(diff, 0.99))
+
+
+def _frame(shape, box, full_shape, device):
+    """Faces of the sub-box that lie inside the volume (the Dirichlet boundary)."""
+    frame = torch.zeros(shape, dtype=torch.bool, device=device)
+    for axis, s in enumerate(box):
+        index = [slice(None)] * 3
+        if s.start > 0:
+            index[axis] = 0
+            frame[tuple(index)] = True
+        if s.stop < full_shape[axis]:
+            index[axis] = -1
+            frame[tuple(index)] = True
+    return frame
+
+
+def _solve_boxes(ctx, image, seeds, x, opts, kw, counter, info):
+    """GrabCut-style rounds with the tightness prior; returns (x, histograms)."""
+    k1, shape = ctx.n_classes, tuple(seeds.shape)
+    allowed = _boxes.allowed_classes(ctx.boxes, shape, k1, image.device)
+    samples = _boxes.initial_samples(ctx.boxes, seeds, k1, core=opts["box_core"],
+                                     shell=opts["box_shell"])
+    fixed = seeds >= 0
+    kw = {**kw, "gamma": opts["box_prior_weight"]}
+    for r in range(max(1, opts["box_rounds"])):
+        hist = fit_histograms(image, samples)
+        prior = posterior(hist, image) * allowed
+        prior /= prior.sum(dim=0, keepdim=True)
+        # copies: the previous state's solution must stay intact
+        init = _set_seeds(x, seeds) if x is not None else _onehot_init(seeds, k1, prior)
+        p = Problem(image, fixed, init, ctx.spacing, prior)
+        yield from _progress(solve(p, coarse_to_fine=x is None, **kw), counter)
+        x = p.x
+        samples = _boxes.refit_samples(ctx.boxes, seeds, x.argmax(dim=0), k1,
+                                       shell=opts["box_shell"])
+    fixed = fixed.clone()
+    added = _boxes.tightness_seeds(x, ctx.boxes, fixed, margin=opts["box_margin"])
+    if added:
+        p = Problem(image, fixed, x, ctx.spacing, prior)
+        yield from _progress(solve(p, coarse_to_fine=False, **kw), counter)
+        x = p.x
+    info.update(box_rounds=max(1, opts["box_rounds"]), tightness_seeds=added)
+    x = x * allowed
+    return x / x.sum(dim=0, keepdim=True).clamp_min(1e-12), hist
+
+
+@register_method("randomwalk")
+def randomwalk(ctx: RefineContext):
+    """Random walker with priors (see module docstring).
+
+    Generator yielding :class:`Progress`; returns :class:`MethodOutput` with
+    probabilities (K + 1, Z, Y, X) float32. Options: :data:`DEFAULTS`.
+    """
+    opts = _options(ctx.options)
+    device = torch.device(ctx.device)
+    image = torch.from_numpy(np.ascontiguousarray(ctx.image, dtype=np.float32)).to(device)
+    seeds = torch.from_numpy(ctx.seeds.astype(np.int64)).to(device)
+    k1 = ctx.n_classes
+    prev = _usable_previous(ctx, opts)
+    sigma2 = prev["sigma2"] if prev is not None else contrast_scale(image)
+    kw = dict(beta=float(opts["beta"]), gamma=float(opts["prior_weight"]), sigma2=sigma2,
+              h_ref=min(ctx.spacing), tol=float(opts["tol"]), max_iter=int(opts["max_iter"]))
+    x_prev = None if prev is None else torch.from_numpy(prev["probabilities"]).to(device)
+    info = {"warm_start": prev is not None, "local": False}
+    counter = [0]
+
+    if ctx.boxes:
+        x, hist = yield from _solve_boxes(ctx, image, seeds, x_prev, opts, kw, counter, info)
+    else:
+        hist = fit_histograms(image, [seeds == k for k in range(k1)])
+        gamma = kw["gamma"]
+        box = None if prev is None else _local_box(ctx.changed, ctx.spacing, opts)
+        if box is not None and gamma > 0:
+            shift = _prior_shift(_hist_from_payload(prev["hist"], device), hist, image)
+            info["prior_shift"] = shift
+            if shift > opts["local_prior_tol"]:
+                box = None
+        if box is not None:
+            sub_img = image[(slice(None), *box)]
+            frame = _frame(sub_img.shape[1:], box, seeds.shape, device)
+            sub_seeds = seeds[box]
+            prior = posterior(hist, sub_img) if gamma > 0 else None
+            p = Problem(sub_img, (sub_seeds >= 0) | frame,
+                        _set_seeds(x_prev[(slice(None), *box)], sub_seeds), ctx.spacing, prior)
+            yield from _progress(solve(p, coarse_to_fine=False, **kw), counter)
+            x = x_prev.clone()
+            x[(slice(None), *box)] = p.x
+            info.update(local=True, local_box=tuple((s.start, s.stop) for s in box))
+        else:
+            prior = posterior(hist, image) if gamma > 0 else None
+            init = _set_seeds(x_prev, seeds) if x_prev is not None else _onehot_init(
+                seeds, k1, prior)
+            p = Problem(image, seeds >= 0, init, ctx.spacing, prior)
+            stats = yield from _progress(solve(p, coarse_to_fine=x_prev is None, **kw), counter)
+            info["cg_iterations"] = [s["iterations"] for s in stats]
+            x = p.x
+
+    probs = as_numpy(x)
+    payload = {
+        "probabilities": probs,
+        "sigma2": sigma2,
+        "hist": _hist_payload(hist),
+        "boxes": list(ctx.boxes),
+        "options": {k: opts[k] for k in _KEY_OPTIONS},
+    }
+    return MethodOutput(probabilities=probs, payload=payload, info=info)
