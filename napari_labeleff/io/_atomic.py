@@ -17,6 +17,9 @@ from pathlib import Path
 from .._errors import LabelEffError
 
 TMP_MARK = ".labeleff-tmp"
+# mkstemp creates files with mode 0600; finished files get the usual 0666 & ~umask.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 def _suffix(path: Path) -> str:
@@ -57,6 +60,7 @@ def atomic_paths(*paths):
                 temps.append(Path(name))
             yield temps
             for tmp, final in zip(temps, finals):
+                os.chmod(tmp, 0o666 & ~_UMASK)
                 os.replace(tmp, final)
         except OSError as err:
             where = err.filename or finals[0]

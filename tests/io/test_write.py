@@ -1,6 +1,8 @@
 """write_labels / write_volume: dtype, header codes, tables, atomicity, refusals."""
 
 import errno
+import os
+import stat
 
 import nibabel as nib
 import numpy as np
@@ -38,6 +40,14 @@ def test_header_codes_affine_and_tables(tmp_path, oblique_geometry):
     txt = outputs[2].read_text().splitlines()
     assert txt[1] == "# ITK-SnAP Label Description File (written by napari-labeleff)"
     assert txt[-1].split() == ["2", "255", "255", "0", "1", "1", "1", '"white', 'matter"']
+
+
+def test_written_files_get_normal_permissions(tmp_path):
+    umask = os.umask(0o022)
+    os.umask(umask)
+    outputs = write_labels(tmp_path / "m.nii.gz", np.ones((2, 2, 2), np.uint8), Geometry.from_spacing())
+    for path in outputs:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
 
 
 def test_sheared_affine_keeps_sform_only(tmp_path):
