@@ -19,6 +19,8 @@ Shift-S     skip
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import numpy as np
 from napari.utils.notifications import show_info
 from qtpy.QtWidgets import (
@@ -82,16 +84,18 @@ class ReviewPanel(QGroupBox):
         current ranking (``suggestions``/``review_status``).
     runner : Runner
         The worker seam that runs :func:`napari_labeleff.active.suggest`.
+    show_uncertainty : callable, optional
+        Called without arguments when a suggestion is shown, to turn the uncertainty
+        overlay on (owned by the Refine panel, which creates that layer).
     """
 
-    def __init__(self, viewer, state, runner, parent: QWidget | None = None):
+    def __init__(self, viewer, state, runner, show_uncertainty=None,
+                 parent: QWidget | None = None):
         super().__init__("Review suggestions", parent)
         self.viewer = viewer
         self.state = state
         self.runner = runner
-        #: Suggestions reviewed (annotated, confirmed or skipped) over all rankings;
-        #: excluded from later rankings.
-        self.reviewed: list = []
+        self._show_uncertainty = show_uncertainty
         self._highlight = None
         self._shown: list | None = None  # the ranking the table shows
         self._last_request: dict | None = None
@@ -217,7 +221,7 @@ class ReviewPanel(QGroupBox):
             on_returned=state.set_suggestions,
             spacing=state.spacing,
             result=state.result,
-            exclude=tuple(self.reviewed),
+            exclude=tuple(self.reviewed()),
             boxes=state.boxes_snapshot(),
             class_names=state.label_names(),
             **self._last_request,
@@ -236,9 +240,19 @@ class ReviewPanel(QGroupBox):
             self._run_suggest()
 
     def _on_image_changed(self):
-        self.reviewed.clear()
         self._last_request = None
-        self.state.set_suggestions([])
+
+    def reviewed(self) -> list:
+        """Suggestions reviewed on this volume (annotated, confirmed or skipped), from
+        the autosaved session, so they stay excluded after a restart."""
+        keys = {f.name for f in fields(active.Suggestion)}
+        out = []
+        for entry in self.state.session.reviewed:
+            kw = {k: v for k, v in entry.items() if k in keys}
+            kw["classes"] = tuple(kw.get("classes") or ())
+            kw["bbox"] = tuple(kw["bbox"]) if kw.get("bbox") is not None else None
+            out.append(active.Suggestion(**kw))
+        return out
 
     # ---- list -------------------------------------------------------------------------
     def _refresh(self):
@@ -261,9 +275,10 @@ class ReviewPanel(QGroupBox):
         self.table.blockSignals(False)
         statuses = list(state.review_status.values())
         pending = statuses.count("pending")
+        n_reviewed = len(state.session.reviewed) if state.session is not None else 0
         self.counts.setText(
-            f"reviewed: {len(self.reviewed)} in all, {len(statuses) - pending} of this "
-            f"ranking; remaining: {pending}")
+            f"reviewed: {n_reviewed} in all, {len(statuses) - pending} of this ranking; "
+            f"remaining: {pending}")
         has = bool(state.suggestions)
         for btn in (self.prev_btn, self.next_btn, self.annotate_btn, self.confirm_btn,
                     self.skip_btn):
@@ -330,8 +345,8 @@ class ReviewPanel(QGroupBox):
         if s.bbox is not None:
             self._frame(layer, lo - 0.5, hi - 0.5, world)
         self._show_highlight(s, region)
-        if state.uncertainty_layer is not None:
-            state.uncertainty_layer.visible = True
+        if self._show_uncertainty is not None:
+            self._show_uncertainty()
 
     def _frame(self, layer, lo, hi, world_centre) -> None:
         """Centre the camera on a box and zoom so that it fills about half the canvas."""
@@ -342,8 +357,8 @@ class ReviewPanel(QGroupBox):
         full = np.asarray(viewer.layers.extent.world[1]) - viewer.layers.extent.world[0]
         shown = list(viewer.dims.displayed)
         ratio = np.min(full[shown] / np.maximum(ext[shown], 1e-6))
-        viewer.camera.center = tuple(world_centre[shown])
-        viewer.camera.zoom = viewer.camera.zoom * max(1.0, 0.5 * ratio)
+        viewer.scene.camera.center = tuple(world_centre[shown])
+        viewer.scene.camera.zoom = viewer.scene.camera.zoom * max(1.0, 0.5 * ratio)
 
     def _show_highlight(self, s, region) -> None:
         """Outline the suggestion on every slice it covers ("Suggestion" shapes layer)."""
@@ -385,10 +400,7 @@ class ReviewPanel(QGroupBox):
         return (None, None) if pos is None else (pos, self.state.suggestions[pos])
 
     def _mark(self, pos, s, status) -> None:
-        self.reviewed.append(s)
-        session = self.state.session
-        if session is not None:
-            session.add_reviewed(s, status)
+        self.state.session.add_reviewed(s, status)  # autosaved
         self.state.set_review_status(pos, status)
 
     def annotate_here(self) -> None:
