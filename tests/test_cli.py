@@ -164,3 +164,23 @@ def test_nifti_header_of_converted_volume(tmp_path, image_file):
     assert cli.main(["convert", str(image_file), str(tmp_path / "c.nii")]) == 0
     hdr = nib.load(str(tmp_path / "c.nii")).header
     assert int(hdr["sform_code"]) == 1 and int(hdr["qform_code"]) == 1
+
+
+@pytest.mark.gui
+def test_gui_opens_the_file_and_docks_the_panel(image_file, monkeypatch):
+    import napari
+
+    seen = {}
+
+    def fake_run():
+        viewer = napari.current_viewer()
+        seen["layers"] = [layer.name for layer in viewer.layers]
+        seen["docks"] = list(viewer.window.dock_widgets)
+        seen["affine"] = viewer.layers[0].affine.affine_matrix
+        viewer.close()
+
+    monkeypatch.setattr(napari, "run", fake_run)
+    assert cli.main(["gui", str(image_file)]) == 0
+    assert seen["layers"][0] == "img"
+    assert any("LabelEff" in name for name in seen["docks"])
+    np.testing.assert_allclose(seen["affine"], read_volume(image_file).geometry.napari_affine, atol=1e-6)

@@ -50,22 +50,23 @@ def atomic_paths(*paths):
     """
     finals = [Path(p) for p in paths]
     temps: list[Path] = []
+    where = finals[0]  # the target reported when something fails
     try:
         try:
-            for final in finals:
+            for where in finals:
                 fd, name = tempfile.mkstemp(
-                    dir=final.parent, prefix=f".{final.name}.", suffix=TMP_MARK + _suffix(final)
+                    dir=where.parent, prefix=f".{where.name}.", suffix=TMP_MARK + _suffix(where)
                 )
                 os.close(fd)
                 temps.append(Path(name))
+            where = finals[0]
             yield temps
-            for tmp, final in zip(temps, finals):
+            for tmp, where in zip(temps, finals):
                 os.chmod(tmp, 0o666 & ~_UMASK)
-                os.replace(tmp, final)
+                os.replace(tmp, where)
         except OSError as err:
-            where = err.filename or finals[0]
             for tmp, final in zip(temps, finals):
-                if str(where) == str(tmp):
+                if err.filename is not None and str(err.filename) == str(tmp):
                     where = final
             reason = err.strerror or str(err)
             raise LabelEffError(f"cannot write {where}: {reason}; nothing was written") from err

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from napari_labeleff.io import Geometry, read_volume, write_labels
+from napari_labeleff.io import read_volume, write_labels
 
 SHAPE_ZYX = (9, 11, 13)
 MARK_ZYX = (6, 3, 10)
