@@ -26,6 +26,7 @@ KINDS = ("entropy", "margin", "mutual_info")
 #: For normalised entropy with two classes 0.5 means p(max) < ~0.89.
 UNCERTAIN = 0.5
 
+_INVOLVED = 0.2  # voxels from this uncertainty on tell which classes are involved
 _POOL = 4  # slice embeddings: intensity / probability pooled to a 4 x 4 grid
 
 
@@ -177,7 +178,7 @@ class SliceStats:
         Pair code (:func:`decode_pair`) of the class boundary holding most uncertainty.
     embedding : ndarray, shape (S, D)
         Representation of each slice for diversity: pooled intensities and pooled
-        foreground probabilities, each block standardised.
+        foreground probabilities, each block scaled to unit total variance.
     """
 
     mass: np.ndarray
@@ -196,9 +197,11 @@ def _pooled(vol: torch.Tensor, axis: int) -> torch.Tensor:
 
 
 def _standardised(block: torch.Tensor) -> torch.Tensor:
+    """Centre a (S, D) feature block and scale it to unit total variance. One scale
+    for the whole block (not per feature), so features that barely vary (empty
+    background) do not have their noise blown up."""
     block = block - block.mean(0, keepdim=True)
-    scale = block.std(0, keepdim=True).clamp_min(1e-6)
-    return block / scale / math.sqrt(block.shape[1])
+    return block / block.pow(2).sum(1).mean().sqrt().clamp_min(1e-6)
 
 
 def slice_stats(vs: VoxelScores, image: np.ndarray, probabilities: np.ndarray,
@@ -219,24 +222,23 @@ def slice_stats(vs: VoxelScores, image: np.ndarray, probabilities: np.ndarray,
     fg = vs.foreground.movedim(axis, 0).reshape(n_slices, -1)
     n_fg = (unc | fg).sum(1)
 
-    # class involvement and dominant boundary, over voxels with some uncertainty
-    sl = torch.arange(n_slices, device=dev).unsqueeze(1).expand_as(u)
-    some = u > 0.05
-    w = u[some]
-    s_idx = sl[some]
-    t1 = vs.top1.movedim(axis, 0).reshape(n_slices, -1)[some]
-    t2 = vs.top2.movedim(axis, 0).reshape(n_slices, -1)[some]
+    # class involvement and dominant boundary, over clearly uncertain voxels
+    some = torch.nonzero(u.reshape(-1) >= _INVOLVED).squeeze(1)
+    w = u.reshape(-1)[some]
+    s_idx = some // u.shape[1]
+    t1 = vs.top1.movedim(axis, 0).reshape(-1)[some]
+    t2 = vs.top2.movedim(axis, 0).reshape(-1)[some]
     n_sc = n_slices * k1
     class_mass = (torch.bincount(s_idx * k1 + t1, weights=w, minlength=n_sc)
                   + torch.bincount(s_idx * k1 + t2, weights=w, minlength=n_sc))
     pairs = torch.bincount(s_idx * k1 * k1 + _pair_code(t1, t2, k1), weights=w,
                            minlength=n_sc * k1).reshape(n_slices, k1 * k1)
 
-    img = torch.as_tensor(image, dtype=torch.float32, device=dev)
-    img = (img - img.mean(dim=(1, 2, 3), keepdim=True)) / img.std(
-        dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
+    # each image channel is scaled on its own, so intensity units cancel out
+    img = _pooled(torch.as_tensor(image, dtype=torch.float32, device=dev), axis)
+    img = torch.cat([_standardised(ch) for ch in img.split(_POOL * _POOL, dim=1)], 1)
     fg_prob = torch.as_tensor(probabilities[1:], dtype=torch.float32, device=dev)
-    emb = torch.cat([_standardised(_pooled(img, axis)),
+    emb = torch.cat([img / math.sqrt(image.shape[0]),
                      _standardised(_pooled(fg_prob, axis))], dim=1)
     to_np = lambda t: t.cpu().numpy()  # noqa: E731
     return SliceStats(mass=to_np(mass).astype(float), n_uncertain=to_np(n_unc),
