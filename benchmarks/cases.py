@@ -14,6 +14,9 @@ Case specs (command-line names):
 ``ct:boxes``              abdominal CT, 1 = liver, 2 = spleen, 3 = right kidney,
 ``ct:boxes+scribbles``    4 = left kidney (pseudo ground truth from TotalSegmentator),
 ``ct:scribbles``          prompted with boxes only, boxes + scribbles or scribbles only
+``syn256``                synthetic 256^3 phantom (1 mm, two ellipsoids in a noisy,
+                          bias-modulated background) for the speed/memory targets at
+                          256^3; not a quality reference
 ========================  =================================================================
 
 Benchmarks read the shared data; tests never do.
@@ -161,21 +164,56 @@ def _ct(prompt: str) -> Case:
                 notes=["pseudo ground truth (TotalSegmentator output), not manual"])
 
 
-def load_case_group(spec: str) -> list[Case]:
-    """All cases named by one spec (see the module docstring)."""
-    if spec in ("mni1", "mni2", "mni1wm", "mni2wm"):
-        return [_mni(spec)]
+def _synthetic(n: int = 256, seed: int = 0) -> Case:
+    """Deterministic phantom: ellipsoid 1 (bright) holding sphere 2 (mid-grey) in a
+    noisy background with a smooth multiplicative bias."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.ogrid[:n, :n, :n]
+    c = (n - 1) / 2
+    r1 = ((z - c) / (0.35 * n)) ** 2 + ((y - c) / (0.28 * n)) ** 2 + ((x - c) / (0.4 * n)) ** 2
+    r2 = ((z - c) ** 2 + (y - c) ** 2 + (x - 0.62 * n) ** 2) / (0.12 * n) ** 2
+    gt = np.zeros((n, n, n), dtype=np.uint8)
+    gt[r1 <= 1] = 1
+    gt[r2 <= 1] = 2
+    image = np.choose(gt, np.array([0.0, 1.0, 0.55], dtype=np.float32))
+    image *= (1 + 0.2 * np.sin(2 * np.pi * x / n)).astype(np.float32)
+    image += rng.normal(0, 0.15, gt.shape).astype(np.float32)
+    return Case("syn256", image.astype(np.float32), gt, (1.0, 1.0, 1.0),
+                {1: "ellipsoid", 2: "sphere"},
+                notes=["synthetic phantom for speed and memory at 256^3"])
+
+
+def case_names(spec: str) -> list[str]:
+    """Names of the cases a spec stands for, without loading them. Every name is
+    itself a spec of exactly one case."""
     dataset, _, arg = spec.partition(":")
+    if spec in ("mni1", "mni2", "mni1wm", "mni2wm", "syn256"):
+        return [spec]
     if dataset == "la" and arg:
-        return _la(arg)
+        return [f"la:{e['case']}" for e in _select("la_mri", arg)]
     if dataset == "acdc" and arg:
-        return _acdc(arg)
-    if dataset == "ct" and arg:
-        return [_ct(arg)]
+        return [f"acdc:{e['case']}" for e in _select("acdc", arg)]
+    if dataset == "ct" and arg in PROMPTS:
+        return [spec]
     raise ValueError(f"unknown case spec {spec!r}: use mni1, mni2, mni1wm, mni2wm, "
-                     "la:N|ID, acdc:N|ID, ct:boxes|boxes+scribbles|scribbles")
+                     "la:N|ID, acdc:N|ID, ct:boxes|boxes+scribbles|scribbles, syn256")
+
+
+def load_case(name: str) -> Case:
+    """Load one case by the name :func:`case_names` gives it."""
+    (name,) = case_names(name)
+    dataset, _, arg = name.partition(":")
+    if dataset.startswith("mni"):
+        return _mni(name)
+    if dataset == "syn256":
+        return _synthetic()
+    if dataset == "la":
+        return _la(arg)[0]
+    if dataset == "acdc":
+        return _acdc(arg)[0]
+    return _ct(arg)
 
 
 def load_cases(specs) -> list[Case]:
     """Cases for a list of specs, in order."""
-    return [c for spec in specs for c in load_case_group(spec)]
+    return [load_case(n) for spec in specs for n in case_names(spec)]
