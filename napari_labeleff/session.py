@@ -40,7 +40,7 @@ import zarr
 from ._errors import LabelEffError
 from .io import Geometry
 from .io._atomic import TMP_MARK, atomic_write_text
-from .io._labeltable import default_color
+from .io._labeltable import check_color, default_color
 
 STORE_SUFFIX = ".labeleff.zarr"
 SCRIBBLE_CHUNKS = (16, 64, 64)
@@ -96,13 +96,6 @@ class LabelClass:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "color": [float(v) for v in self.color]}
-
-
-def _check_color(color) -> tuple[float, float, float]:
-    rgb = np.asarray(color, dtype=float) if color is not None else np.zeros(0)
-    if rgb.shape != (3,) or not np.all((rgb >= 0) & (rgb <= 1)):
-        raise LabelEffError(f"color={color!r} must be 3 RGB floats in 0..1")
-    return tuple(float(v) for v in rgb)
 
 
 def _check_region(region, shape) -> tuple[slice, ...]:
@@ -310,8 +303,15 @@ class AnnotationSession:
 
     def add_reviewed(self, suggestion, status: str) -> None:
         """Record a reviewed suggestion (``Suggestion`` or dict) with its status; save."""
-        entry = suggestion.to_dict() if hasattr(suggestion, "to_dict") else dict(suggestion)
-        self.reviewed.append({**entry, "status": str(status)})
+        if hasattr(suggestion, "to_dict"):
+            entry = suggestion.to_dict()
+        elif isinstance(suggestion, dict):
+            entry = dict(suggestion)
+        else:
+            raise LabelEffError(f"suggestion must be a Suggestion or a dict, got {type(suggestion).__name__}")
+        if not isinstance(status, str) or not status:
+            raise LabelEffError(f"status={status!r} must be a non-empty string")
+        self.reviewed.append({**entry, "status": status})
         self.save_meta()
 
     # ---- classes -----------------------------------------------------------------------
@@ -334,7 +334,7 @@ class AnnotationSession:
         if len(self.classes) >= 255:
             raise LabelEffError("at most 254 structures fit in uint8 scribbles")
         name = self._check_name(name)
-        color = _check_color(default_color(len(self.classes)) if color is None else color)
+        color = check_color(default_color(len(self.classes)) if color is None else color)
         self.classes.append(LabelClass(name, color))
         self.save_meta()
         return len(self.classes) - 1
@@ -345,7 +345,7 @@ class AnnotationSession:
         self.save_meta()
 
     def recolor_class(self, index: int, color) -> None:
-        self.classes[self._check_index(index)].color = _check_color(color)
+        self.classes[self._check_index(index)].color = check_color(color)
         self.save_meta()
 
     def remove_class(self, index: int, *, force: bool = False) -> None:

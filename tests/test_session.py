@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from napari_labeleff import LabelEffError
+from napari_labeleff.active import Suggestion
 from napari_labeleff.io import Geometry
 from napari_labeleff.session import (
     SCRIBBLE_CHUNKS,
@@ -56,7 +57,7 @@ def test_reopen_same_content_at_another_path_restores_everything(tmp_path, image
     s.save_scribbles((slice(15, 16),))
     s.set_boxes([(liver, 1, 2, 3, 10, 12, 14)])
     s.save_mask("refined", (image > 0).astype(np.uint8))
-    s.add_reviewed({"kind": "slice", "axis": 0, "index": 7}, "confirmed")
+    s.add_reviewed(Suggestion("slice", 0.5, "uncertain", (1,), axis=0, index=7, rank=1), "confirmed")
 
     again = AnnotationSession.open(image.copy(), oblique_geometry, image_path=tmp_path / "b" / "copy.nii.gz")
     assert again.restored and again.store_path == s.store_path
@@ -64,7 +65,8 @@ def test_reopen_same_content_at_another_path_restores_everything(tmp_path, image
     assert again.classes == [LabelClass("background", (0.0, 0.0, 0.0)), LabelClass("liver", (1.0, 0.0, 0.0))]
     assert again.boxes == [(1, 1, 2, 3, 10, 12, 14)]
     np.testing.assert_array_equal(again.masks["refined"], image > 0)
-    assert again.reviewed == [{"kind": "slice", "axis": 0, "index": 7, "status": "confirmed"}]
+    assert again.reviewed == [{"kind": "slice", "score": 0.5, "reason": "uncertain", "classes": [1], "axis": 0,
+                               "index": 7, "bbox": None, "rank": 1, "status": "confirmed"}]
 
     other = AnnotationSession.open(image + 1, oblique_geometry, image_path=tmp_path / "b" / "copy.nii.gz")
     assert not other.restored and not other.scribbles.any()
@@ -146,6 +148,9 @@ def test_class_editing(tmp_path, image):
         (lambda s: s.save_mask("m", np.zeros((2, 2, 2), np.uint8)), "mask has shape"),
         (lambda s: s.save_mask("m", np.zeros((20, 24, 28), np.float32)), "mask must hold integers"),
         (lambda s: s.add_class("  "), "name must be a non-empty string"),
+        (lambda s: s.recolor_class(1, "red"), "color='red' must be 3 RGB floats"),
+        (lambda s: s.add_reviewed(3, "confirmed"), "suggestion must be a Suggestion or a dict, got int"),
+        (lambda s: s.add_reviewed({"kind": "slice"}, None), "status=None must be a non-empty string"),
     ],
 )
 def test_session_bad_input(tmp_path, image, call, match):

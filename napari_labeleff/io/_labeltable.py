@@ -39,6 +39,17 @@ def default_color(index: int) -> tuple[float, float, float]:
     return DEFAULT_COLORS[1 + (index - 1) % (len(DEFAULT_COLORS) - 1)]
 
 
+def check_color(color, what: str = "color") -> tuple[float, float, float]:
+    """``color`` as 3 RGB floats in 0..1, or a :class:`LabelEffError` naming ``what``."""
+    try:
+        rgb = np.asarray(color, dtype=float)
+    except (TypeError, ValueError):
+        rgb = np.zeros(0)
+    if rgb.shape != (3,) or not np.all((rgb >= 0) & (rgb <= 1)):
+        raise LabelEffError(f"{what}={color!r} must be 3 RGB floats in 0..1")
+    return tuple(float(v) for v in rgb)
+
+
 def _as_table(values, what: str) -> dict[int, object]:
     """Normalise a sequence (index = label) or a mapping {label: value}."""
     if values is None:
@@ -62,9 +73,7 @@ def label_entries(max_label: int, label_names=None, colors=None):
     rows = []
     for c in range(max([max_label, *names, *cols]) + 1):
         name = str(names.get(c, "background" if c == 0 else f"label_{c}")).strip()
-        rgb = np.asarray(cols.get(c, default_color(c)), dtype=float)
-        if rgb.shape != (3,) or not np.all((rgb >= 0) & (rgb <= 1)):
-            raise LabelEffError(f"colors[{c}]={cols.get(c)!r} must be 3 RGB floats in 0..1")
+        rgb = check_color(cols.get(c, default_color(c)), f"colors[{c}]")
         rows.append((c, name or f"label_{c}", tuple(int(round(v * 255)) for v in rgb)))
     return rows
 

@@ -108,6 +108,8 @@ def count_nonfinite(data) -> int:
 
 def make_volume(data, geometry, path, fmt, *, channel_names=None, notes=(), **extra):
     """Build a :class:`Volume`, filling the metadata every reader reports."""
+    if type(data) is np.ndarray and not data.dtype.isnative:  # in memory: cheap, torch-safe
+        data = data.astype(data.dtype.newbyteorder("="))
     channel_axis = 0 if data.ndim == 4 else None
     if channel_axis is not None and channel_names is None:
         channel_names = [f"channel {i}" for i in range(data.shape[0])]

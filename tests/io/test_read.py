@@ -57,6 +57,16 @@ def test_nifti_prefers_sform_then_qform(tmp_path):
     assert vol.spacing == (3.0, 3.0, 3.0) and any("qform" in n for n in vol.metadata["notes"])
 
 
+def test_big_endian_nifti_is_loaded_in_native_byte_order(tmp_path, sphere_volume):
+    path = tmp_path / "be.nii.gz"
+    header = nib.Nifti1Header(endianness=">")
+    nib.Nifti1Image(sphere_volume[0].T.astype(">f4"), np.eye(4), header=header).to_filename(str(path))
+    assert nib.load(str(path)).get_data_dtype().byteorder == ">"
+    vol = read_volume(path)
+    assert vol.data.dtype.isnative
+    np.testing.assert_array_equal(vol.data, sphere_volume[0])
+
+
 def test_nan_and_inf_are_loaded_and_counted(tmp_path, sphere_volume):
     image = sphere_volume[0].copy()
     image[0, 0, :3] = np.nan

@@ -6,7 +6,6 @@ voxel (i, j, k) and at the same physical point according to nibabel and SimpleIT
 """
 
 import nibabel as nib
-import nrrd
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -59,15 +58,27 @@ def _write_itk(folder, name):
     return path
 
 
+def _vec(v):
+    return "(" + ",".join(f"{x:.12g}" for x in v) + ")"
+
+
 def _write_nrrd_ras(folder):
-    header = {
-        "space": "right-anterior-superior",
-        "space directions": (DIRECTION @ np.diag(SPACING_XYZ)).T,
-        "space origin": np.asarray(ORIGIN),
-        "kinds": ["domain"] * 3,
-    }
+    """A NRRD in RAS space (ITK must convert it to LPS), header written by hand."""
+    vectors = (DIRECTION @ np.diag(SPACING_XYZ)).T  # one row per voxel axis i, j, k
+    header = "\n".join([
+        "NRRD0004",
+        "type: int16",
+        "dimension: 3",
+        "space: right-anterior-superior",
+        f"sizes: {' '.join(str(n) for n in SHAPE_ZYX[::-1])}",
+        f"space directions: {' '.join(_vec(v) for v in vectors)}",
+        "kinds: domain domain domain",
+        "endian: little",
+        "encoding: raw",
+        f"space origin: {_vec(ORIGIN)}",
+    ])
     path = folder / "ras.nrrd"
-    nrrd.write(str(path), _marked_image().T.copy(), header, index_order="F")
+    path.write_bytes(header.encode() + b"\n\n" + _marked_image().astype("<i2").tobytes())
     return path
 
 
