@@ -41,8 +41,9 @@ def looks_like_zarr(path: Path) -> bool:
         return False
 
 
-def _multiscales(attrs) -> list | None:
-    return attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
+def _ome(attrs, key: str):
+    """NGFF metadata entry: top-level attrs in 0.4, under ``attrs["ome"]`` in 0.5."""
+    return attrs.get(key) or attrs.get("ome", {}).get(key)
 
 
 def _transform(transforms, kind: str, n: int) -> np.ndarray:
@@ -54,7 +55,7 @@ def _transform(transforms, kind: str, n: int) -> np.ndarray:
 
 def _ome_level0(group, path):
     """(array, axes, scale, translation, channel names) of an OME-Zarr image group."""
-    ms = _multiscales(group.attrs)[0]
+    ms = _ome(group.attrs, "multiscales")[0]
     ds = ms["datasets"][0]
     try:
         arr = group[ds["path"]]
@@ -69,7 +70,7 @@ def _ome_level0(group, path):
     g_scale = _transform(ms.get("coordinateTransformations"), "scale", n)
     g_trans = _transform(ms.get("coordinateTransformations"), "translation", n)
     scale, trans = g_scale * scale, g_scale * trans + g_trans
-    channels = group.attrs.get("omero", {}).get("channels")
+    channels = (_ome(group.attrs, "omero") or {}).get("channels")
     names = [c.get("label", f"channel {i}") for i, c in enumerate(channels)] if channels else None
     return arr, axes, scale, trans, names
 
@@ -91,7 +92,7 @@ def _ome_volume(group, path) -> Volume:
     if unknown:
         raise LabelEffError(f"{path}: unsupported spatial unit(s) {sorted(unknown)}")
     to_mm = np.array([_UNIT_TO_MM[axes[i].get("unit")] for i in spatial])
-    data = data.transpose(kept + spatial).reshape([arr.shape[i] for i in kept + spatial])
+    data = data.transpose(others + spatial).reshape([arr.shape[i] for i in kept + spatial])
     geometry = Geometry.from_spacing(scale[spatial] * to_mm, trans[spatial] * to_mm)
     notes = ["OME-Zarr has no anatomical orientation: identity direction (LPS) assumed"]
     return make_volume(data, geometry, path, "ome-zarr", channel_names=names if kept else None,
@@ -128,7 +129,7 @@ def read_zarr(path: Path) -> Volume:
         raise LabelEffError(f"{path}: not a readable zarr store ({err})") from err
     if isinstance(node, zarr.Array):
         return _array_volume(node, path)
-    if _multiscales(node.attrs):
+    if _ome(node.attrs, "multiscales"):
         return _ome_volume(node, path)
     names = sorted(node.array_keys())
     if len(names) != 1:

@@ -170,6 +170,27 @@ def test_ome_zarr_level0_scale_translation_channels(tmp_path, rng):
     np.testing.assert_array_equal(vol.data.compute(), data)
 
 
+def test_ome_zarr_0_5_with_time_and_metadata_under_ome(tmp_path, rng):
+    data = rng.integers(0, 1000, size=(1, 5, 6, 7)).astype(np.uint16)
+    group = zarr.open_group(str(tmp_path / "v5.zarr"), mode="w", zarr_format=3)
+    group.create_array("s0", shape=data.shape, dtype="u2")[:] = data
+    group.attrs["ome"] = {"version": "0.5", "multiscales": [{
+        "axes": [{"name": "t", "type": "time"}] + [
+            {"name": n, "type": "space", "unit": "millimeter"} for n in "zyx"],
+        "datasets": [{"path": "s0", "coordinateTransformations": [
+            {"type": "scale", "scale": [1.0, 3.0, 1.5, 1.5]}]}],
+    }]}
+    vol = read_volume(tmp_path / "v5.zarr")
+    assert vol.data.shape == (5, 6, 7) and vol.channel_axis is None
+    assert vol.spacing == (3.0, 1.5, 1.5)
+    np.testing.assert_array_equal(vol.data.compute(), data[0])
+    big_t = zarr.open_group(str(tmp_path / "t.zarr"), mode="w", zarr_format=3)
+    big_t.create_array("s0", shape=(2, 5, 6, 7), dtype="u2")
+    big_t.attrs["ome"] = group.attrs["ome"]
+    with pytest.raises(LabelEffError, match="time series"):
+        read_volume(tmp_path / "t.zarr")
+
+
 def test_zarr_group_with_several_plain_arrays_is_refused(tmp_path):
     group = zarr.open_group(str(tmp_path / "g.zarr"), mode="w")
     group.create_array("a", shape=(3, 3, 3), dtype="u1")
