@@ -21,7 +21,7 @@ import numpy as np
 
 from . import __version__
 from ._errors import LabelEffError
-from .io import Volume, can_read, read_volume, write_volume
+from .io import Volume, read_volume, write_volume
 from .io._write import smallest_uint
 
 SAMPLE_KEYS = ("brain", "ct")
@@ -194,13 +194,19 @@ def _add_gui(sub) -> None:
 def _cmd_gui(args) -> int:
     if args.file and args.sample:
         raise LabelEffError("give either FILE or --sample, not both")
-    if args.file and not can_read(args.file):
-        raise LabelEffError(f"{args.file} does not exist or is not a supported volume")
+    # Read before starting Qt so a bad file is a one-line error with exit status 2.
+    volume = _load_volume(args.file) if args.file else None
+    if volume is not None:
+        for note in volume.metadata.get("notes", []):
+            print(f"note: {note}", file=sys.stderr)
     import napari
 
+    from ._napari._reader import layer_name, volume_layer_data
+
     viewer = napari.Viewer(title="napari-labeleff")
-    if args.file:
-        viewer.open(args.file, plugin="napari-labeleff")
+    if volume is not None:  # the plugin reader's own layer construction
+        data, kwargs, _ = volume_layer_data(volume, layer_name(args.file))
+        viewer.add_image(data, **kwargs)
     elif args.sample:
         viewer.open_sample("napari-labeleff", args.sample)
     viewer.window.add_plugin_dock_widget("napari-labeleff", "LabelEff")

@@ -55,7 +55,7 @@ def test_convert_keeps_geometry_and_values(tmp_path, sphere_volume, capsys):
         (["convert", "{img}", "{tmp}/out.mha"], "must end with one of .nii, .nii.gz"),
         (["convert", "{img}", "{img}"], "refusing to overwrite the source image"),
         (["gui", "{img}", "--sample", "ct"], "either FILE or --sample, not both"),
-        (["gui", "{tmp}/notes.txt"], "is not a supported volume"),
+        (["gui", "{tmp}/notes.txt"], "is not a supported format"),
     ],
 )
 def test_errors_are_one_line_exit_2(tmp_path, image_file, capsys, argv, match):
