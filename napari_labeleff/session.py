@@ -212,23 +212,29 @@ class AnnotationSession:
 
     @classmethod
     def _restore(cls, store_path: Path, meta: dict, geometry, image_path) -> "AnnotationSession":
-        _remove_leftovers(store_path, set(meta.get("masks", {}).values()))
-        group = zarr.open_group(str(store_path), mode="r")
         keys = dict(meta.get("masks", {}))
-        session = cls(
-            checksum=meta["checksum"],
-            shape=tuple(meta["shape"]),
-            geometry=geometry,
-            image_path=image_path,
-            classes=[LabelClass(c["name"], tuple(c["color"])) for c in meta["classes"]],
-            scribbles=np.asarray(group["scribbles"][...], dtype=np.uint8),
-            boxes=[tuple(int(v) for v in b) for b in meta.get("boxes", [])],
-            masks={name: np.asarray(group[key][...]) for name, key in keys.items()},
-            reviewed=list(meta.get("reviewed", [])),
-            store_path=store_path,
-            restored=True,
-            _mask_keys=keys,
-        )
+        try:
+            _remove_leftovers(store_path, set(keys.values()))
+            group = zarr.open_group(str(store_path), mode="r")
+            session = cls(
+                checksum=meta["checksum"],
+                shape=tuple(meta["shape"]),
+                geometry=geometry,
+                image_path=image_path,
+                classes=[LabelClass(c["name"], tuple(c["color"])) for c in meta["classes"]],
+                scribbles=np.asarray(group["scribbles"][...], dtype=np.uint8),
+                boxes=[tuple(int(v) for v in b) for b in meta.get("boxes", [])],
+                masks={name: np.asarray(group[key][...]) for name, key in keys.items()},
+                reviewed=list(meta.get("reviewed", [])),
+                store_path=store_path,
+                restored=True,
+                _mask_keys=keys,
+            )
+        except (KeyError, TypeError, ValueError, OSError) as err:
+            raise LabelEffError(
+                f"autosave store {store_path} is damaged ({type(err).__name__}: {err}); "
+                "move it away to start afresh"
+            ) from err
         _register(session.checksum, store_path)
         return session
 

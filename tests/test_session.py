@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -158,6 +159,14 @@ def test_session_bad_input(tmp_path, image, call, match):
     s.add_class("organ")
     with pytest.raises(LabelEffError, match=match):
         call(s)
+
+
+def test_damaged_store_is_reported_not_overwritten(tmp_path, image):
+    s = AnnotationSession.open(image, Geometry.from_spacing(), store_dir=tmp_path)
+    shutil.rmtree(s.store_path / "scribbles")
+    with pytest.raises(LabelEffError, match="autosave store .* is damaged .*move it away"):
+        AnnotationSession.open(image, Geometry.from_spacing(), store_dir=tmp_path)
+    assert (s.store_path / "session.json").is_file()
 
 
 def test_open_bad_input(image):
