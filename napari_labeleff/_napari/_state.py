@@ -8,6 +8,9 @@ other.
 Conventions (see ``napari_labeleff/__init__.py``): ``classes[0]`` is the background
 class and always exists; structure ``c`` (1..K) is ``classes[c]``. Its scribble value
 is ``c + 1`` (background scribble = 1, 0 = unannotated) and its mask value is ``c``.
+The classes, scribbles, boxes and saved masks live in the
+:class:`~napari_labeleff.session.AnnotationSession` (the autosave store); the layers
+show them (the Scribbles layer's data *is* ``session.scribbles``).
 """
 
 from __future__ import annotations
@@ -28,26 +31,6 @@ if TYPE_CHECKING:
 #: Review status values of a suggestion (see :attr:`ViewerState.review_status`).
 REVIEW_STATES = ("pending", "annotated", "confirmed", "skipped")
 
-#: Colours given to new structures, in order (background has its own).
-PALETTE = (
-    "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4",
-    "#f032e6", "#bfef45", "#fabed4", "#469990", "#dcbeff", "#9a6324",
-)
-BACKGROUND_COLOR = "#5a6f8c"
-
-
-@dataclass
-class ClassInfo:
-    """Name and display colour (``"#rrggbb"``) of one class."""
-
-    name: str
-    color: str
-
-
-def default_classes() -> list[ClassInfo]:
-    """Background plus one structure: the state of a fresh annotation."""
-    return [ClassInfo("background", BACKGROUND_COLOR), ClassInfo("structure 1", PALETTE[0])]
-
 
 @dataclass(eq=False)
 class ViewerState:
@@ -65,9 +48,9 @@ class ViewerState:
         Voxel-to-world geometry used for layer affines and for export: the reader's
         source geometry, or the image layer's affine for images from elsewhere.
     session : napari_labeleff.session.AnnotationSession or None
-        Autosave store of scribbles, boxes, classes and masks for this volume.
-    classes : list of ClassInfo
-        ``classes[0]`` is background; ``classes[c]`` is structure c.
+        Autosave store of scribbles, boxes, classes and masks for this volume; edit
+        classes through its methods (they validate and save), then emit
+        ``classes_changed``.
     scribbles_layer, boxes_layer, refined_layer, final_layer, uncertainty_layer
         The layers bound to this state (None until created).
     result : RefineResult or None
@@ -89,7 +72,6 @@ class ViewerState:
     channel_layers: list = field(default_factory=list)
     geometry: Geometry | None = None
     session: Any = None
-    classes: list[ClassInfo] = field(default_factory=default_classes)
     scribbles_layer: Any = None
     boxes_layer: Any = None
     refined_layer: Any = None
@@ -106,8 +88,9 @@ class ViewerState:
     image_changed = Signal()
     #: Classes were added, removed, renamed or recoloured.
     classes_changed = Signal()
-    #: Scribbles or boxes changed: region (z0, y0, x0, z1, y1, x1) or None for all.
-    annotations_changed = Signal(object)
+    #: Scribbles or boxes changed: ``(kind, region)`` with kind "scribbles" or "boxes"
+    #: and region ``(z0, y0, x0, z1, y1, x1)`` of the touched voxels, or None for all.
+    annotations_changed = Signal(str, object)
     #: A refinement finished; carries the RefineResult.
     refined = Signal(object)
     #: ``suggestions`` or ``review_status`` changed.
@@ -119,23 +102,43 @@ class ViewerState:
 
     # ---- classes ------------------------------------------------------------------
     @property
+    def classes(self) -> list:
+        """``session.classes`` (:class:`~napari_labeleff.session.LabelClass`: ``name``,
+        ``color`` RGB 0..1); index 0 is background. Empty without a session."""
+        return self.session.classes if self.session is not None else []
+
+    @property
     def n_structures(self) -> int:
         """K, the number of structures (background excluded)."""
-        return len(self.classes) - 1
+        return max(len(self.classes) - 1, 0)
 
-    def class_colors(self) -> dict[int, str]:
-        """``mask value -> colour`` for 0..K (0 = background)."""
-        return {c: info.color for c, info in enumerate(self.classes)}
+    def class_colors(self) -> dict[int, tuple]:
+        """``mask value -> RGB (0..1)`` for 0..K (0 = background)."""
+        return {c: tuple(info.color) for c, info in enumerate(self.classes)}
 
     def label_names(self) -> dict[int, str]:
         """``mask value -> name`` for 0..K (0 = background)."""
         return {c: info.name for c, info in enumerate(self.classes)}
 
-    def next_color(self) -> str:
-        """A palette colour not used yet (cycling when all are used)."""
-        used = {info.color.lower() for info in self.classes}
-        free = [c for c in PALETTE if c not in used]
-        return free[0] if free else PALETTE[self.n_structures % len(PALETTE)]
+    def layer_metadata(self, role: str) -> dict:
+        """``metadata`` of an annotation layer: its role, the source geometry and path
+        (so the writer exports it with the image's affine) and the label table.
+
+        Parameters
+        ----------
+        role : {"scribbles", "boxes", "refined", "final", "uncertainty"}
+        """
+        meta = {"labeleff_role": role}
+        if self.geometry is not None:
+            meta["geometry"] = self.geometry.to_dict()
+        if self.image_layer is not None:
+            meta["source_path"] = self.image_layer.metadata.get("source_path")
+        names, colors = self.label_names(), self.class_colors()
+        if role == "scribbles":  # scribble value c + 1 = class c
+            names = {0: "unannotated", **{c + 1: n for c, n in names.items()}}
+            colors = {0: (0.0, 0.0, 0.0), **{c + 1: col for c, col in colors.items()}}
+        meta["label_names"], meta["label_colors"] = names, colors
+        return meta
 
     # ---- geometry -----------------------------------------------------------------
     @property

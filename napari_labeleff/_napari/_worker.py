@@ -91,6 +91,7 @@ class Runner:
         self._gen = None
         self._pbar = None
         self._cancelled = False
+        self._in_yield = False
 
     @property
     def mode(self) -> str:
@@ -193,6 +194,15 @@ class Runner:
 
     # ---- GUI-thread callbacks ------------------------------------------------------
     def _on_yield(self, value, on_progress):
+        if self._in_yield:  # a slot that spun the event loop; drop this (stale) report
+            return
+        self._in_yield = True
+        try:
+            self._show_progress(value, on_progress)
+        finally:
+            self._in_yield = False
+
+    def _show_progress(self, value, on_progress):
         if isinstance(value, Progress) and self._pbar is not None:
             pbar = self._pbar
             if value.total != pbar.total:

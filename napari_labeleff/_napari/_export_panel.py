@@ -1,0 +1,101 @@
+"""Export panel: save the final (or refined) mask as NIfTI with the source geometry.
+
+Goes through the npe2 writer function (:func:`._writer.write_labels`), so the panel and
+napari's File > Save write the same files: the mask plus 3D Slicer / ITK-SNAP label
+tables, atomically, never onto the source image.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from napari.utils.notifications import show_info
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QGroupBox,
+    QHBoxLayout,
+    QLineEdit,
+    QPushButton,
+    QVBoxLayout,
+)
+
+from .._errors import LabelEffError
+from ._reader import layer_name
+from ._writer import write_labels
+
+TARGETS = ("final mask", "refined mask")
+
+
+def default_mask_path(source_path) -> str:
+    """``<folder of the source>/<source name>_mask.nii.gz`` (home folder without source)."""
+    if not source_path:
+        return str(Path.home() / "mask.nii.gz")
+    src = Path(source_path)
+    folder = src if src.is_dir() else src.parent
+    return str(folder / f"{layer_name(src)}_mask.nii.gz")
+
+
+class ExportPanel(QGroupBox):
+    """Choose which mask and where; Save.
+
+    Parameters
+    ----------
+    state : ViewerState
+    """
+
+    def __init__(self, state, parent=None):
+        super().__init__("Export", parent)
+        self.state = state
+        self.target = QComboBox()
+        self.target.addItems(TARGETS)
+        self.path = QLineEdit()
+        self.path.setPlaceholderText("mask.nii.gz")
+        self.browse_btn = QPushButton("…")
+        self.browse_btn.setMaximumWidth(32)
+        self.save_btn = QPushButton("Save NIfTI")
+        row = QHBoxLayout()
+        row.addWidget(self.path, 1)
+        row.addWidget(self.browse_btn)
+        lay = QVBoxLayout(self)
+        lay.addWidget(self.target)
+        lay.addLayout(row)
+        lay.addWidget(self.save_btn)
+        self.browse_btn.clicked.connect(self._browse)
+        self.save_btn.clicked.connect(lambda: self.save())
+        state.image_changed.connect(self._on_image_changed)
+        self._on_image_changed()
+
+    def _on_image_changed(self) -> None:
+        layer = self.state.image_layer
+        self.path.setText(default_mask_path(layer.metadata.get("source_path")) if layer else "")
+
+    def _browse(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save mask", self.path.text(), "NIfTI (*.nii.gz *.nii)"
+        )
+        if path:
+            self.path.setText(path)
+
+    def save(self, path: str | None = None, target: str | None = None) -> list[str] | None:
+        """Write the chosen mask; returns the written files, or None (reason notified)."""
+        target = target or self.target.currentText()
+        layer = self.state.final_layer if target == "final mask" else self.state.refined_layer
+        if layer is None:
+            show_info("Export: choose an image and refine first")
+            return None
+        path = path or self.path.text().strip()
+        if not path:
+            show_info("Export: choose an output file")
+            return None
+        # The layer's metadata is refreshed from the class table on every class change.
+        try:
+            written = write_labels(
+                path, layer.data, {"metadata": layer.metadata, "affine": layer.affine.affine_matrix}
+            )
+        except LabelEffError:  # already shown as a notification by the writer
+            return None
+        if target == "final mask":
+            self.state.final_dirty = False
+        show_info(f"Saved {target} to {written[0]} (+ label tables for 3D Slicer and ITK-SNAP)")
+        return written

@@ -1,0 +1,370 @@
+"""The LabelEff dock widget: picks the image, owns the ViewerState, hosts the panels.
+
+It binds one image layer at a time: it creates (or adopts, e.g. from the sample data)
+the "Scribbles" labels layer, the "Boxes" shapes layer and the "Refined mask" / "Final
+mask" labels layers, all sharing the image's affine, restores autosaved work for the
+volume, and forwards layer events to the state's signals. The panels (one module each)
+do the rest.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from napari.layers import Image, Labels, Shapes
+from napari.utils.notifications import show_info
+from qtpy.QtWidgets import QComboBox, QFormLayout, QScrollArea, QVBoxLayout, QWidget
+
+from ..io import Geometry
+from ._autosave import Autosave
+from ._classes_panel import ClassesPanel
+from ._export_panel import ExportPanel
+from ._layers import (
+    BOX_FEATURES,
+    boxes_to_shapes,
+    mask_colormap,
+    painted_region,
+    scribble_colormap,
+    shapes_to_boxes,
+)
+from ._refine_panel import RefinePanel
+from ._review_panel import ReviewPanel
+from ._state import ViewerState
+from ._worker import Runner
+
+#: Roles of the annotation layers -> state attribute holding them.
+ROLE_ATTR = {
+    "scribbles": "scribbles_layer",
+    "boxes": "boxes_layer",
+    "refined": "refined_layer",
+    "final": "final_layer",
+    "uncertainty": "uncertainty_layer",
+}
+LAYER_NAMES = {
+    "scribbles": "Scribbles",
+    "boxes": "Boxes",
+    "refined": "Refined mask",
+    "final": "Final mask",
+}
+
+
+def set_boxes(layer, boxes) -> None:
+    """Replace the rectangles of a Boxes shapes layer by engine ``boxes``."""
+    shapes, features = boxes_to_shapes(boxes)
+    layer.data = []
+    if shapes:
+        layer.add_rectangles(shapes)
+        layer.features = pd.DataFrame(features)
+
+
+def image_geometry(layer) -> Geometry:
+    """Source geometry from our reader's metadata, else from the layer's affine."""
+    stored = layer.metadata.get("geometry")
+    if stored is not None:
+        return Geometry.from_dict(stored)
+    return Geometry.from_napari_affine(layer.affine.affine_matrix)
+
+
+class LabelEffWidget(QWidget):
+    """Main dock widget of napari-labeleff.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+    """
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.state = ViewerState(napari_viewer)
+        self.runner = Runner(self.state)
+        self.autosave = Autosave(self.state)
+
+        self.image_combo = QComboBox()
+        self.image_combo.setToolTip("The 3D volume to annotate")
+        self.classes_panel = ClassesPanel(self.state, on_remove=self._drop_class)
+        self.refine_panel = RefinePanel(
+            napari_viewer, self.state, self.runner, lambda: self.classes_panel.current_class
+        )
+        self.review_panel = ReviewPanel(
+            napari_viewer,
+            self.state,
+            self.runner,
+            show_uncertainty=lambda: self.refine_panel.show_uncertainty.setChecked(True),
+        )
+        self.export_panel = ExportPanel(self.state)
+
+        body = QWidget()
+        col = QVBoxLayout(body)
+        form = QFormLayout()
+        form.addRow("image", self.image_combo)
+        col.addLayout(form)
+        for panel in (self.classes_panel, self.refine_panel, self.review_panel, self.export_panel):
+            col.addWidget(panel)
+        col.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(body)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
+
+        self.state.classes_changed.connect(self._apply_classes)
+        self.image_combo.currentIndexChanged.connect(self._on_combo)
+        layers = napari_viewer.layers
+        layers.events.inserted.connect(self._refresh_combo)
+        layers.events.removed.connect(self._on_layer_removed)
+        layers.events.moved.connect(self._refresh_combo)
+        self._refresh_combo()
+
+    # ---- choosing the image --------------------------------------------------------------
+    def _candidate_images(self) -> list:
+        """Image layers that can be annotated: 3D, one per multi-channel volume."""
+        out = []
+        for layer in self.viewer.layers:
+            if not isinstance(layer, Image) or layer.ndim != 3 or layer.rgb:
+                continue
+            if layer.metadata.get("labeleff_role"):
+                continue  # our own overlays (uncertainty)
+            if layer.metadata.get("channel_index", 0) != 0:
+                continue  # channels 1.. come along with channel 0
+            out.append(layer)
+        return out
+
+    def _refresh_combo(self, event=None) -> None:
+        images = self._candidate_images()
+        self.image_combo.blockSignals(True)
+        self.image_combo.clear()
+        for layer in images:
+            self.image_combo.addItem(layer.name)
+        bound = self.state.image_layer
+        if bound in images:
+            self.image_combo.setCurrentIndex(images.index(bound))
+        self.image_combo.blockSignals(False)
+        if bound is None and images:
+            self.bind(images[-1])
+
+    def _on_combo(self, index: int) -> None:
+        images = self._candidate_images()
+        if 0 <= index < len(images) and images[index] is not self.state.image_layer:
+            self.bind(images[index])
+
+    def _on_layer_removed(self, event) -> None:
+        layer = event.value
+        state = self.state
+        if layer is state.image_layer:
+            self.unbind()
+        for attr in ROLE_ATTR.values():
+            if getattr(state, attr) is layer:
+                setattr(state, attr, None)
+        self._refresh_combo()
+
+    def _channel_layers(self, image) -> list:
+        n = image.metadata.get("n_channels")
+        source = image.metadata.get("source_path")
+        if not n or source is None:
+            return [image]
+        siblings = {
+            ly.metadata.get("channel_index"): ly
+            for ly in self.viewer.layers
+            if isinstance(ly, Image) and ly.metadata.get("source_path") == source
+        }
+        return [siblings[i] for i in range(n) if i in siblings] or [image]
+
+    # ---- binding ---------------------------------------------------------------------------
+    def bind(self, image) -> None:
+        """Annotate ``image``: open its autosave session (restoring earlier work on the
+        same content), then create or adopt its annotation layers."""
+        if self.state.busy:
+            self.runner.cancel()
+        self.unbind()
+        state = self.state
+        state.image_layer = image
+        state.channel_layers = self._channel_layers(image)
+        state.geometry = image_geometry(image)
+        state.session = self.autosave.open()
+        adopted = self._adoptable_layers()
+        if state.session.restored:
+            self._notify_restored()
+        else:
+            self._seed_session(adopted)
+        self._make_layers(adopted)
+        self.autosave.attach()
+        self._connect_layer_events()
+        self._apply_classes()
+        state.image_changed.emit()
+        self._refresh_combo()
+
+    def unbind(self) -> None:
+        """Detach from the current image; its annotation layers leave the viewer (their
+        content is in the autosave store)."""
+        state = self.state
+        if state.image_layer is None:
+            return
+        self.autosave.save_scribbles()  # catches edits without paint events (undo)
+        self.autosave.detach()
+        self._disconnect_layer_events()
+        for attr in ROLE_ATTR.values():
+            layer = getattr(state, attr)
+            setattr(state, attr, None)
+            if layer is not None and layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+        state.image_layer = None
+        state.channel_layers = []
+        state.geometry = None
+        state.session = None
+        state.result = None
+        state.set_suggestions([])
+
+    def _adoptable_layers(self) -> dict:
+        """Annotation layers already in the viewer for this image (same source path and
+        shape), e.g. the sample data's example scribbles and boxes: role -> layer."""
+        state = self.state
+        source = state.image_layer.metadata.get("source_path")
+        found = {}
+        for layer in self.viewer.layers:
+            role = layer.metadata.get("labeleff_role")
+            if role not in ROLE_ATTR or role in found:
+                continue
+            if layer.metadata.get("source_path") != source:
+                continue
+            if role != "boxes" and tuple(layer.data.shape) != state.shape:
+                continue
+            found[role] = layer
+        return found
+
+    def _seed_session(self, adopted: dict) -> None:
+        """Fill a new session from adopted layers (classes, scribbles, boxes), or give
+        it one structure to start painting."""
+        session = self.state.session
+        scribbles = adopted.get("scribbles")
+        for name, color in (scribbles.metadata.get("classes", []) if scribbles else [])[1:]:
+            session.add_class(name, color)
+        if len(session.classes) < 2:
+            session.add_class("structure 1")
+        if scribbles is not None:
+            session.scribbles[...] = np.asarray(scribbles.data, dtype=np.uint8)
+            session.save_scribbles()
+        boxes = adopted.get("boxes")
+        if boxes is not None and len(boxes.data):
+            session.set_boxes(shapes_to_boxes(boxes.data, boxes.features, self.state.shape))
+
+    def _notify_restored(self) -> None:
+        session = self.state.session
+        n_scribbled = int(np.count_nonzero(session.scribbles))
+        show_info(
+            f"Restored autosaved work for this volume: {n_scribbled} scribbled voxels, "
+            f"{len(session.boxes)} boxes, {len(session.classes) - 1} structures"
+            + (f", masks {', '.join(sorted(session.masks))}" if session.masks else "")
+            + f" (from {session.store_path})"
+        )
+
+    def _make_layers(self, adopted: dict) -> None:
+        """Show the session's content in the annotation layers, reusing adopted ones."""
+        state, session = self.state, self.state.session
+        affine = state.image_layer.affine.affine_matrix
+        contents = {
+            "final": session.masks.get("final", np.zeros(state.shape, np.uint8)),
+            "refined": session.masks.get("refined", np.zeros(state.shape, np.uint8)),
+            "scribbles": session.scribbles,  # shared: painting edits the session's array
+        }
+        for role, data in contents.items():
+            layer = adopted.get(role)
+            if layer is None:
+                layer = self.viewer.add_layer(Labels(data, name=LAYER_NAMES[role], affine=affine))
+            else:
+                layer.data = data
+            layer.metadata.update(state.layer_metadata(role))
+            setattr(state, ROLE_ATTR[role], layer)
+        state.refined_layer.opacity = 0.45
+        state.final_layer.contour = 2
+        boxes = adopted.get("boxes")
+        rebuild = boxes is None or session.restored  # else: keep the boxes as drawn
+        if boxes is None:
+            boxes = self.viewer.add_layer(
+                Shapes(
+                    ndim=3,
+                    name=LAYER_NAMES["boxes"],
+                    affine=affine,
+                    features=pd.DataFrame({k: pd.Series(dtype=int) for k in BOX_FEATURES}),
+                    face_color="transparent",
+                    edge_width=1.5,
+                )
+            )
+        if rebuild:
+            set_boxes(boxes, session.boxes)
+        boxes.feature_defaults = {"class_id": 1, "before": 0, "after": 0}
+        boxes.metadata.update(state.layer_metadata("boxes"))
+        state.boxes_layer = boxes
+        self.viewer.layers.selection.active = state.scribbles_layer
+        state.scribbles_layer.mode = "paint"
+
+    # ---- layer events -> state signals --------------------------------------------------------
+    def _connect_layer_events(self) -> None:
+        state = self.state
+        state.scribbles_layer.events.paint.connect(self._on_paint)
+        state.scribbles_layer.events.data.connect(self._on_scribbles_replaced)
+        state.boxes_layer.events.data.connect(self._on_boxes)
+        state.boxes_layer.events.features.connect(self._on_boxes)
+
+    def _disconnect_layer_events(self) -> None:
+        state = self.state
+        if state.scribbles_layer is not None:
+            state.scribbles_layer.events.paint.disconnect(self._on_paint)
+            state.scribbles_layer.events.data.disconnect(self._on_scribbles_replaced)
+        if state.boxes_layer is not None:
+            state.boxes_layer.events.data.disconnect(self._on_boxes)
+            state.boxes_layer.events.features.disconnect(self._on_boxes)
+
+    def _on_paint(self, event) -> None:
+        region = painted_region(event.value, self.state.shape)
+        if region is not None:
+            self.state.annotations_changed.emit("scribbles", region)
+
+    def _on_scribbles_replaced(self, event=None) -> None:
+        self.state.annotations_changed.emit("scribbles", None)
+
+    def _on_boxes(self, event=None) -> None:
+        if getattr(event, "action", "added") in ("adding", "removing", "changing"):
+            return  # wait for the completed change
+        self._color_boxes()
+        self.state.annotations_changed.emit("boxes", None)
+
+    # ---- classes ---------------------------------------------------------------------------
+    def _apply_classes(self) -> None:
+        """Push class names/colours into the layers (colormaps, metadata)."""
+        state = self.state
+        colors = state.class_colors()
+        if state.scribbles_layer is not None:
+            state.scribbles_layer.colormap = scribble_colormap(colors)
+            state.scribbles_layer.metadata.update(state.layer_metadata("scribbles"))
+        for role in ("refined", "final"):
+            layer = getattr(state, ROLE_ATTR[role])
+            if layer is not None:
+                layer.colormap = mask_colormap(colors)
+                layer.metadata.update(state.layer_metadata(role))
+        self._color_boxes()
+
+    def _color_boxes(self) -> None:
+        layer, classes = self.state.boxes_layer, self.state.classes
+        if layer is None or len(layer.data) == 0:
+            return
+        ids = np.asarray(layer.features["class_id"], dtype=int)
+        colors = [classes[c].color if 0 < c < len(classes) else "#ffffff" for c in ids]
+        with layer.events.data.blocker(), layer.events.features.blocker():
+            layer.edge_color = colors
+
+    def _drop_class(self, c: int) -> None:
+        """Remove structure c through the session, then show the relabelled data."""
+        state, session = self.state, self.state.session
+        session.remove_class(c, force=True)
+        state.scribbles_layer.data = session.scribbles
+        for role in ("refined", "final"):
+            layer = getattr(state, ROLE_ATTR[role])
+            if layer is not None and role in session.masks:
+                layer.data = session.masks[role]
+        if state.boxes_layer is not None:
+            with state.boxes_layer.events.data.blocker(), state.boxes_layer.events.features.blocker():
+                set_boxes(state.boxes_layer, session.boxes)
+        state.result = None  # its class count no longer matches
+        show_info("Refine again: the classes changed")
