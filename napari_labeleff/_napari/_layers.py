@@ -49,6 +49,31 @@ def mask_colormap(colors: dict[int, str]) -> DirectLabelColormap:
     return DirectLabelColormap(color_dict=mapping)
 
 
+def annotation_metadata(role, geometry, source_path, names, colors) -> dict:
+    """``metadata`` of an annotation layer.
+
+    Holds its role, the source geometry and path (so the writer exports it with the
+    image's affine) and its label table: for ``role="scribbles"`` the class tables are
+    shifted to scribble values (c + 1 = class c, 0 = unannotated).
+
+    Parameters
+    ----------
+    role : {"scribbles", "boxes", "refined", "final", "uncertainty"}
+    geometry : Geometry or None
+    source_path : str or None
+    names, colors : dict
+        ``class index -> name`` and ``class index -> RGB (0..1)``, 0 = background.
+    """
+    meta = {"labeleff_role": role, "source_path": source_path}
+    if geometry is not None:
+        meta["geometry"] = geometry.to_dict()
+    if role == "scribbles":
+        names = {0: "unannotated", **{c + 1: n for c, n in names.items()}}
+        colors = {0: (0.0, 0.0, 0.0), **{c + 1: col for c, col in colors.items()}}
+    meta["label_names"], meta["label_colors"] = dict(names), dict(colors)
+    return meta
+
+
 # ---- brush strokes ------------------------------------------------------------------
 def painted_region(history_item, shape) -> tuple[int, ...] | None:
     """Bounding box ``(z0, y0, x0, z1, y1, x1)`` of one napari paint event.

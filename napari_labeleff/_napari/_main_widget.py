@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from napari.layers import Image, Labels, Shapes
 from napari.utils.notifications import show_info
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QComboBox, QFormLayout, QScrollArea, QVBoxLayout, QWidget
 
 from ..io import Geometry
@@ -112,10 +113,11 @@ class LabelEffWidget(QWidget):
         self.state.classes_changed.connect(self._apply_classes)
         self.image_combo.currentIndexChanged.connect(self._on_combo)
         layers = napari_viewer.layers
-        layers.events.inserted.connect(self._refresh_combo)
+        layers.events.inserted.connect(self._on_layer_inserted)
         layers.events.removed.connect(self._on_layer_removed)
         layers.events.moved.connect(self._refresh_combo)
         self._refresh_combo()
+        self._auto_bind()
 
     # ---- choosing the image --------------------------------------------------------------
     def _candidate_images(self) -> list:
@@ -141,7 +143,17 @@ class LabelEffWidget(QWidget):
         if bound in images:
             self.image_combo.setCurrentIndex(images.index(bound))
         self.image_combo.blockSignals(False)
-        if bound is None and images:
+
+    def _on_layer_inserted(self, event=None) -> None:
+        self._refresh_combo()
+        # Bind after the current event loop turn: a reader or sample adds the image and
+        # its example scribbles/boxes one after the other, and those should be adopted.
+        QTimer.singleShot(0, self._auto_bind)
+
+    def _auto_bind(self) -> None:
+        """Bind the newest image if none is bound yet."""
+        images = self._candidate_images()
+        if self.state.image_layer is None and images:
             self.bind(images[-1])
 
     def _on_combo(self, index: int) -> None:
@@ -158,6 +170,7 @@ class LabelEffWidget(QWidget):
             if getattr(state, attr) is layer:
                 setattr(state, attr, None)
         self._refresh_combo()
+        QTimer.singleShot(0, self._auto_bind)
 
     def _channel_layers(self, image) -> list:
         n = image.metadata.get("n_channels")

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from psygnal import Signal
 
-from ._layers import shapes_to_boxes
+from ._layers import annotation_metadata, shapes_to_boxes
 
 if TYPE_CHECKING:
     from ..active import Suggestion
@@ -121,24 +121,12 @@ class ViewerState:
         return {c: info.name for c, info in enumerate(self.classes)}
 
     def layer_metadata(self, role: str) -> dict:
-        """``metadata`` of an annotation layer: its role, the source geometry and path
-        (so the writer exports it with the image's affine) and the label table.
-
-        Parameters
-        ----------
-        role : {"scribbles", "boxes", "refined", "final", "uncertainty"}
-        """
-        meta = {"labeleff_role": role}
-        if self.geometry is not None:
-            meta["geometry"] = self.geometry.to_dict()
-        if self.image_layer is not None:
-            meta["source_path"] = self.image_layer.metadata.get("source_path")
-        names, colors = self.label_names(), self.class_colors()
-        if role == "scribbles":  # scribble value c + 1 = class c
-            names = {0: "unannotated", **{c + 1: n for c, n in names.items()}}
-            colors = {0: (0.0, 0.0, 0.0), **{c + 1: col for c, col in colors.items()}}
-        meta["label_names"], meta["label_colors"] = names, colors
-        return meta
+        """``metadata`` for this image's annotation layer of ``role`` (see
+        :func:`~napari_labeleff._napari._layers.annotation_metadata`)."""
+        source = self.image_layer.metadata.get("source_path") if self.image_layer else None
+        return annotation_metadata(
+            role, self.geometry, source, self.label_names(), self.class_colors()
+        )
 
     # ---- geometry -----------------------------------------------------------------
     @property
