@@ -22,7 +22,7 @@ from ._types import Progress, RefineResult, RefineState
 
 #: Learned methods that ``method="auto"`` prefers when the device or size allows,
 #: most preferred first (registered by ``engine/_online.py``).
-AUTO_LEARNED = ("online",)
+AUTO_LEARNED = ("hybrid", "online")
 #: Graph method used by ``auto`` otherwise, and as the out-of-memory fallback.
 AUTO_GRAPH = "randomwalk"
 #: Largest volume (voxels) for which ``auto`` runs a learned method on the CPU.

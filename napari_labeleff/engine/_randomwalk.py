@@ -22,13 +22,19 @@ from .._errors import LabelEffError
 from . import _boxes
 from ._likelihood import Histograms, fit_histograms, posterior
 from ._registry import MethodOutput, RefineContext, as_numpy, register_method
-from ._rw_solver import Problem, contrast_scale, solve
+from ._rw_solver import Problem, binomial_smooth, contrast_scale, solve
 from ._types import Progress
 
 #: Options of ``refine(method="randomwalk", **options)`` and their defaults.
 DEFAULTS = {
-    "beta": 4.0,  # edge sensitivity (intensity differences in units of their RMS)
-    "prior_weight": 0.02,  # weight of the scribble-histogram prior (0 = pure walker)
+    "smooth": 0,  # binomial smoothing passes before edge weights and likelihoods
+    "beta": 8.0,  # edge sensitivity (intensity differences in units of their RMS)
+    "prior_weight": 0.1,  # weight of the scribble-histogram prior (0 = pure walker)
+    # the prior is used in full when the histograms classify the scribbled voxels of
+    # every class with mean posterior >= prior_trust_high, not at all below
+    # prior_trust_low (intensity-separable tissues vs. look-alike structures)
+    "prior_trust_low": 0.9,
+    "prior_trust_high": 0.97,
     "box_prior_weight": 0.2,  # prior weight when boxes are given (GrabCut-style)
     "tol": 1e-3,  # relative preconditioned residual at which CG stops
     "max_iter": 200,  # CG iterations on the finest grid (coarser grids: 4x)
@@ -41,8 +47,8 @@ DEFAULTS = {
     "box_core": 0.5,  # fraction of each box extent used as the structure sample
     "box_shell": 8,  # thickness (voxels) of the background sample shell around boxes
 }
-_KEY_OPTIONS = ("beta", "prior_weight", "box_prior_weight", "box_margin", "box_core",
-                "box_shell")
+_KEY_OPTIONS = ("smooth", "beta", "prior_weight", "prior_trust_low", "prior_trust_high",
+                "box_prior_weight", "box_margin", "box_core", "box_shell")
 _PRIOR_CHECK_SAMPLES = 1 << 16
 
 
@@ -141,6 +147,17 @@ def _prior_shift(old: Histograms, new: Histograms, image: torch.Tensor) -> float
     return float(torch.quantile(diff, 0.99))
 
 
+def _prior_trust(hist: Histograms, image: torch.Tensor, seeds: torch.Tensor) -> float:
+    """How well the intensity model separates the scribbles: the smallest, over classes,
+    mean posterior of the scribbled class on its own scribbled voxels."""
+    known = seeds >= 0
+    post = posterior(hist, image[:, known])
+    own = post.gather(0, seeds[known][None])[0]
+    means = torch.zeros(post.shape[0], device=image.device).index_add_(0, seeds[known], own)
+    counts = torch.bincount(seeds[known], minlength=post.shape[0]).clamp_min(1)
+    return float((means / counts).min())
+
+
 def _frame(shape, box, full_shape, device):
     """Faces of the sub-box that lie inside the volume (the Dirichlet boundary)."""
     frame = torch.zeros(shape, dtype=torch.bool, device=device)
@@ -195,6 +212,7 @@ def randomwalk(ctx: RefineContext):
     opts = _options(ctx.options)
     device = torch.device(ctx.device)
     image = torch.from_numpy(np.ascontiguousarray(ctx.image, dtype=np.float32)).to(device)
+    image = binomial_smooth(image, ctx.spacing, int(opts["smooth"]))
     seeds = torch.from_numpy(ctx.seeds.astype(np.int64)).to(device)
     k1 = ctx.n_classes
     prev = _usable_previous(ctx, opts)
@@ -209,7 +227,11 @@ def randomwalk(ctx: RefineContext):
         x, hist = yield from _solve_boxes(ctx, image, seeds, x_prev, opts, kw, counter, info)
     else:
         hist = fit_histograms(image, [seeds == k for k in range(k1)])
-        gamma = kw["gamma"]
+        trust = _prior_trust(hist, image, seeds)
+        ramp = (trust - opts["prior_trust_low"]) / max(
+            opts["prior_trust_high"] - opts["prior_trust_low"], 1e-6)
+        gamma = kw["gamma"] = kw["gamma"] * min(max(ramp, 0.0), 1.0)
+        info.update(prior_trust=trust, prior_weight=gamma)
         box = None if prev is None else _local_box(ctx.changed, ctx.spacing, opts)
         if box is not None and gamma > 0:
             shift = _prior_shift(_hist_from_payload(prev["hist"], device), hist, image)
