@@ -218,7 +218,7 @@ class ReviewPanel(QGroupBox):
             state.image_snapshot(),
             state.scribbles_snapshot(),
             desc="Suggest",
-            on_returned=state.set_suggestions,
+            on_returned=self._on_suggestions,
             spacing=state.spacing,
             result=state.result,
             exclude=tuple(self.reviewed()),
@@ -226,6 +226,12 @@ class ReviewPanel(QGroupBox):
             class_names=state.label_names(),
             **self._last_request,
         )
+
+    def _on_suggestions(self, suggestions) -> None:
+        self.state.set_suggestions(suggestions)
+        if not suggestions:
+            show_info("Suggest: nothing left to suggest (no uncertain place that is not "
+                      "annotated or reviewed); try slices or another axis")
 
     def _on_refined(self, _result=None):
         if self._last_request is not None and self.auto_rerank.isChecked():
@@ -349,7 +355,7 @@ class ReviewPanel(QGroupBox):
             self._show_uncertainty()
 
     def _frame(self, layer, lo, hi, world_centre) -> None:
-        """Centre the camera on a box and zoom so that it fills about half the canvas."""
+        """Centre the camera on a box and zoom so that it fills about a third of the canvas."""
         viewer = self.viewer
         corners = np.array(np.meshgrid(*zip(lo, hi), indexing="ij")).reshape(3, -1).T
         ext = np.ptp([layer.data_to_world(c) for c in corners], axis=0)
@@ -358,7 +364,7 @@ class ReviewPanel(QGroupBox):
         shown = list(viewer.dims.displayed)
         ratio = np.min(full[shown] / np.maximum(ext[shown], 1e-6))
         viewer.scene.camera.center = tuple(world_centre[shown])
-        viewer.scene.camera.zoom = viewer.scene.camera.zoom * max(1.0, 0.5 * ratio)
+        viewer.scene.camera.zoom = viewer.scene.camera.zoom * max(1.0, ratio / 3)
 
     def _show_highlight(self, s, region) -> None:
         """Outline the suggestion on every slice it covers ("Suggestion" shapes layer)."""
