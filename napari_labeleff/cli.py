@@ -21,7 +21,7 @@ import numpy as np
 
 from . import __version__
 from ._errors import LabelEffError
-from .io import Volume, read_volume, write_volume
+from .io import Volume, read_volume, write_labels, write_volume
 from .io._write import smallest_uint
 
 SAMPLE_KEYS = ("brain", "ct")
@@ -214,8 +214,54 @@ def _cmd_gui(args) -> int:
     return 0
 
 
+def _add_refine(sub) -> None:
+    p = sub.add_parser("refine", help="refine scribbles and/or boxes into a full 3D mask (NIfTI)")
+    p.add_argument("image", help="NIfTI, NRRD, MetaImage, DICOM folder or zarr/OME-Zarr")
+    p.add_argument("--scribbles", help="label volume on the image's grid: 0 unannotated, "
+                   "1 background, c + 1 structure c (optional with --boxes)")
+    p.add_argument("--boxes", help="JSON list of [c, z0, y0, x0, z1, y1, x1] voxel boxes")
+    p.add_argument("--out", required=True, help="output mask .nii.gz or .nii (image geometry)")
+    p.add_argument("--method", default="auto", help="auto (default), randomwalk, online, hybrid")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--probabilities", help="also write the (K + 1)-channel probabilities")
+    p.set_defaults(func=_cmd_refine)
+
+
+def _cmd_refine(args) -> int:
+    import warnings
+
+    from .engine import refine_steps
+
+    if not args.scribbles and not args.boxes:
+        raise LabelEffError("refine needs --scribbles, --boxes or both")
+    vol = _load_volume(args.image)
+    boxes = _load_boxes(args.boxes) if args.boxes else None
+    if args.scribbles:
+        scribbles = _load_label_volume(args.scribbles, vol)
+    else:
+        scribbles = np.zeros(vol.shape, np.uint8)
+    image = np.asarray(vol.data)
+    if vol.channel_axis is not None:
+        image = np.moveaxis(image, vol.channel_axis, 0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        result = _drive(refine_steps(image, scribbles, spacing=vol.spacing, boxes=boxes,
+                                     method=args.method, device=args.device), "refine")
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    written = write_labels(args.out, result.labels, vol.geometry, source_path=vol.path)
+    counts = np.bincount(result.labels.ravel(), minlength=result.n_classes)
+    print(f"wrote {written[0]} ({result.method} on {result.device}, "
+          f"{result.info['timings']['total_s']:.2f} s; voxels per class {counts.tolist()})")
+    if args.probabilities:
+        path = write_volume(args.probabilities, result.probabilities, vol.geometry,
+                            source_path=vol.path)
+        print(f"wrote probabilities ({result.n_classes} channels) to {path}")
+    return 0
+
+
 #: Registered subcommands, in help order: functions adding their parser.
-_SUBCOMMANDS = (_add_info, _add_convert, _add_gui)
+_SUBCOMMANDS = (_add_info, _add_convert, _add_gui, _add_refine)
 
 
 def _build_parser() -> argparse.ArgumentParser:
