@@ -43,7 +43,8 @@ class ClassesPanel(QGroupBox):
         self.state = state
         self._on_remove = on_remove
         self.list = QListWidget()
-        self.list.setMaximumHeight(150)
+        self.list.setMinimumHeight(6 * self.list.fontMetrics().height() + 12)
+        self.list.setMaximumHeight(10 * self.list.fontMetrics().height())
         self.name_edit = QLineEdit()
         self.name_edit.setPlaceholderText("class name")
         self.color_btn = QPushButton("Colour…")

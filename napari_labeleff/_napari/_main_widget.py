@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from napari.layers import Image, Labels, Shapes
 from napari.utils.notifications import show_info
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QComboBox, QFormLayout, QScrollArea, QVBoxLayout, QWidget
 
 from ..io import Geometry
@@ -106,6 +106,8 @@ class LabelEffWidget(QWidget):
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(body)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self._scroll = scroll
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(scroll)
@@ -118,6 +120,16 @@ class LabelEffWidget(QWidget):
         layers.events.moved.connect(self._refresh_combo)
         self._refresh_combo()
         self._auto_bind()
+
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        """Once styled, be wide enough for the panels and the scroll bar (no clipping)."""
+        scroll = self._scroll
+        scroll.setMinimumWidth(
+            scroll.widget().minimumSizeHint().width()
+            + scroll.verticalScrollBar().sizeHint().width()
+            + 2 * scroll.frameWidth()
+        )
+        super().showEvent(event)
 
     # ---- choosing the image --------------------------------------------------------------
     def _candidate_images(self) -> list:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 from napari.utils.notifications import show_error, show_warning
+from skimage.filters import threshold_otsu
 
 from .._errors import LabelEffError
 from ..io import can_read, read_volume
@@ -37,13 +38,19 @@ def napari_get_reader(path):
 
 
 def robust_limits(data) -> tuple[float, float]:
-    """(0.5, 99.5) percentiles of finite voxels from a strided subsample (lazy-safe)."""
+    """Contrast limits: (0.5, 99.5) percentiles of the foreground (voxels above the
+    Otsu threshold, which drops air / empty background) of a strided subsample, so
+    soft tissue is not washed out by the background; lazy-safe."""
     n = int(np.prod(data.shape))
     step = max(1, int(np.ceil((n / _LIMIT_SAMPLES) ** (1 / data.ndim))))
     sample = np.asarray(data[(slice(None, None, step),) * data.ndim], dtype=np.float64)
     sample = sample[np.isfinite(sample)]
     if sample.size == 0:
         return (0.0, 1.0)
+    if sample.min() < sample.max():
+        foreground = sample[sample > threshold_otsu(sample)]
+        if foreground.size >= 0.01 * sample.size:
+            sample = foreground
     lo, hi = np.percentile(sample, [0.5, 99.5])
     if hi <= lo:
         lo, hi = float(sample.min()), float(sample.max())

@@ -74,6 +74,8 @@ class RefinePanel(QGroupBox):
         self.cancel_btn.setEnabled(False)
         self.progress = QProgressBar()
         self.progress.setTextVisible(True)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
         self.progress.setFormat("idle")
         self.status = QLabel("")
         self.status.setWordWrap(True)
