@@ -214,6 +214,61 @@ def _cmd_gui(args) -> int:
     return 0
 
 
+def _add_suggest(sub) -> None:
+    # option values are checked by active.check_options: importing the active package
+    # (torch) here would slow down every labeleff command
+    p = sub.add_parser("suggest", help="rank slices or regions to annotate next (JSON)")
+    p.add_argument("image", help="NIfTI, NRRD, MetaImage, DICOM folder or zarr/OME-Zarr")
+    p.add_argument("--scribbles", required=True,
+                   help="label volume: 0 unannotated, 1 background, c + 1 structure c")
+    p.add_argument("--boxes", help="JSON list of [c, z0, y0, x0, z1, y1, x1] boxes")
+    p.add_argument("--n", type=int, default=10, help="number of suggestions (default 10)")
+    p.add_argument("--granularity", default="slice", help="slice (default) or region")
+    p.add_argument("--axis", type=int, default=0, help="slice axis: 0 (Z), 1 (Y), 2 (X)")
+    p.add_argument("--strategy", default="default",
+                   help="default, entropy, random, foreground_random or equidistant")
+    p.add_argument("--uncertainty-kind", default="entropy", help="entropy or margin")
+    p.add_argument("--method", default="auto", help="refinement method (default auto)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", required=True, help="output file for the ranked list")
+    p.add_argument("--uncertainty", help="also write the voxel uncertainty as NIfTI")
+    p.set_defaults(func=_cmd_suggest)
+
+
+def _cmd_suggest(args) -> int:
+    from .active import check_options, suggest, uncertainty_map
+    from .engine import refine_steps
+
+    check_options(args.n, args.axis, args.granularity, args.strategy, args.uncertainty_kind)
+    vol = _load_volume(args.image)
+    scribbles = _load_label_volume(args.scribbles, vol)
+    boxes = _load_boxes(args.boxes) if args.boxes else None
+    image = np.asarray(vol.data)
+    if vol.channel_axis is not None:
+        image = np.moveaxis(image, vol.channel_axis, 0)
+    result = _drive(refine_steps(image, scribbles, spacing=vol.spacing, boxes=boxes,
+                                 method=args.method, device=args.device), "refine")
+    ranked = suggest(image, scribbles, spacing=vol.spacing, result=result, n=args.n,
+                     axis=args.axis, granularity=args.granularity,
+                     strategy=args.strategy, boxes=boxes, seed=args.seed,
+                     uncertainty=args.uncertainty_kind, device=args.device)
+    out = {"image": str(vol.path), "scribbles": str(args.scribbles),
+           "refine_method": result.method, "device": result.device,
+           "granularity": args.granularity, "axis": args.axis, "strategy": args.strategy,
+           "uncertainty": args.uncertainty_kind,
+           "suggestions": [s.to_dict() for s in ranked]}
+    Path(args.json).write_text(json.dumps(out, indent=1), encoding="utf-8")
+    print(f"wrote {len(ranked)} suggestions to {args.json} (refined with {result.method})")
+    for s in ranked[:3]:
+        print(f"  {s.rank}. {s.reason}")
+    if args.uncertainty:
+        unc = uncertainty_map(result, args.uncertainty_kind, device=args.device)
+        path = write_volume(args.uncertainty, unc, vol.geometry, source_path=vol.path)
+        print(f"wrote uncertainty ({args.uncertainty_kind}) to {path}")
+    return 0
+
+
 def _add_refine(sub) -> None:
     p = sub.add_parser("refine", help="refine scribbles and/or boxes into a full 3D mask (NIfTI)")
     p.add_argument("image", help="NIfTI, NRRD, MetaImage, DICOM folder or zarr/OME-Zarr")
@@ -261,7 +316,7 @@ def _cmd_refine(args) -> int:
 
 
 #: Registered subcommands, in help order: functions adding their parser.
-_SUBCOMMANDS = (_add_info, _add_convert, _add_gui, _add_refine)
+_SUBCOMMANDS = (_add_info, _add_convert, _add_gui, _add_refine, _add_suggest)
 
 
 def _build_parser() -> argparse.ArgumentParser:

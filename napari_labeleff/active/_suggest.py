@@ -17,7 +17,9 @@ GRANULARITIES = ("slice", "region")
 _AXIS_NAMES = ("Z", "Y", "X")
 
 
-def _validate(image, scribbles, spacing, n, axis, granularity, strategy, uncertainty):
+def check_options(n, axis, granularity, strategy, uncertainty) -> None:
+    """Validate the scalar options of :func:`suggest` (cheap; callers that refine first
+    check them before the refinement)."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
         raise LabelEffError(f"n must be a positive integer, got {n!r}")
     if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) \
@@ -31,6 +33,10 @@ def _validate(image, scribbles, spacing, n, axis, granularity, strategy, uncerta
             f"strategy must be one of {tuple(STRATEGIES)}, got {strategy!r}")
     if uncertainty not in KINDS:
         raise LabelEffError(f"uncertainty must be one of {KINDS}, got {uncertainty!r}")
+
+
+def _validate(image, scribbles, spacing, n, axis, granularity, strategy, uncertainty):
+    check_options(n, axis, granularity, strategy, uncertainty)
     image = np.asarray(image)
     if image.ndim not in (3, 4):
         raise LabelEffError(

@@ -181,3 +181,14 @@ def test_result_of_another_volume_is_rejected(synthetic):
         suggest(image, scribbles, spacing=SP, result=other)
     with pytest.raises(LabelEffError, match="scribbles must have the image's shape"):
         suggest(image, scribbles[:-1], spacing=SP, result=other)
+
+
+@pytest.mark.slow  # the engine's default method trains a network, even on 3840 voxels
+def test_without_result_refines_first(sphere_volume):
+    image, mask = sphere_volume
+    scribbles = np.zeros(mask.shape, np.int16)
+    scribbles[6, 1:3, 2:18] = 1
+    scribbles[6, 7:9, 8:12] = 2
+    out = suggest(image, scribbles, spacing=(2.5, 0.9, 0.7), n=3)
+    assert [s.rank for s in out] == [1, 2, 3] and all(s.index != 6 for s in out)
+    assert all("refinement)" in s.reason for s in out)
