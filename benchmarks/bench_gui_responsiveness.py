@@ -150,7 +150,9 @@ def build_viewer(case_name: str, method: str):
     viewer = napari.Viewer(show=True)
     viewer.window.resize(1600, 1000)
     _, widget = viewer.window.add_plugin_dock_widget("napari-labeleff", "LabelEff")
-    widget.autosave.store_dir = tempfile.mkdtemp(prefix="labeleff-bench-")  # not the data
+    store = tempfile.mkdtemp(prefix="labeleff-bench-")
+    os.environ["XDG_DATA_HOME"] = store  # the autosave index: do not restore other runs
+    widget.autosave.store_dir = store  # and do not write next to the shared data
     viewer.open(str(case_path(case_name)), plugin="napari-labeleff")
     state = widget.state
     if state.shape != case.image.shape:
