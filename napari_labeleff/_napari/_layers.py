@@ -23,22 +23,31 @@ from __future__ import annotations
 
 import numpy as np
 from napari.utils.colormaps import DirectLabelColormap
+from napari.utils.colormaps.standardize_color import transform_color
 from scipy import ndimage
 
 BOX_FEATURES = ("class_id", "before", "after")
 
 
 # ---- colours ------------------------------------------------------------------------
-def scribble_colormap(colors: dict[int, str]) -> DirectLabelColormap:
+#: Shown for background scribbles when the background class colour is too dark to
+#: see on a dark canvas (mask tables often give background black).
+VISIBLE_BACKGROUND = (0.45, 0.55, 0.75)
+
+
+def scribble_colormap(colors: dict) -> DirectLabelColormap:
     """Colormap of the Scribbles layer: value c + 1 shows class c's colour.
 
     Parameters
     ----------
     colors : dict
-        ``class index (0 = background) -> colour``.
+        ``class index (0 = background) -> colour``. A near-black background colour is
+        replaced by :data:`VISIBLE_BACKGROUND` so background strokes stay visible.
     """
     mapping = {None: "transparent", 0: "transparent"}
     mapping.update({c + 1: col for c, col in colors.items()})
+    if 0 in colors and np.max(transform_color(colors[0])[0][:3]) < 0.2:
+        mapping[1] = VISIBLE_BACKGROUND
     return DirectLabelColormap(color_dict=mapping)
 
 

@@ -10,6 +10,7 @@ from napari_labeleff._napari._layers import (
     painted_region,
     scribble_colormap,
     shapes_to_boxes,
+    VISIBLE_BACKGROUND,
 )
 
 
@@ -74,10 +75,12 @@ def test_painted_region_from_both_atom_kinds():
 
 
 def test_colormaps_follow_scribble_and_mask_conventions():
-    colors = {0: "#000010", 1: "#ff0000", 2: "#00ff00"}
+    colors = {0: "#405060", 1: "#ff0000", 2: "#00ff00"}
     s = scribble_colormap(colors)
     m = mask_colormap(colors)
-    assert np.allclose(s.color_dict[1][:3], [0, 0, 1 / 16], atol=0.01)  # background
+    assert np.allclose(s.color_dict[1][:3], [0x40 / 255, 0x50 / 255, 0x60 / 255])  # background
+    dark = scribble_colormap({0: (0.0, 0.0, 0.0), 1: (1.0, 0.0, 0.0)})
+    assert np.allclose(dark.color_dict[1][:3], VISIBLE_BACKGROUND)  # black stays visible
     assert np.allclose(s.color_dict[2], [1, 0, 0, 1])
     assert np.allclose(m.color_dict[1], [1, 0, 0, 1])
     assert m.color_dict[0][3] == 0 and s.color_dict[0][3] == 0
