@@ -14,7 +14,8 @@ Example::
 
 Recorded per run: Dice per structure and mean after the initial labels and after each
 interaction, NoC@0.85/0.90, seconds per refine call (in-process, loading excluded;
-median and max), peak RSS (``ru_maxrss`` of the subprocess) and RSS before the first
+median and max) and the CPU seconds of each call (all threads; less sensitive to a
+busy machine than wall time), peak RSS (``ru_maxrss`` of the subprocess) and RSS before the first
 call, peak GPU memory (``torch.cuda.max_memory_allocated``) on CUDA, the load average
 at each call, and the machine (CPU, cores, torch, device), date and git commit.
 """
@@ -120,7 +121,7 @@ def run_one(case_name, spec, k=10, device="auto", seed=0, budget=None):
 
         torch.cuda.reset_peak_memory_stats()
     rss0 = psutil.Process().memory_info().rss / 2**20
-    dice, secs, loads, steps = [], [], [], []
+    dice, secs, cpu, loads, steps = [], [], [], [], []
     stopped = "k reached"
     t_start = time.perf_counter()
     for i in range(k + 1):
@@ -132,9 +133,10 @@ def run_one(case_name, spec, k=10, device="auto", seed=0, budget=None):
             scribbles, info = nxt
             steps.append(info)
         loads.append(os.getloadavg()[0])
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         pred = fn(case.image, scribbles, case.spacing, boxes)
         secs.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
         dice.append(dice_per_class(gt, pred, K).tolist())
         if budget is not None and time.perf_counter() - t_start > budget and i < k:
             stopped = f"time budget {budget:.0f} s spent after {i} interaction(s)"
@@ -147,7 +149,7 @@ def run_one(case_name, spec, k=10, device="auto", seed=0, budget=None):
         "n_boxes": len(boxes or []), "dice": dice, "mean_dice": mean,
         "interactions": steps, "stopped": stopped,
         "seconds": secs, "sec_median": float(np.median(secs)), "sec_max": max(secs),
-        "sec_first": secs[0],
+        "sec_first": secs[0], "cpu_seconds": cpu,
         "sec_incremental_median": float(np.median(secs[1:])) if len(secs) > 1 else None,
         "load_avg": loads, "rss_before_mb": rss0,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

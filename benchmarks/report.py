@@ -3,7 +3,8 @@
 
 Usage::
 
-    python -m benchmarks.report benchmarks/results/refine_*.json --ours ours:auto
+    python -m benchmarks.report benchmarks/results/refine_*.json \
+        --ours ours:auto ours:randomwalk --notes benchmarks/refine_notes.md
 
 Targets are those of issue 3: quality per case, NoC@0.90, CPU speed at MNI 2 mm and
 1 mm, memory at 256^3; GPU targets are reported as unmeasured unless a CUDA run is
@@ -33,8 +34,9 @@ def load_runs(paths):
     runs, metas = {}, []
     for path in sorted(paths, key=lambda p: json.loads(Path(p).read_text())["meta"]["date"]):
         doc = json.loads(Path(path).read_text())
-        metas.append({**doc["meta"], "file": str(Path(path).relative_to(ROOT))
-                      if Path(path).resolve().is_relative_to(ROOT) else str(path)})
+        full = Path(path).resolve()
+        metas.append({**doc["meta"], "file": str(full.relative_to(ROOT))
+                      if full.is_relative_to(ROOT) else str(path)})
         for r in doc["runs"]:
             runs[(r["case"], r["method"])] = {**r, "meta": len(metas) - 1}
     return list(runs.values()), metas
@@ -83,11 +85,12 @@ def case_table(runs, case):
     rows = [r for r in runs if r["case"] == case]
     head = ("| method | Dice init | Dice after n (n) | per structure after init | "
             "NoC@0.85 | NoC@0.90 | s/call median | s/call max | incremental median | "
+            "CPU s/call median | "
             "peak RSS MB | peak GPU MB | load avg |")
     lines = [head, head_sep(head)]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['method']} | error: {r['error'][:80]} |" + " |" * 10)
+            lines.append(f"| {r['method']} | error: {r['error'][:80]} |" + " |" * 11)
             continue
         m = r["mean_dice"]
         per = ", ".join(f"{d:.2f}" for d in r["dice"][0])
@@ -95,6 +98,7 @@ def case_table(runs, case):
             f"| {r['method']}{_engine_note(r)} | {m[0]:.3f} | {m[-1]:.3f} ({len(m) - 1}) | "
             f"{per} | {_noc(r, 85)} | {_noc(r, 90)} | {r['sec_median']:.2f} | "
             f"{r['sec_max']:.2f} | {_f(r['sec_incremental_median'], 2)} | "
+            f"{_f(np.median(r['cpu_seconds']), 1) if 'cpu_seconds' in r else '-'} | "
             f"{_mb(r['peak_rss_mb'])} | {_mb(r['peak_gpu_mb'])} | "
             f"{np.mean(r['load_avg']):.1f} |")
     return "\n".join(lines)
@@ -287,17 +291,22 @@ def section(runs, metas, ours, notes=""):
                    f"{m.get('git_commit', '?')[:8]}{' (+local changes)' if m.get('git_dirty') else ''}: "
                    f"`{m['command']}`")
     out += ["", f"Result files: {files}. Regenerate this section with "
-            "`python -m benchmarks.report benchmarks/results/refine_*.json`.", ""]
+            "`python -m benchmarks.report benchmarks/results/refine_*.json --ours "
+            f"{' '.join(ours)} --notes benchmarks/refine_notes.md`.", ""]
     if notes:
         out += [notes.strip(), ""]
-    out += ["### Targets (issue 3)", "", f"Our method here: `{ours}`.", "",
-            quality_rows(runs, ours), "", speed_rows(runs, ours, metas), "",
-            "### Per case", "",
+    out += ["### Targets (issue 3)", ""]
+    for method in ours:
+        out += [f"Judged method: `{method}`.", "", quality_rows(runs, method), "",
+                speed_rows(runs, method, metas), ""]
+    out += ["### Per case", "",
             "Dice = mean Dice over the structures (background excluded); `Dice after n` "
             "is after the last interaction run (n < k when a time budget or a perfect "
             "mask stopped it); NoC `>n` = not reached within the n interactions run. "
             "Peak RSS is that of a fresh subprocess per (case, method), including the "
-            "loaded case and imported libraries (`rss_before_mb` in the JSON).", ""]
+            "loaded case and imported libraries (`rss_before_mb` in the JSON). CPU s/call "
+            "is process CPU time (all threads) where recorded; on the 2-core machine an "
+            "idle wall time is roughly CPU time / 2 for multi-threaded methods.", ""]
     for case in case_order(runs):
         r0 = next(r for r in runs if r["case"] == case)
         desc = ""
@@ -320,7 +329,8 @@ def write_section(text, doc=DOC):
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks.report")
     p.add_argument("results", nargs="+", help="result JSONs of bench_refine")
-    p.add_argument("--ours", default="ours:auto", help="method judged against the targets")
+    p.add_argument("--ours", nargs="+", default=["ours:auto"],
+                   help="our method(s) judged against the targets")
     p.add_argument("--notes", default=None, help="markdown file with notes to include")
     p.add_argument("--no-doc", action="store_true", help="print instead of writing docs")
     a = p.parse_args(argv)
