@@ -7,19 +7,23 @@ Two registered methods share this code:
     box-derived background, partial labels and a tightness prior inside boxes, entropy
     minimisation and consistency under feature noise on unlabeled voxels.
 ``"hybrid"``
-    the same network, plus pseudo-labels from the graph method (``"randomwalk"``) with
-    uncertainty filtering, and the graph probabilities fused into the output.
+    the same, plus the graph method (``"randomwalk"``): its log-probabilities are extra
+    input channels (spatial context the intensity features lack), its confident voxels
+    are pseudo-labels (uncertainty filtering by the top-1/top-2 margin), and its
+    probabilities are fused into the output (product of experts).
 
 Design for the CPU budget (about 2 s per call at 0.64 M voxels on 2 cores): the 3D
-context comes from multiscale filter responses computed once per volume
-(``engine/_features.py``) and cached in ``state.payload``; the network is a MONAI-built
-fully convolutional head with 1x1x1 kernels, so it can be trained on a few thousand
-sampled voxels per step and applied to the whole volume in one pass (tiled with
-``monai.inferers.sliding_window_inference`` for large volumes). A CRF-style mean-field
-smoothing (Potts model with a Gaussian spatial kernel) regularises the output. Warm
-start: the weights, the optimiser state and the features travel in ``state.payload``,
+context comes from filter responses computed once per volume (``engine/_features.py``)
+and cached in ``state.payload``; the network is MONAI's ``FullyConnectedNet`` applied
+per voxel (a fully convolutional net with 1x1x1 kernels), so it trains on a few
+thousand sampled voxels per step and predicts the whole volume in one pass (tiled with
+``monai.inferers.sliding_window_inference`` for large volumes). A 3D CNN with 3x3x3
+kernels trained on the full volume costs tens of seconds per call on 2 CPU cores. A
+CRF-style mean-field smoothing (Potts model, Gaussian spatial kernel) regularises the
+output. Warm start: weights, optimiser state and features travel in ``state.payload``,
 so a corrective scribble trains a few more steps, with the changed voxels oversampled.
-On CUDA the network runs under ``torch.autocast``.
+On CUDA the network runs under ``torch.autocast``. Everything random is drawn from a
+``torch.Generator`` seeded by the ``seed`` option, so results are reproducible.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ GRAPH_METHOD = "randomwalk"
 #: Options accepted through ``refine(**options)``, with their defaults.
 DEFAULTS = {
     "seed": 0,  # seeds weight init and voxel sampling: same inputs -> same result
-    "steps": 100,  # training steps on a first call (or after a class-count change)
+    "steps": 100,  # training steps on a first call
     "warm_steps": 30,  # training steps when warm-started from ``state``
     "hidden": 16,  # width of the hidden layers
     "time_budget": None,  # seconds of training at most (None: run all steps)
@@ -321,6 +325,11 @@ def _train(ctx: RefineContext, hybrid: bool):
         info["graph_s"] = time.perf_counter() - t0
 
     feats = _features(ctx, prev)
+    image_feats = feats
+    if hybrid:  # graph log-probabilities as extra inputs: spatial context
+        g = torch.from_numpy(graph_out.probabilities).to(device)
+        g = torch.log(g.clamp_min(1e-3)).reshape(g.shape[0], -1).T
+        feats = torch.cat([feats, (g - g.mean(0)) / g.std(0).clamp_min(1e-6)], dim=1)
     yield Progress(0, 1, "features ready")
     n_in = feats.shape[1]
 
@@ -330,17 +339,15 @@ def _train(ctx: RefineContext, hybrid: bool):
         torch.manual_seed(int(opts["seed"]))
         net = _build_net(n_in, ctx.n_classes, int(opts["hidden"]))
     net = net.to(device)
-    warm = (prev.get("arch") == (n_in, int(opts["hidden"])) and "net" in prev)
-    same_classes = warm and ctx.state.n_classes == ctx.n_classes
+    warm = (prev.get("arch") == (n_in, int(opts["hidden"])) and "net" in prev
+            and ctx.state.n_classes == ctx.n_classes)
     if warm:
-        weights = {k: v for k, v in prev["net"].items()
-                   if same_classes or not k.startswith("output.")}
-        net.load_state_dict(weights, strict=False)  # copies: the old state stays intact
+        net.load_state_dict(prev["net"])  # copies: the previous state stays intact
     opt = torch.optim.Adam(net.parameters(), lr=_LR)
-    if same_classes:
+    if warm:
         opt.load_state_dict(copy.deepcopy(prev["opt"]))
-    steps = int(opts["warm_steps"] if same_classes else opts["steps"])
-    info.update(warm_start=same_classes, steps_planned=steps)
+    steps = int(opts["warm_steps"] if warm else opts["steps"])
+    info.update(warm_start=warm, steps_planned=steps)
 
     sampler = _Sampler(ctx, gen)
     pseudo = _pseudo_labels(graph_out.probabilities, device) if hybrid else None
@@ -348,7 +355,7 @@ def _train(ctx: RefineContext, hybrid: bool):
     t_train = time.perf_counter()
     done = 0
     for step in range(steps):
-        ramp = 1.0 if same_classes else min(1.0, 2.0 * step / steps)
+        ramp = 1.0 if warm else min(1.0, 2.0 * step / steps)
         loss = _loss(net, feats, sampler, gen, amp, ramp, pseudo)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -373,7 +380,7 @@ def _train(ctx: RefineContext, hybrid: bool):
     prob[:, known] = F.one_hot(seeds[known], ctx.n_classes).T.to(prob.dtype)
     info["total_s"] = time.perf_counter() - t0
 
-    payload = {"net": net.state_dict(), "opt": opt.state_dict(), "features": feats,
+    payload = {"net": net.state_dict(), "opt": opt.state_dict(), "features": image_feats,
                "fingerprint": _fingerprint(ctx.image) + (tuple(ctx.spacing),),
                "arch": (n_in, int(opts["hidden"]))}
     if hybrid:
