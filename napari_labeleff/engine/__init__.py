@@ -6,6 +6,7 @@ Public API: :func:`refine` (and its generator form :func:`refine_steps`),
 themselves in :data:`METHODS` when their module is imported below.
 """
 
+from . import _online  # noqa: F401  (registers "online", "hybrid")
 from . import _randomwalk  # noqa: F401  (registers "randomwalk")
 from ._api import available_methods, refine, refine_steps
 from ._device import resolve_device
