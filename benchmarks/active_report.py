@@ -107,16 +107,23 @@ def section(res: dict, summary: dict) -> str:
         "## Active learning (slice suggestions)", "",
         f"Measured {res['date']} on {res['machine']} (load average "
         f"{res['loadavg_start'][0]:.1f} at start, {res['loadavg_end'][0]:.1f} at end), "
-        f"command `python -m benchmarks.bench_active --cases ... --rounds "
-        f"{res['rounds']} --seeds {res['seeds']} --method {res['method']}`; raw "
+        f"command `{res['command']}` (scoring speed measured separately with "
+        "`bench_active.scoring_speed()`); raw "
         "results in `benchmarks/results/active.json`.", "",
         "Protocol: the slice-level active-learning variant of `PROTOCOL.md`. All "
         "strategies start from the same single annotated axial slice (the middle of "
         "the structures' extent); each round the strategy names one axial slice, the "
         "simulated annotator draws one stroke per class present in it, and the same "
         f"refinement method (`{res['method']}`, incremental state) refines. "
-        f"Randomised strategies run {res['seeds']} seeds (averaged). The equidistant "
-        "baseline bisects the largest gap within the foreground extent.", "",
+        f"Randomised strategies run {res['seeds']} seed(s) (averaged). The equidistant "
+        "baseline bisects the largest gap within the foreground extent. Method "
+        "actually used: " + ", ".join(sorted({r["method"] for c in res["cases"].values()
+                                              for runs in c["runs"].values()
+                                              for r in runs})) + ".", ""]
+    for name, case in res["cases"].items():
+        lines.append(f"- `{name}`: shape {tuple(case['shape'])}, spacing "
+                     f"{tuple(case['spacing'])} mm" + "".join(f"; {n}" for n in case["notes"]))
+    lines += ["",
         "### Annotated slices needed to reach mean Dice 0.90", "",
         "| case | " + " | ".join(strategies) + " |",
         "|---" * (len(strategies) + 1) + "|"]

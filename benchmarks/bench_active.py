@@ -27,6 +27,7 @@ import datetime
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -187,6 +188,8 @@ def main(argv=None) -> None:
         return
     res = run(args.cases, args.rounds, args.seeds, args.method, tuple(args.halve),
               not args.no_speed)
+    res["command"] = "python -m benchmarks.bench_active " + " ".join(
+        sys.argv[1:] if argv is None else argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=1))
     write_report(res)
