@@ -216,8 +216,9 @@ def test_auto_reports_its_choice(phantom, monkeypatch):
         monkeypatch.delitem(METHODS, m)
     res = refine(image, scr, spacing=SPACING)
     assert res.method == "randomwalk"
-    assert res.info["auto_reason"] == "randomwalk: no learned method is registered"
-    monkeypatch.setitem(METHODS, _api.AUTO_LEARNED[0], METHODS["randomwalk"])
+    assert res.info["auto_reason"] == "randomwalk: no learned method is preferred by auto"
+    monkeypatch.setattr(_api, "AUTO_LEARNED", ("learned",))
+    monkeypatch.setitem(METHODS, "learned", METHODS["randomwalk"])
     monkeypatch.setattr(_api, "AUTO_CPU_LEARNED_MAX_VOXELS", 10)
     res = refine(image, scr, spacing=SPACING, device="cpu")
     assert res.method == "randomwalk" and "too slow for the learned method" in res.info[
