@@ -153,7 +153,7 @@ def suggest(image, scribbles, *, spacing, result=None, n: int = 5, axis: int = 0
     others : sequence of RefineResult
         Further ensemble members (e.g. another method's refinement) for an
         ensemble-mean prediction and ``uncertainty="mutual_info"``.
-    class_names : mapping of int to str, optional
+    class_names : mapping of int to str, or sequence indexed by label, optional
         Names of classes 0..K for the reasons (default "background", "structure c").
     device : str
         Torch device for scoring (and for the refinement when ``result`` is None):
@@ -197,7 +197,8 @@ def suggest(image, scribbles, *, spacing, result=None, n: int = 5, axis: int = 0
     _check_result_shape(members, shape)
     vs = voxel_scores(members, uncertainty, scribbles, dev)
     probs = members[0] if len(members) == 1 else np.mean(members, axis=0)
-    names = dict(class_names or {})
+    names = (dict(class_names) if isinstance(class_names, Mapping)
+             else dict(enumerate(class_names or ())))
     rng = np.random.default_rng(seed)
     if granularity == "slice":
         ranked = _suggest_slices(vs, image, probs, axis, annotated, free, boxes,

@@ -86,6 +86,9 @@ def test_reason_names_classes_and_distance(synthetic):
                    class_names={0: "background", 1: "ball", 2: "cube"})
     assert "background/ball boundary" in s.reason
     assert f"nearest scribble {abs(s.index - ANNOTATED)} slices away" in s.reason
+    (t,) = suggest(image, scribbles, spacing=SP, result=result, n=1, strategy="entropy",
+                   class_names=["background", "ball", "cube"])
+    assert t.reason == s.reason
 
 
 def test_regions_cover_the_uncertain_voxels(synthetic):
