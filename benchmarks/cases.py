@@ -29,8 +29,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
+
+from napari_labeleff.io import read_volume
 
 DATA = Path(os.environ.get("LABELEFF_DATA", "/work/shared/data"))
 PROMPTS = ("scribbles", "boxes", "boxes+scribbles")
@@ -78,17 +79,13 @@ def manifest() -> list[dict]:
 
 
 def _read(entry: dict):
-    """Image (float32) and label (uint8) as (Z, Y, X) plus (Z, Y, X) spacing.
-
-    NIfTI voxel axes (i, j, k) are reversed to (k, j, i) = (Z, Y, X), the package's
-    convention (see ``napari_labeleff/io/_geometry.py``).
-    """
-    img = nib.load(DATA / entry["image"])
-    lab = nib.load(DATA / entry["label"])
-    image = np.asarray(img.dataobj, dtype=np.float32).transpose(2, 1, 0).copy()
-    gt = np.asarray(lab.dataobj).astype(np.uint8).transpose(2, 1, 0).copy()
-    spacing = tuple(float(s) for s in img.header.get_zooms()[:3][::-1])
-    return image, gt, spacing
+    """Image (float32) and label (uint8) as (Z, Y, X) plus (Z, Y, X) spacing, read with
+    the package's own reader (``napari_labeleff.io.read_volume``)."""
+    img = read_volume(DATA / entry["image"])
+    lab = read_volume(DATA / entry["label"])
+    image = np.asarray(img.data, dtype=np.float32)
+    gt = np.asarray(lab.data).astype(np.uint8)
+    return image, gt, img.geometry.spacing
 
 
 def downsample2(image: np.ndarray, gt: np.ndarray, n_labels: int):
