@@ -10,7 +10,7 @@ go into the label tables written next to the mask.
 from __future__ import annotations
 
 import numpy as np
-from matplotlib.colors import to_rgb
+from napari.utils.colormaps.standardize_color import transform_color
 from napari.utils.notifications import show_error
 
 from .._errors import LabelEffError
@@ -73,7 +73,7 @@ def _write(path, data, attributes) -> list[str]:
         np.asarray(data),
         geometry,
         label_names=None if names is None else {int(k): v for k, v in names.items()},
-        colors=None if colors is None else {int(k): to_rgb(v) for k, v in colors.items()},
+        colors=None if colors is None else {int(k): tuple(transform_color(v)[0, :3]) for k, v in colors.items()},
         source_path=meta.get("source_path"),
     )
     return [str(p) for p in written]
