@@ -222,11 +222,14 @@ def randomwalk(ctx: RefineContext):
     x_prev = None if prev is None else torch.from_numpy(prev["probabilities"]).to(device)
     info = {"warm_start": prev is not None, "local": False}
     counter = [0]
+    class_counts = None
 
     if ctx.boxes:
         x, hist = yield from _solve_boxes(ctx, image, seeds, x_prev, opts, kw, counter, info)
     else:
         hist = fit_histograms(image, [seeds == k for k in range(k1)])
+        hist_global = hist
+        class_counts = torch.bincount(seeds[seeds >= 0], minlength=k1).tolist()
         trust = _prior_trust(hist, image, seeds)
         ramp = (trust - opts["prior_trust_low"]) / max(
             opts["prior_trust_high"] - opts["prior_trust_low"], 1e-6)
@@ -234,15 +237,25 @@ def randomwalk(ctx: RefineContext):
         info.update(prior_trust=trust, prior_weight=gamma)
         box = None if prev is None else _local_box(ctx.changed, ctx.spacing, opts)
         if box is not None and gamma > 0:
-            shift = _prior_shift(_hist_from_payload(prev["hist"], device), hist, image)
+            old_hist = _hist_from_payload(prev["hist"], device)
+            shift = _prior_shift(old_hist, hist, image)
             info["prior_shift"] = shift
-            if shift > opts["local_prior_tol"]:
-                box = None
+            had_all = len(prev.get("class_counts", ())) == k1 and min(prev["class_counts"]) > 0
+            if shift > opts["local_prior_tol"] and not had_all:
+                box = None  # a class's first samples: the model must be updated globally
+            elif shift > opts["local_prior_tol"]:
+                # A small stroke that moves the global intensity model a lot (a region
+                # whose intensities differ from the rest of its class, e.g. darker deep
+                # white matter) is local evidence: use the new model inside the stroke's
+                # sub-box only and keep the previous global model for the rest, instead
+                # of flipping far-away voxels of look-alike intensity.
+                info["prior_kept"] = True
+                hist_global = old_hist
         if box is not None:
             sub_img = image[(slice(None), *box)]
             frame = _frame(sub_img.shape[1:], box, seeds.shape, device)
             sub_seeds = seeds[box]
-            prior = posterior(hist, sub_img) if gamma > 0 else None
+            prior = posterior(hist_global, sub_img) if gamma > 0 else None
             p = Problem(sub_img, (sub_seeds >= 0) | frame,
                         _set_seeds(x_prev[(slice(None), *box)], sub_seeds), ctx.spacing, prior)
             yield from _progress(solve(p, coarse_to_fine=False, **kw), counter)
@@ -262,8 +275,9 @@ def randomwalk(ctx: RefineContext):
     payload = {
         "probabilities": probs,
         "sigma2": sigma2,
-        "hist": _hist_payload(hist),
+        "hist": _hist_payload(hist if ctx.boxes else hist_global),
         "boxes": list(ctx.boxes),
+        "class_counts": class_counts,
         "options": {k: opts[k] for k in _KEY_OPTIONS},
     }
     return MethodOutput(probabilities=probs, payload=payload, info=info)
