@@ -209,9 +209,20 @@ def _cmd_gui(args) -> int:
         viewer.add_image(data, **kwargs)
     elif args.sample:
         viewer.open_sample("napari-labeleff", args.sample)
+        _show_scribbled_slice(viewer)
     viewer.window.add_plugin_dock_widget("napari-labeleff", "LabelEff")
     napari.run()
     return 0
+
+
+def _show_scribbled_slice(viewer) -> None:
+    """Step the viewer to the axial slice holding the most example scribbles."""
+    for layer in viewer.layers:
+        if layer.metadata.get("labeleff_role") == "scribbles":
+            data = np.asarray(layer.data)
+            z = int(np.argmax(np.count_nonzero(data.reshape(data.shape[0], -1), axis=1)))
+            viewer.dims.set_point(0, layer.data_to_world((z, 0, 0))[0])
+            return
 
 
 def _add_suggest(sub) -> None:

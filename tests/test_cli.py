@@ -184,3 +184,23 @@ def test_gui_opens_the_file_and_docks_the_panel(image_file, monkeypatch):
     assert seen["layers"][0] == "img"
     assert any("LabelEff" in name for name in seen["docks"])
     np.testing.assert_allclose(seen["affine"], read_volume(image_file).geometry.napari_affine, atol=1e-6)
+
+
+@pytest.mark.gui
+def test_gui_sample_shows_a_scribbled_slice(monkeypatch):
+    import napari
+
+    seen = {}
+
+    def fake_run():
+        viewer = napari.current_viewer()
+        scribbles = next(lay for lay in viewer.layers if lay.name == "Scribbles")
+        z = int(round(scribbles.world_to_data(viewer.dims.point)[0]))
+        seen["painted"] = int(np.count_nonzero(np.asarray(scribbles.data)[z]))
+        seen["docks"] = list(viewer.window.dock_widgets)
+        viewer.close()
+
+    monkeypatch.setattr(napari, "run", fake_run)
+    assert cli.main(["gui", "--sample", "brain"]) == 0
+    assert seen["painted"] > 0
+    assert any("LabelEff" in name for name in seen["docks"])
