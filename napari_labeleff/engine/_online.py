@@ -64,6 +64,7 @@ _ENTROPY_WEIGHT = 1.5
 _CONSISTENCY_WEIGHT = 1.0
 _FEATURE_NOISE = 0.15  # std of the feature noise of the consistency term
 _PSEUDO_WEIGHT = 0.5
+_ANCHOR_WEIGHT = 3.0  # warm start: KL to the previous network's predictions
 _PSEUDO_MARGIN = 0.5  # graph top-1 minus top-2 probability needed for a pseudo-label
 _GRAPH_FUSION = 0.5  # exponent of the graph probabilities in the hybrid's output
 _MEAN_FIELD_ITERS = 3
@@ -124,11 +125,15 @@ class _Sampler:
         seeds = torch.from_numpy(ctx.seeds.reshape(-1).astype(np.int64)).to(dev)
         self.seeds = seeds
         self.by_class = [torch.nonzero(seeds == c).flatten() for c in range(ctx.n_classes)]
-        self.changed = None
+        # Changed voxels of each class (the new corrective strokes): oversampled within
+        # their class, so the classes keep equal weight and a small stroke does not shift
+        # the class prior (which swung the whole volume toward the stroke's class).
+        self.changed = [None] * ctx.n_classes
         if ctx.changed is not None:
-            changed = torch.from_numpy(ctx.changed.reshape(-1)).to(dev) & (seeds >= 0)
-            idx = torch.nonzero(changed).flatten()
-            self.changed = idx if idx.numel() else None
+            changed = torch.from_numpy(ctx.changed.reshape(-1)).to(dev)
+            for c, pool in enumerate(self.by_class):
+                idx = pool[changed[pool]]
+                self.changed[c] = idx if idx.numel() else None
         self.boxes = [b for b in ctx.boxes if all(b[4 + i] > b[1 + i] for i in range(3))]
 
     def _draw(self, pool: torch.Tensor, n: int) -> torch.Tensor:
@@ -136,11 +141,17 @@ class _Sampler:
         return pool[pick]
 
     def labeled(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Class-balanced labeled voxels (changed voxels oversampled): idx, target."""
-        pools = [p for p in self.by_class if p.numel()]
-        if self.changed is not None:
-            pools.append(self.changed)
-        idx = torch.cat([self._draw(p, _N_LABELED) for p in pools])
+        """Class-balanced labeled voxels: idx, target. Half of a class's draws come
+        from its changed voxels when it has any."""
+        idx = []
+        for pool, changed in zip(self.by_class, self.changed):
+            if not pool.numel():
+                continue
+            if changed is None:
+                idx.append(self._draw(pool, _N_LABELED))
+            else:
+                idx += [self._draw(pool, _N_LABELED // 2), self._draw(changed, _N_LABELED // 2)]
+        idx = torch.cat(idx)
         return idx, self.seeds[idx]
 
     def anywhere(self, n: int = _N_UNLABELED) -> torch.Tensor:
@@ -195,8 +206,11 @@ def _entropy(logits: torch.Tensor) -> torch.Tensor:
 
 
 def _loss(net, feats, sampler: _Sampler, gen, amp: bool, ramp: float,
-          pseudo: torch.Tensor | None) -> torch.Tensor:
-    """One step's loss: weak supervision plus the unlabeled-voxel terms."""
+          pseudo: torch.Tensor | None, anchor=None) -> torch.Tensor:
+    """One step's loss: weak supervision plus the unlabeled-voxel terms; on a warm
+    start, ``anchor`` (the previous network, frozen) keeps the unlabeled voxels near
+    its predictions (distillation), so a small corrective stroke corrects locally
+    instead of shifting the decision boundary of the whole volume."""
     idx, target = sampler.labeled()
     loss = F.cross_entropy(_apply(net, feats, idx, amp), target)
 
@@ -227,6 +241,11 @@ def _loss(net, feats, sampler: _Sampler, gen, amp: bool, ramp: float,
     loss = loss + ramp * _CONSISTENCY_WEIGHT * F.kl_div(
         F.log_softmax(logits_n, dim=1), F.softmax(logits_u.detach(), dim=1),
         reduction="batchmean")
+    if anchor is not None:
+        with torch.no_grad():
+            target_u = F.softmax(_apply(anchor, feats, u, amp), dim=1)
+        loss = loss + _ANCHOR_WEIGHT * F.kl_div(
+            F.log_softmax(logits_u, dim=1), target_u, reduction="batchmean")
 
     if pseudo is not None:
         p_idx = sampler.anywhere()
@@ -343,6 +362,9 @@ def _train(ctx: RefineContext, hybrid: bool):
             and ctx.state.n_classes == ctx.n_classes)
     if warm:
         net.load_state_dict(prev["net"])  # copies: the previous state stays intact
+        anchor = copy.deepcopy(net).eval().requires_grad_(False)
+    else:
+        anchor = None
     opt = torch.optim.Adam(net.parameters(), lr=_LR)
     if warm:
         opt.load_state_dict(copy.deepcopy(prev["opt"]))
@@ -356,7 +378,7 @@ def _train(ctx: RefineContext, hybrid: bool):
     done = 0
     for step in range(steps):
         ramp = 1.0 if warm else min(1.0, 2.0 * step / steps)
-        loss = _loss(net, feats, sampler, gen, amp, ramp, pseudo)
+        loss = _loss(net, feats, sampler, gen, amp, ramp, pseudo, anchor)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)
