@@ -14,6 +14,8 @@ from typing import Callable
 
 import numpy as np
 
+from .._registry import registering
+
 
 @dataclass
 class Candidates:
@@ -57,16 +59,8 @@ StrategyFn = Callable[[Candidates, int, np.random.Generator], Ranking]
 STRATEGIES: dict[str, StrategyFn] = {}
 
 
-def register_strategy(name: str) -> Callable[[StrategyFn], StrategyFn]:
-    """Decorator adding a strategy to :data:`STRATEGIES`."""
-
-    def deco(fn: StrategyFn) -> StrategyFn:
-        if name in STRATEGIES:
-            raise ValueError(f"suggestion strategy {name!r} is already registered")
-        STRATEGIES[name] = fn
-        return fn
-
-    return deco
+#: Decorator ``@register_strategy(name)`` adding a strategy to :data:`STRATEGIES`.
+register_strategy = registering(STRATEGIES, "suggestion strategy")
 
 
 def _min_dist(points: np.ndarray, centres: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ from typing import Any, Callable, Generator
 
 import numpy as np
 
+from .._registry import registering
 from ._types import Progress, RefineState
 
 
@@ -82,16 +83,8 @@ MethodFn = Callable[[RefineContext], Generator[Progress, None, MethodOutput]]
 METHODS: dict[str, MethodFn] = {}
 
 
-def register_method(name: str) -> Callable[[MethodFn], MethodFn]:
-    """Decorator adding a method generator function to :data:`METHODS`."""
-
-    def deco(fn: MethodFn) -> MethodFn:
-        if name in METHODS:
-            raise ValueError(f"refinement method {name!r} is already registered")
-        METHODS[name] = fn
-        return fn
-
-    return deco
+#: Decorator ``@register_method(name)`` adding a method to :data:`METHODS`.
+register_method = registering(METHODS, "refinement method")
 
 
 def as_numpy(x) -> np.ndarray:
