@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from scipy import ndimage as ndi
 
 from .._errors import LabelEffError
+from ..engine._api import normalised_entropy
 from ..engine._device import resolve_device
 
 #: Uncertainty kinds accepted by :func:`uncertainty_map`.
@@ -53,21 +54,16 @@ def ensemble_members(result, others) -> list[np.ndarray]:
     return members
 
 
-def _entropy(p: torch.Tensor) -> torch.Tensor:
-    """Normalised entropy over axis 0 of a (K + 1, ...) probability tensor, in [0, 1]."""
-    return -torch.special.xlogy(p, p).sum(0) / math.log(p.shape[0])
-
-
 def _uncertainty(members: list[torch.Tensor], kind: str) -> torch.Tensor:
     """(Z, Y, X) uncertainty in [0, 1] from ensemble members of shape (K + 1, Z, Y, X)."""
     mean = members[0] if len(members) == 1 else torch.stack(members).mean(0)
     if kind == "entropy":
-        u = _entropy(mean)
+        u = normalised_entropy(mean)
     elif kind == "margin":
         top = torch.topk(mean, 2, dim=0).values
         u = 1.0 - (top[0] - top[1])
     else:  # mutual_info: entropy of the mean minus the mean entropy (BALD)
-        u = _entropy(mean) - torch.stack([_entropy(m) for m in members]).mean(0)
+        u = normalised_entropy(mean) - torch.stack([normalised_entropy(m) for m in members]).mean(0)
     return u.clamp_(0.0, 1.0)
 
 

@@ -303,6 +303,11 @@ def _run_with_fallback(name, ctx, info):
             info.setdefault("fallbacks", []).append(msg)
 
 
+def normalised_entropy(p: torch.Tensor) -> torch.Tensor:
+    """Predictive entropy over axis 0 of a (K + 1, ...) probability tensor, in [0, 1]."""
+    return -torch.special.xlogy(p, p).sum(0) / math.log(p.shape[0])
+
+
 def _finalise(probabilities):
     """Probabilities -> (probabilities, labels, uncertainty) as host numpy arrays."""
     p = probabilities if isinstance(probabilities, torch.Tensor) else torch.from_numpy(
@@ -311,8 +316,7 @@ def _finalise(probabilities):
     p = p.float().clamp(0.0, 1.0)
     p = p / p.sum(dim=0, keepdim=True).clamp_min(1e-12)
     labels = p.argmax(dim=0).to(torch.uint8)
-    ent = -(p * p.clamp_min(1e-12).log()).sum(dim=0) / math.log(p.shape[0])
-    unc = ent.clamp_(0.0, 1.0)
+    unc = normalised_entropy(p).clamp_(0.0, 1.0)
     return (
         np.ascontiguousarray(p.cpu().numpy(), dtype=np.float32),
         labels.cpu().numpy(),
