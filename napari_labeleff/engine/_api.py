@@ -32,6 +32,8 @@ AUTO_GRAPH = "randomwalk"
 AUTO_CPU_LEARNED_MAX_VOXELS = 2_000_000
 _MAX_CLASSES = 254
 _QUANTILE_SAMPLES = 1 << 21
+#: Methods that accept ``prior=`` (class probabilities from a model).
+PRIOR_METHODS = ("randomwalk",)
 
 
 def available_methods() -> list[str]:
@@ -142,6 +144,61 @@ def _check_boxes(boxes, shape):
     return out, clipped
 
 
+def _check_prior(prior, shape):
+    """Validate a class-probability prior; returns (float32 array (K+1, Z, Y, X), notes).
+
+    ``prior`` may be any array-like with ``shape`` and ``__getitem__`` (numpy, dask, zarr);
+    it is read once as float32. Voxels whose probabilities sum to 0 are uninformative
+    (uniform).
+    """
+    if prior is None:
+        return None, {}
+    pshape = getattr(prior, "shape", None)
+    if pshape is None:
+        prior = np.asarray(prior)
+        pshape = prior.shape
+    pshape = tuple(int(n) for n in pshape)
+    if len(pshape) != 4 or pshape[1:] != tuple(shape):
+        raise LabelEffError(
+            f"prior has shape {pshape}; a (K + 1, Z, Y, X) array of class probabilities "
+            f"with (Z, Y, X) = the image's spatial shape {tuple(shape)} is required"
+        )
+    if not 2 <= pshape[0] <= _MAX_CLASSES + 1:
+        raise LabelEffError(
+            f"prior has {pshape[0]} class channel(s); allowed: 2..{_MAX_CLASSES + 1} "
+            "(background first, then structures 1..K)"
+        )
+    dtype = np.dtype(getattr(prior, "dtype", np.float32))
+    if dtype.kind not in "fiub":
+        raise LabelEffError(
+            f"prior has dtype {dtype}; class probabilities must be real numbers "
+            "(float16/float32 recommended)"
+        )
+    arr = np.empty(pshape, dtype=np.float32)
+    for c in range(pshape[0]):  # one class at a time: lazy priors stay cheap to read
+        arr[c] = np.asarray(prior[c], dtype=np.float32)
+    finite = np.isfinite(arr)
+    if not finite.all():
+        raise LabelEffError(
+            f"prior has {int(finite.size - np.count_nonzero(finite))} NaN/Inf value(s); "
+            "only finite, non-negative class probabilities are allowed"
+        )
+    del finite
+    lo = float(arr.min())
+    if lo < 0:
+        raise LabelEffError(
+            f"prior has negative values (min {lo:g}); class probabilities must be >= 0"
+        )
+    total = arr.sum(axis=0)
+    empty = total <= 0
+    n_empty = int(np.count_nonzero(empty))
+    if n_empty:
+        arr[:, empty] = 1.0 / pshape[0]
+        total[empty] = 1.0
+    arr /= total[None]
+    return arr, {"zero_sum_voxels": n_empty}
+
+
 def _check_state(state, shape, method, n_classes):
     """Returns (state to use or None, note for info)."""
     if state is None:
@@ -163,12 +220,19 @@ def _check_state(state, shape, method, n_classes):
     return state, "used"
 
 
-def _choose_method(method, device, n_voxels, has_structure_scribbles):
+def _choose_method(method, device, n_voxels, has_structure_scribbles, has_prior=False):
     if not isinstance(method, str) or (method != "auto" and method not in METHODS):
         allowed = ", ".join(repr(m) for m in ["auto", *available_methods()])
         raise LabelEffError(f"method={method!r} is unknown; allowed: {allowed}")
+    if has_prior and method != "auto" and method not in PRIOR_METHODS:
+        raise LabelEffError(
+            f"method={method!r} does not accept prior=; methods that use a prior: "
+            f"{', '.join(repr(m) for m in ('auto', *PRIOR_METHODS))}"
+        )
     if method != "auto":
         return method, "requested"
+    if has_prior:
+        return AUTO_GRAPH, f"{AUTO_GRAPH}: a prior is given (the graph method uses it)"
     learned = next((m for m in AUTO_LEARNED if m in METHODS), None)
     if learned is None:
         return AUTO_GRAPH, f"{AUTO_GRAPH}: no learned method is preferred by auto"
@@ -215,7 +279,7 @@ def normalise(image: np.ndarray) -> np.ndarray:
     return out
 
 
-def _seeds(scribbles, boxes, n_structures):
+def _seeds(scribbles, boxes, n_structures, has_prior=False):
     """Solver seeds (-1 unknown, else 0..K) and notes for ``info``."""
     seeds = scribbles.astype(np.int16) - 1
     notes = {"assumed_background": False}
@@ -232,7 +296,7 @@ def _seeds(scribbles, boxes, n_structures):
             outside = ~_boxes.union_mask(boxes, scribbles.shape)
             seeds[outside & (scribbles == 0)] = 0
             notes["box_background"] = "outside all boxes"
-    elif 1 not in present:
+    elif 1 not in present and not has_prior:
         border = np.ones(scribbles.shape, dtype=bool)
         border[1:-1, 1:-1, 1:-1] = False
         seeds[border & (scribbles == 0)] = 0
@@ -246,9 +310,25 @@ def _seeds(scribbles, boxes, n_structures):
     return seeds, notes
 
 
-def _check_classes(scribbles, boxes):
+def _check_classes(scribbles, boxes, prior_classes=None):
     present = set(np.unique(scribbles).tolist())
     structures = {v - 1 for v in present if v >= 2} | {b[0] for b in boxes}
+    if prior_classes is not None:
+        kp = prior_classes - 1
+        scribbled = sorted(v - 1 for v in present if v - 1 > kp)
+        if scribbled:
+            raise LabelEffError(
+                f"scribbles hold structure(s) {scribbled} but the prior has only "
+                f"{prior_classes} channels (background + structures 1..{kp}); give a "
+                "prior with a channel per structure, or renumber the scribbles"
+            )
+        boxed = sorted({b[0] for b in boxes if b[0] > kp})
+        if boxed:
+            raise LabelEffError(
+                f"boxes of structure(s) {boxed} but the prior has only {prior_classes} "
+                f"channels (background + structures 1..{kp})"
+            )
+        return kp, any(v >= 2 for v in present)
     if not present - {0} and not boxes:
         raise LabelEffError(
             "no scribbles and no boxes: scribble at least one structure (value c + 1) "
@@ -324,8 +404,8 @@ def _finalise(probabilities):
     )
 
 
-def refine_steps(image, scribbles, *, spacing, boxes=None, method="auto", device="auto",
-                 state=None, **options):
+def refine_steps(image, scribbles, *, spacing, boxes=None, prior=None, method="auto",
+                 device="auto", state=None, **options):
     """Refine weak labels into a 3D mask, step by step (generator form of :func:`refine`).
 
     Same parameters as :func:`refine` (without ``progress``).
@@ -347,11 +427,16 @@ def refine_steps(image, scribbles, *, spacing, boxes=None, method="auto", device
     scr = _check_scribbles(scribbles, shape)
     sp = _check_spacing(spacing)
     bxs, clipped = _check_boxes(boxes, shape)
-    k, has_structure_scribbles = _check_classes(scr, bxs)
+    if prior is not None:  # cheap checks first: the method must accept a prior
+        _choose_method(method, torch.device("cpu"), 0, True, has_prior=True)
+    pri, prior_notes = _check_prior(prior, shape)
+    k, has_structure_scribbles = _check_classes(
+        scr, bxs, None if pri is None else pri.shape[0])
     dev = resolve_device(device)
-    name, reason = _choose_method(method, dev, int(np.prod(shape)), has_structure_scribbles)
+    name, reason = _choose_method(method, dev, int(np.prod(shape)), has_structure_scribbles,
+                                  has_prior=pri is not None)
     st, state_note = _check_state(state, shape, name, k + 1)
-    seeds, notes = _seeds(scr, bxs, k)
+    seeds, notes = _seeds(scr, bxs, k, has_prior=pri is not None)
     ctx = RefineContext(
         image=normalise(img),
         scribbles=scr,
@@ -363,8 +448,11 @@ def refine_steps(image, scribbles, *, spacing, boxes=None, method="auto", device
         state=st,
         changed=None if st is None or st.scribbles is None else scr != st.scribbles,
         options=dict(options),
+        prior=pri,
     )
     info = {"auto_reason": reason, "state": state_note, "boxes_clipped": clipped, **notes}
+    if pri is not None:
+        info["prior"] = dict(prior_notes)
     t1 = time.perf_counter()
     yield Progress(0, 1, f"refining with {name} on {dev}")
     name, out = yield from _run_with_fallback(name, ctx, info)
@@ -373,7 +461,10 @@ def refine_steps(image, scribbles, *, spacing, boxes=None, method="auto", device
     t2 = time.perf_counter()
     probs, labels, unc = _finalise(out.probabilities)
     t3 = time.perf_counter()
+    prior_info = info.pop("prior", None)
     info.update(out.info)
+    if prior_info is not None:
+        info["prior"] = {**prior_info, **info.get("prior", {})}
     info["timings"] = {
         "prepare_s": t1 - t0,
         "method_s": t2 - t1,
@@ -394,8 +485,8 @@ def refine_steps(image, scribbles, *, spacing, boxes=None, method="auto", device
     )
 
 
-def refine(image, scribbles, *, spacing, boxes=None, method="auto", device="auto",
-           state=None, progress=None, **options) -> RefineResult:
+def refine(image, scribbles, *, spacing, boxes=None, prior=None, method="auto",
+           device="auto", state=None, progress=None, **options) -> RefineResult:
     """Turn scribbles and/or boxes into a full 3D segmentation.
 
     Parameters
@@ -410,6 +501,16 @@ def refine(image, scribbles, *, spacing, boxes=None, method="auto", device="auto
         ``(c, z0, y0, x0, z1, y1, x1)`` voxel boxes (inclusive-exclusive) around
         structure c. Partly outside boxes are clipped; outside every box is background
         when every structure has a box.
+    prior : array_like, shape (K + 1, Z, Y, X), optional
+        Class probabilities from any model (background first; float16/float32, numpy
+        or lazily indexable such as dask/zarr). Finite and non-negative; normalised per
+        voxel here (all-zero voxels count as uniform). With a prior, structures need no
+        scribbles or boxes, ``scribbles`` may be all zero (the result is then the prior
+        regularised by the graph), and K + 1 = ``prior.shape[0]``; a scribbled or boxed
+        structure beyond it is an error. Used by the graph method as its unary term in
+        place of the intensity model; scribbles stay hard seeds and release the prior
+        around them where they disagree with it (``info["prior"]`` says how).
+        Methods without prior support raise :class:`LabelEffError`.
     method : str
         ``"auto"`` or one of :func:`available_methods`.
     device : str
@@ -438,8 +539,8 @@ def refine(image, scribbles, *, spacing, boxes=None, method="auto", device="auto
         When background is assumed on the volume border (structure scribbles only), or
         when an out-of-memory fallback was taken.
     """
-    gen = refine_steps(image, scribbles, spacing=spacing, boxes=boxes, method=method,
-                       device=device, state=state, **options)
+    gen = refine_steps(image, scribbles, spacing=spacing, boxes=boxes, prior=prior,
+                       method=method, device=device, state=state, **options)
     while True:
         try:
             report = next(gen)

@@ -12,11 +12,13 @@ prompts (``_boxes``), and incremental updates from ``state``:
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from .._errors import LabelEffError
 from . import _boxes
@@ -46,9 +48,15 @@ DEFAULTS = {
     "box_margin": 3,  # slack (voxels) at each box face for the tightness prior
     "box_core": 0.5,  # fraction of each box extent used as the structure sample
     "box_shell": 8,  # thickness (voxels) of the background sample shell around boxes
+    # prior= (model probabilities): weight of its unary term, and the distance (mm)
+    # over which a scribble that disagrees with it releases it (0 at the stroke, full
+    # weight from this distance on)
+    "model_prior_weight": 0.5,
+    "prior_release_mm": 15.0,
 }
 _KEY_OPTIONS = ("smooth", "beta", "prior_weight", "prior_trust_low", "prior_trust_high",
-                "box_prior_weight", "box_margin", "box_core", "box_shell")
+                "box_prior_weight", "box_margin", "box_core", "box_shell",
+                "model_prior_weight", "prior_release_mm")
 _PRIOR_CHECK_SAMPLES = 1 << 16
 
 
@@ -122,7 +130,57 @@ def _usable_previous(ctx: RefineContext, opts: dict):
         return None
     if prev.get("boxes") != list(ctx.boxes):
         return None
+    if prev.get("prior_key") != _prior_key(ctx.prior):
+        return None
     return prev
+
+
+def _prior_key(prior):
+    """Cheap fingerprint of a model prior (None without one)."""
+    if prior is None:
+        return None
+    flat = prior.reshape(-1)
+    sample = flat[:: max(1, flat.size // 4096)]
+    return (prior.shape, hashlib.sha1(sample.tobytes()).hexdigest())
+
+
+def _model_prior(ctx, image: torch.Tensor, seeds: torch.Tensor, opts: dict, info: dict):
+    """The model prior as the walker's unary term, released around disagreeing strokes.
+
+    Returns (K + 1, Z, Y, X) float32 on ``seeds.device`` summing to 1 per voxel. Where a
+    scribble disagrees with the prior (the prior gives its class < 0.5) the prior is
+    shown wrong locally: within ``prior_release_mm`` of such strokes it is blended
+    (weight rising linearly from 0 at the stroke to 1 at that distance) with an
+    intensity model fitted to this scan (scribbles, plus the prior's confident voxels
+    outside the released zone for classes that have no scribbles). So a corrective
+    stroke wins in its neighbourhood, following the image, while the prior keeps the
+    rest of the volume.
+    """
+    lam = torch.from_numpy(ctx.prior).to(seeds.device)
+    known = seeds >= 0
+    n_disagree = 0
+    if bool(known.any()):
+        own = lam.gather(0, seeds.clamp_min(0)[None])[0]
+        disagree = known & (own < 0.5)
+        n_disagree = int(disagree.sum())
+    radius = float(opts["prior_release_mm"])
+    released = 0
+    if n_disagree and radius > 0:
+        dist = ndimage.distance_transform_edt(~disagree.cpu().numpy(), sampling=ctx.spacing)
+        weight = torch.from_numpy(np.minimum(dist / radius, 1.0).astype(np.float32))
+        weight = weight.to(seeds.device)
+        zone = weight < 1
+        released = int(zone.sum())
+        conf, arg = lam.max(dim=0)
+        trusted = (conf > 0.9) & ~zone
+        samples = [(seeds == k) | (trusted & (arg == k)) for k in range(lam.shape[0])]
+        local = posterior(fit_histograms(image, samples), image)
+        lam = lam * weight[None] + local * (1 - weight)[None]
+    info["prior"] = {"used_as": "unary term of the random walker (replaces the intensity "
+                                "model)", "weight": float(opts["model_prior_weight"]),
+                     "disagreeing_scribbled_voxels": n_disagree,
+                     "released_voxels": released, "release_mm": radius}
+    return lam
 
 
 def _local_box(changed, spacing, opts):
@@ -180,10 +238,20 @@ def _solve_boxes(ctx, image, seeds, x, opts, kw, counter, info):
                                      shell=opts["box_shell"])
     fixed = seeds >= 0
     kw = {**kw, "gamma": opts["box_prior_weight"]}
-    for r in range(max(1, opts["box_rounds"])):
-        hist = fit_histograms(image, samples)
-        prior = posterior(hist, image) * allowed
-        prior /= prior.sum(dim=0, keepdim=True)
+    model = None
+    if ctx.prior is not None:
+        kw["gamma"] = float(opts["model_prior_weight"])
+        model = _model_prior(ctx, image, seeds, opts, info) * allowed
+        model = model / model.sum(dim=0, keepdim=True).clamp_min(1e-12)
+    rounds = 1 if model is not None else max(1, opts["box_rounds"])
+    hist = None
+    for r in range(rounds):
+        if model is not None:
+            prior = model
+        else:
+            hist = fit_histograms(image, samples)
+            prior = posterior(hist, image) * allowed
+            prior /= prior.sum(dim=0, keepdim=True)
         # copies: the previous state's solution must stay intact
         init = _set_seeds(x, seeds) if x is not None else _onehot_init(seeds, k1, prior)
         p = Problem(image, fixed, init, ctx.spacing, prior)
@@ -197,7 +265,7 @@ def _solve_boxes(ctx, image, seeds, x, opts, kw, counter, info):
         p = Problem(image, fixed, x, ctx.spacing, prior)
         yield from _progress(solve(p, coarse_to_fine=False, **kw), counter)
         x = p.x
-    info.update(box_rounds=max(1, opts["box_rounds"]), tightness_seeds=added)
+    info.update(box_rounds=rounds, tightness_seeds=added)
     x = x * allowed
     return x / x.sum(dim=0, keepdim=True).clamp_min(1e-12), hist
 
@@ -224,8 +292,34 @@ def randomwalk(ctx: RefineContext):
     counter = [0]
     class_counts = None
 
+    if not bool((seeds >= 0).any()) and (ctx.prior is None or opts["model_prior_weight"] <= 0):
+        raise LabelEffError(
+            "nothing constrains the random walker: no scribbles, no box background and "
+            "model_prior_weight=0; scribble, draw boxes or use model_prior_weight > 0")
+    hist = hist_global = None
     if ctx.boxes:
         x, hist = yield from _solve_boxes(ctx, image, seeds, x_prev, opts, kw, counter, info)
+    elif ctx.prior is not None:
+        kw["gamma"] = float(opts["model_prior_weight"])
+        prior = _model_prior(ctx, image, seeds, opts, info)
+        box = None if prev is None else _local_box(ctx.changed, ctx.spacing, opts)
+        if box is not None:
+            sub_seeds = seeds[box]
+            frame = _frame(sub_seeds.shape, box, seeds.shape, device)
+            p = Problem(image[(slice(None), *box)], (sub_seeds >= 0) | frame,
+                        _set_seeds(x_prev[(slice(None), *box)], sub_seeds), ctx.spacing,
+                        prior[(slice(None), *box)])
+            yield from _progress(solve(p, coarse_to_fine=False, **kw), counter)
+            x = x_prev.clone()
+            x[(slice(None), *box)] = p.x
+            info.update(local=True, local_box=tuple((s.start, s.stop) for s in box))
+        else:
+            init = _set_seeds(x_prev, seeds) if x_prev is not None else _onehot_init(
+                seeds, k1, prior)
+            p = Problem(image, seeds >= 0, init, ctx.spacing, prior)
+            stats = yield from _progress(solve(p, coarse_to_fine=x_prev is None, **kw), counter)
+            info["cg_iterations"] = [s["iterations"] for s in stats]
+            x = p.x
     else:
         hist = fit_histograms(image, [seeds == k for k in range(k1)])
         hist_global = hist
@@ -275,7 +369,9 @@ def randomwalk(ctx: RefineContext):
     payload = {
         "probabilities": probs,
         "sigma2": sigma2,
-        "hist": _hist_payload(hist if ctx.boxes else hist_global),
+        "hist": None if (hist if ctx.boxes else hist_global) is None else _hist_payload(
+            hist if ctx.boxes else hist_global),
+        "prior_key": _prior_key(ctx.prior),
         "boxes": list(ctx.boxes),
         "class_counts": class_counts,
         "options": {k: opts[k] for k in _KEY_OPTIONS},

@@ -44,6 +44,8 @@ class RefineContext:
         Voxels whose scribble changed since ``state`` (None on a first call).
     options : dict
         Method-specific keyword options passed through ``refine(**options)``.
+    prior : ndarray, shape (K + 1, Z, Y, X), float32, or None
+        Validated class probabilities from a model (sum 1 per voxel), or None.
     """
 
     image: np.ndarray
@@ -56,6 +58,7 @@ class RefineContext:
     state: RefineState | None = None
     changed: np.ndarray | None = None
     options: dict = field(default_factory=dict)
+    prior: np.ndarray | None = None
 
 
 @dataclass
