@@ -1,0 +1,1 @@
+"""Tests of napari_labeleff.cohort (project store, learner, batch jobs)."""
