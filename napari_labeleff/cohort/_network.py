@@ -1,0 +1,159 @@
+"""The cohort's 3D network (MONAI ``BasicUNet``) and the choices that size it.
+
+A network config is a plain JSON-able dict stored in each checkpoint's ``config.json``:
+
+``network``          ``"BasicUNet"``
+``features``         6 feature widths (MONAI ``BasicUNet`` convention: 5 encoder levels +
+                     the last decoder level); CPU default ``(8, 16, 32, 64, 128, 16)``,
+                     CUDA default ``(16, 32, 64, 128, 256, 32)``
+``in_channels``      image channels C
+``n_classes``        K + 1 (background first)
+``target_spacing``   (Z, Y, X) mm the network works at
+``patch_size``       (Z, Y, X) training/inference window, multiples of 16
+``dropout``          dropout of the network (used by the mean teacher's MC passes)
+
+The sizing is the product's own: the target spacing is the cohort's median spacing,
+coarsened by the smallest factor that brings the median volume under a voxel budget
+(CPU: 0.3 M voxels, i.e. the left-atrium MRI at 0.625 mm goes to 1.25 mm; CUDA: 2 M);
+the patch covers the median resampled volume (rounded up to multiples of 16) up to a
+cap (CPU 64 x 96 x 96 voxels, CUDA 128^3).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .._errors import LabelEffError
+
+CPU_FEATURES = (8, 16, 32, 64, 128, 16)
+GPU_FEATURES = (16, 32, 64, 128, 256, 32)
+CPU_MAX_VOXELS = 300_000
+GPU_MAX_VOXELS = 2_000_000
+CPU_PATCH_CAP = (64, 96, 96)
+GPU_PATCH_CAP = (128, 128, 128)
+_FACTORS = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0)
+
+
+def choose_target_spacing(spacings, shapes, *, max_voxels=CPU_MAX_VOXELS) -> tuple:
+    """Pick the network's working spacing from the cohort.
+
+    Parameters
+    ----------
+    spacings : sequence of (3,) float
+        (Z, Y, X) spacing in mm of each volume.
+    shapes : sequence of (3,) int
+        (Z, Y, X) shape of each volume.
+    max_voxels : int
+        Voxel budget for the median volume at the chosen spacing.
+
+    Returns
+    -------
+    tuple of 3 float
+        (Z, Y, X) mm: the per-axis median spacing times the smallest factor in
+        1, 1.25, 1.5, 2, ... that brings the median volume within ``max_voxels``.
+        An axis already coarser than the in-plane spacing times the factor (thick
+        slices) keeps its own spacing.
+    """
+    sp = np.asarray(spacings, dtype=float).reshape(-1, 3)
+    sh = np.asarray(shapes, dtype=float).reshape(-1, 3)
+    if len(sp) == 0 or len(sp) != len(sh):
+        raise LabelEffError(f"need one spacing per volume, got {len(sp)} spacings and {len(sh)} shapes")
+    if not np.all(np.isfinite(sp)) or np.any(sp <= 0):
+        raise LabelEffError(f"spacings must be positive and finite, got {sp.tolist()}")
+    med_sp = np.median(sp, axis=0)
+    extent = np.median(sp * sh, axis=0)  # mm
+    finest = float(med_sp.min())
+    for f in _FACTORS:
+        target = np.maximum(med_sp, finest * f)
+        n = np.prod(np.maximum(1, np.round(extent / target)))
+        if n <= max_voxels:
+            break
+    return tuple(round(float(t), 4) for t in target)
+
+
+def choose_patch_size(target_spacing, spacings, shapes, *, cap=CPU_PATCH_CAP) -> tuple:
+    """Training/inference window (Z, Y, X) in voxels: the median resampled volume
+    rounded up to multiples of 16, at least 16 and at most ``cap`` per axis."""
+    sp = np.asarray(spacings, dtype=float).reshape(-1, 3)
+    sh = np.asarray(shapes, dtype=float).reshape(-1, 3)
+    extent = np.median(sp * sh, axis=0)
+    vox = extent / np.asarray(target_spacing, dtype=float)
+    out = []
+    for v, c in zip(vox, cap):
+        m = int(np.ceil(v / 16.0) * 16)
+        out.append(int(min(max(16, m), c)))
+    return tuple(out)
+
+
+def default_features(device: torch.device) -> tuple:
+    """Feature widths for the device (small on CPU)."""
+    return GPU_FEATURES if device.type == "cuda" else CPU_FEATURES
+
+
+def build_network(config: dict, *, out_channels: int | None = None) -> torch.nn.Module:
+    """Build the MONAI ``BasicUNet`` a config describes.
+
+    Parameters
+    ----------
+    config : dict
+        Network config (see the module docstring): ``in_channels``, ``n_classes``,
+        ``features``, ``dropout``.
+    out_channels : int, optional
+        Override the output channels (self-supervised reconstruction head: C).
+
+    Returns
+    -------
+    torch.nn.Module
+        Input (B, C, Z, Y, X) with Z, Y, X multiples of 16, output logits
+        (B, out_channels, Z, Y, X).
+    """
+    from monai.networks.nets import BasicUNet
+
+    name = config.get("network", "BasicUNet")
+    if name != "BasicUNet":
+        raise LabelEffError(f"network={name!r} is unknown; allowed: 'BasicUNet'")
+    features = tuple(int(f) for f in config["features"])
+    if len(features) != 6 or min(features) < 1:
+        raise LabelEffError(f"features={features} must be 6 positive widths")
+    return BasicUNet(
+        spatial_dims=3,
+        in_channels=int(config["in_channels"]),
+        out_channels=int(out_channels if out_channels is not None else config["n_classes"]),
+        features=features,
+        dropout=float(config.get("dropout", 0.0)),
+    )
+
+
+def encode(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Encoder bottleneck features of a ``BasicUNet``, global-average pooled.
+
+    Parameters
+    ----------
+    net : monai.networks.nets.BasicUNet
+    x : Tensor, shape (B, C, Z, Y, X)
+
+    Returns
+    -------
+    Tensor, shape (B, features[4])
+    """
+    h = net.conv_0(x)
+    h = net.down_1(h)
+    h = net.down_2(h)
+    h = net.down_3(h)
+    h = net.down_4(h)
+    return h.mean(dim=(2, 3, 4))
+
+
+def transfer_encoder_decoder(src: torch.nn.Module, dst: torch.nn.Module) -> int:
+    """Copy every parameter of ``src`` into ``dst`` whose name and shape match (the
+    whole network but the output layer, when ``src`` is the reconstruction model of
+    the self-supervised stage). Returns the number of tensors copied."""
+    dst_state = dst.state_dict()
+    n = 0
+    for k, v in src.state_dict().items():
+        if k in dst_state and dst_state[k].shape == v.shape:
+            dst_state[k] = v.detach().clone()
+            n += 1
+    dst.load_state_dict(dst_state)
+    return n
