@@ -47,6 +47,10 @@ LOCK_NAME = "writer.lock"
 _UNREADABLE_GRACE_S = 10.0
 
 
+class StoreLockedError(LabelEffError):
+    """The store is open for writing in another live process (or object)."""
+
+
 class StaleLockWarning(UserWarning):
     """A lock left by a process that no longer runs was taken over."""
 
@@ -209,9 +213,11 @@ class StoreLock:
 
         Raises
         ------
+        StoreLockedError
+            (a LabelEffError) The folder is open for writing in a live process (named
+            with pid, host and start time).
         LabelEffError
-            The folder is open for writing in a live process (named with pid, host and
-            start time), or the lock file cannot be created (read-only folder).
+            The lock file cannot be created (read-only folder).
 
         Warns
         -----
@@ -256,7 +262,7 @@ class StoreLock:
                     where = "in this process (another window or object); close it there"
                 else:
                     where = "elsewhere; close it there"
-                raise LabelEffError(
+                raise StoreLockedError(
                     f"{what} {folder} is open in {_describe(holder)} {where}, or open it "
                     f"read-only (read_only=True). If that process no longer runs on "
                     f"{holder.get('host', '?')}, delete {path}"

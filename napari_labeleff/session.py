@@ -2,52 +2,85 @@
 
 One :class:`AnnotationSession` holds everything a user drew on one volume (classes,
 scribbles, boxes, masks, reviewed suggestions) and persists it, so a crash loses at
-most the stroke in progress and reopening the same volume (recognised by a content
+most the operation in progress and reopening the same volume (recognised by a content
 checksum, not by its path) restores the work.
 
 Store layout (``<image>.labeleff.zarr`` next to the image, or
 ``<checksum>.labeleff.zarr`` in a chosen folder or the user data dir)::
 
     zarr.json                 zarr v3 group
-    scribbles/                uint8 (Z, Y, X), chunks SCRIBBLE_CHUNKS
+    scribbles[.<token>]/      uint8 (Z, Y, X), chunks SCRIBBLE_CHUNKS (the current one
+                              is named in session.json)
     masks/<name>.<token>/     uint8 (Z, Y, X), one array per saved version
-    session.json              checksum, shape, geometry, classes, boxes, reviewed,
-                              and which mask array is current (written atomically)
+    session.json              format version, checksum, shape, geometry, classes,
+                              boxes, reviewed, and which arrays are current
+    session.json.prev         the previous generation of session.json
+    writer.lock               while a process has the store open for writing
 
-Crash safety: zarr 3's ``LocalStore`` already writes every chunk to a temporary file
-and renames it into place (``zarr.storage._local._atomic_write``), so a SIGKILL never
-leaves a torn chunk; scribble saves rewrite only whole chunks from memory. A mask is
-written as a new array and becomes current only when ``session.json`` is atomically
-replaced, so a mask is either the old or the new one. Leftover temporary files and
-unreferenced mask arrays are removed on open.
+Durability (see docs/formats.md, "Durability guarantees"):
+
+* every file is written to a temporary file, fsynced and renamed into place, and its
+  folder is fsynced (:func:`napari_labeleff.io._atomic.durable_put`); zarr chunks go
+  through :class:`DurableLocalStore`, which does this itself instead of relying on
+  whichever zarr release is installed. When a ``save_*`` method returns, the change is
+  on disk and survives a SIGKILL, a power cut or an OS crash;
+* a mask, and the scribbles after a class removal, are written as *new* arrays and
+  become current only when ``session.json`` is atomically replaced, so every multi-array
+  change (removing a class renumbers scribbles, boxes and every mask) is one atomic
+  transition;
+* the previous ``session.json`` generation and the arrays it names are kept, so a
+  damaged ``session.json`` (or damaged current arrays) is recovered from it;
+* opening never deletes or overwrites anything in a store it cannot fully read: it
+  recovers from the previous generation (the damaged file is renamed, not deleted) or
+  raises a :class:`LabelEffError` naming the file and the remedy. A store written by a
+  newer version of the package is refused, nothing written;
+* one writer per store (:class:`napari_labeleff._lock.StoreLock`); ``read_only=True``
+  opens without the lock and every save raises.
 """
 
 from __future__ import annotations
 
+import asyncio
+import datetime as _dt
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
 import tempfile
+import threading
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import zarr
+from zarr.storage import LocalStore
 
 from ._errors import LabelEffError
+from ._lock import LOCK_NAME, StoreLock
 from .io import Geometry
-from .io._atomic import TMP_MARK, atomic_write_text
+from .io._atomic import TMP_MARK, atomic_write_text, durable_put, fsync_dir
 from .io._labeltable import check_color, default_color
+
+logger = logging.getLogger(__name__)
 
 STORE_SUFFIX = ".labeleff.zarr"
 SCRIBBLE_CHUNKS = (16, 64, 64)
 META_NAME = "session.json"
-FORMAT_VERSION = 1
+PREV_NAME = "session.json.prev"
+#: Version written; versions this code reads are 1..FORMAT_VERSION (1 had no
+#: "scribbles" key: the array was always "scribbles").
+FORMAT_VERSION = 2
 _CHECKSUM_BLOCK_BYTES = 32 * 2**20
 _MASK_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ARRAY_KEY = re.compile(r"^(scribbles(\.[0-9a-f]{8,32})?|masks/[A-Za-z0-9_-]{1,64}\.[0-9a-f]{8,32})$")
+
+
+class RecoveredStoreWarning(UserWarning):
+    """A damaged store was restored from its previous generation."""
 
 
 def user_store_dir() -> Path:
@@ -87,6 +120,48 @@ def volume_checksum(data) -> str:
     return digest.hexdigest()
 
 
+class DurableLocalStore(LocalStore):
+    """A zarr ``LocalStore`` whose writes are atomic and durable on every zarr 3 release.
+
+    Each key is written with :func:`~napari_labeleff.io._atomic.durable_put` (temporary
+    file, fsync, rename); the folders touched are remembered and fsynced once by
+    :meth:`sync_dirs` (one fsync per folder per save, not one per chunk). Only the
+    public ``Store`` API (``set``, ``set_if_not_exists``) is overridden.
+    """
+
+    def __init__(self, root, *, read_only: bool = False) -> None:
+        super().__init__(root, read_only=read_only)
+        self._dirty: set[Path] = set()
+        self._dirty_lock = threading.Lock()
+
+    def _put(self, key: str, value, exclusive: bool) -> None:
+        if self.read_only:
+            raise LabelEffError(f"store {self.root} is open read-only")
+        path = Path(self.root) / key
+        durable_put(path, value.to_bytes(), exclusive=exclusive, sync_dir=False)
+        with self._dirty_lock:
+            self._dirty.add(path.parent)
+
+    async def set(self, key: str, value) -> None:
+        await asyncio.to_thread(self._put, key, value, False)
+
+    async def set_if_not_exists(self, key: str, value) -> None:
+        try:
+            await asyncio.to_thread(self._put, key, value, True)
+        except FileExistsError:
+            pass
+
+    def set_sync(self, key: str, value) -> None:  # zarr >= 3.1 calls this on some paths
+        self._put(key, value, False)
+
+    def sync_dirs(self) -> None:
+        """fsync every folder that received a file since the last call."""
+        with self._dirty_lock:
+            dirs, self._dirty = sorted(self._dirty, key=lambda p: -len(p.parts)), set()
+        for folder in dirs:
+            fsync_dir(folder)
+
+
 @dataclass
 class LabelClass:
     """A class: ``name`` and display ``color`` (RGB floats in 0..1)."""
@@ -122,9 +197,16 @@ def _as_uint8_labels(values, what: str) -> np.ndarray:
     return values.astype(np.uint8, copy=False)
 
 
+def _new_token() -> str:
+    return uuid.uuid4().hex[:8]
+
+
 @dataclass(eq=False)
 class AnnotationSession:
     """Annotation state of one volume, persisted in a zarr store.
+
+    Open with :meth:`open`; close with :meth:`close` (or use a ``with`` block) to let
+    another process write the store.
 
     Attributes
     ----------
@@ -146,10 +228,14 @@ class AnnotationSession:
         Saved masks ((Z, Y, X) uint8, 0 = background, c = structure c).
     reviewed : list of dict
         Reviewed active-learning suggestions (``Suggestion.to_dict()`` + ``status``).
-    store_path : Path
-        The zarr store.
+    store_path : Path or None
+        The zarr store (None for a read-only session of a volume without a store).
     restored : bool
         True when :meth:`open` found an existing store for this content.
+    read_only : bool
+        Opened with ``read_only=True``: nothing is written, every save raises.
+    recovered : str or None
+        What was recovered from the previous generation on open (None if nothing).
     """
 
     checksum: str
@@ -163,11 +249,23 @@ class AnnotationSession:
     reviewed: list[dict] = field(default_factory=list)
     store_path: Path | None = None
     restored: bool = False
+    read_only: bool = False
+    recovered: str | None = None
     _mask_keys: dict[str, str] = field(default_factory=dict, repr=False)
+    _scribbles_key: str = field(default="scribbles", repr=False)
+    _lock: StoreLock | None = field(default=None, repr=False)
+    _store: DurableLocalStore | None = field(default=None, repr=False)
+    _io: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    _meta_text: str | None = field(default=None, repr=False)
+    _pending: set = field(default_factory=set, repr=False)
+    _closed: bool = field(default=False, repr=False)
 
     # ---- opening -----------------------------------------------------------------------
     @classmethod
-    def open(cls, data, geometry, *, image_path=None, store_dir=None) -> "AnnotationSession":
+    def open(
+        cls, data, geometry, *, image_path=None, store_dir=None, read_only: bool = False,
+        checksum: str | None = None,
+    ) -> "AnnotationSession":
         """Restore the session of this volume's content, or start a new one.
 
         Stores are looked for, in order, next to the image (``<image>.labeleff.zarr``),
@@ -184,6 +282,26 @@ class AnnotationSession:
         geometry : Geometry
         image_path : str or Path, optional
         store_dir : str or Path, optional
+        read_only : bool
+            Open without taking the writer lock and without writing anything (no
+            store is created); every save raises :class:`LabelEffError`.
+        checksum : str, optional
+            :func:`volume_checksum` of ``data`` if already computed (e.g. in a worker
+            thread); not verified.
+
+        Raises
+        ------
+        LabelEffError
+            The store is open for writing in another process or object
+            (:class:`~napari_labeleff._lock.StoreLockedError`); the store is damaged
+            beyond what the previous generation can recover (the message names the
+            file); the store was written by a newer version of napari-labeleff.
+
+        Warns
+        -----
+        RecoveredStoreWarning
+            A damaged ``session.json`` or array was recovered from the previous
+            generation.
         """
         if not isinstance(geometry, Geometry):
             raise LabelEffError(f"geometry must be a Geometry, got {type(geometry).__name__}")
@@ -191,14 +309,20 @@ class AnnotationSession:
             raise LabelEffError(
                 f"data must be a (Z, Y, X) or (C, Z, Y, X) array, got shape {getattr(data, 'shape', None)}"
             )
-        checksum = volume_checksum(data)
+        if checksum is None:
+            checksum = volume_checksum(data)
+        elif not isinstance(checksum, str) or not re.fullmatch(r"[0-9a-f]{64}", checksum):
+            raise LabelEffError(f"checksum={checksum!r} must be 64 hexadecimal characters")
         shape = tuple(int(n) for n in data.shape[-3:])
         image_path = Path(image_path).expanduser().absolute() if image_path is not None else None
         store_dir = Path(store_dir).expanduser().absolute() if store_dir is not None else None
+        seen = set()
         for candidate in _candidates(checksum, image_path, store_dir):
-            meta = _read_meta(candidate)
-            if meta and meta.get("checksum") == checksum and tuple(meta.get("shape", ())) == shape:
-                return cls._restore(candidate, meta, geometry, image_path)
+            if candidate in seen or not candidate.is_dir():
+                continue
+            seen.add(candidate)
+            if _belongs(candidate, checksum, shape):
+                return cls._restore(candidate, geometry, image_path, checksum, shape, read_only)
         session = cls(
             checksum=checksum,
             shape=shape,
@@ -206,62 +330,163 @@ class AnnotationSession:
             image_path=image_path,
             classes=[LabelClass("background", default_color(0))],
             scribbles=np.zeros(shape, np.uint8),
+            read_only=read_only,
         )
-        session._create_store(_new_store_path(checksum, image_path, store_dir))
+        if not read_only:
+            session._create_store(_new_store_path(checksum, image_path, store_dir))
         return session
 
     @classmethod
-    def _restore(cls, store_path: Path, meta: dict, geometry, image_path) -> "AnnotationSession":
-        keys = dict(meta.get("masks", {}))
+    def _restore(cls, store_path, geometry, image_path, checksum, shape, read_only):
+        lock = None if read_only else StoreLock.acquire(store_path, what="annotation store")
         try:
-            _remove_leftovers(store_path, set(keys.values()))
-            group = zarr.open_group(str(store_path), mode="r")
-            session = cls(
-                checksum=meta["checksum"],
-                shape=tuple(meta["shape"]),
-                geometry=geometry,
-                image_path=image_path,
-                classes=[LabelClass(c["name"], tuple(c["color"])) for c in meta["classes"]],
-                scribbles=np.asarray(group["scribbles"][...], dtype=np.uint8),
-                boxes=[tuple(int(v) for v in b) for b in meta.get("boxes", [])],
-                masks={name: np.asarray(group[key][...]) for name, key in keys.items()},
-                reviewed=list(meta.get("reviewed", [])),
-                store_path=store_path,
-                restored=True,
-                _mask_keys=keys,
-            )
-        except (KeyError, TypeError, ValueError, OSError) as err:
+            metas = _generations(store_path)  # [(file, meta or error)], current first
+            errors = []
+            for i, (path, meta) in enumerate(metas):
+                if isinstance(meta, str):
+                    errors.append(f"{path.name} {meta}")
+                    continue
+                if meta.get("checksum") != checksum or tuple(meta.get("shape", ())) != shape:
+                    errors.append(f"{path.name} belongs to other content")
+                    continue
+                try:
+                    arrays = _read_arrays(store_path, meta)
+                except _Damaged as err:
+                    errors.append(str(err))
+                    continue
+                session = cls(
+                    checksum=checksum,
+                    shape=shape,
+                    geometry=geometry,
+                    image_path=image_path,
+                    classes=[LabelClass(c["name"], tuple(float(v) for v in c["color"]))
+                             for c in meta["classes"]],
+                    scribbles=arrays.pop(None),
+                    boxes=[tuple(int(v) for v in b) for b in meta.get("boxes", [])],
+                    masks=arrays,
+                    reviewed=list(meta.get("reviewed", [])),
+                    store_path=store_path,
+                    restored=True,
+                    read_only=read_only,
+                    recovered=("; ".join(errors) + f"; restored from {path.name}") if i else None,
+                    _mask_keys=dict(meta.get("masks", {})),
+                    _scribbles_key=meta.get("scribbles", "scribbles"),
+                    _lock=lock,
+                )
+                if read_only:
+                    return session
+                session._store = DurableLocalStore(store_path)
+                session._meta_text = path.read_text(encoding="utf-8")
+                if i:
+                    session._adopt_recovered(metas[0][0])
+                session._remove_leftovers()
+                _register(checksum, store_path)
+                return session
             raise LabelEffError(
-                f"autosave store {store_path} is damaged ({type(err).__name__}: {err}); "
-                "move it away to start afresh"
-            ) from err
-        _register(session.checksum, store_path)
-        return session
+                f"autosave store {store_path} is damaged: {'; '.join(errors)}. Nothing was "
+                f"changed. Move the store away (or restore {store_path / META_NAME} from a "
+                "backup) to start afresh"
+            )
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+
+    def _adopt_recovered(self, damaged: Path) -> None:
+        """Make the recovered generation current; keep the damaged file aside."""
+        if damaged.exists():
+            stamp = _dt.datetime.now().strftime("%Y%m%dT%H%M%S")
+            aside = damaged.with_name(f"{damaged.name}.damaged-{stamp}-{_new_token()}")
+            os.replace(damaged, aside)
+            fsync_dir(damaged.parent)
+        # Arrays of the damaged generation stay (until the next open) for a hand repair.
+        self._pending.update(_array_keys(self.store_path))
+        message = f"autosave store {self.store_path} was damaged and recovered: {self.recovered}"
+        logger.warning(message)
+        warnings.warn(message, RecoveredStoreWarning, stacklevel=4)
+        self.save_meta()
 
     def _create_store(self, path: Path) -> None:
-        group = zarr.open_group(str(path), mode="w")
-        group.create_array("scribbles", shape=self.shape, chunks=SCRIBBLE_CHUNKS, dtype="u1",
-                           fill_value=0)
-        group.create_group("masks")
+        """Create the store in a temporary folder next to ``path``, then rename it."""
+        tmp = path.with_name(f".{path.name}.{_new_token()}{TMP_MARK}")
+        try:
+            store = DurableLocalStore(tmp)
+            group = zarr.open_group(store=store, mode="w-")
+            group.create_array("scribbles", shape=self.shape, chunks=SCRIBBLE_CHUNKS,
+                               dtype="u1", fill_value=0)
+            group.create_group("masks")
+            store.sync_dirs()
+            self._meta_text = None
+            self.store_path = tmp
+            self._store = store
+            self.save_meta()
+            if path.exists():
+                raise LabelEffError(f"cannot create the autosave store {path}: it exists already")
+            os.rename(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        fsync_dir(path.parent)
         self.store_path = path
-        self.save_meta()
+        self._store = DurableLocalStore(path)
+        self._lock = StoreLock.acquire(path, what="annotation store")
         _register(self.checksum, path)
 
+    # ---- closing -----------------------------------------------------------------------
+    def close(self) -> None:
+        """Release the store's writer lock; later saves raise. Idempotent."""
+        with self._io:
+            self._closed = True
+            if self._lock is not None:
+                self._lock.release()
+
+    def __enter__(self) -> "AnnotationSession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise LabelEffError(
+                f"the session of {self.store_path or 'this volume'} is open read-only "
+                "(read_only=True); nothing can be saved. Close the other writer and reopen"
+            )
+        if self._closed:
+            raise LabelEffError(f"the session of {self.store_path} is closed; reopen it to save")
+        if self._lock is not None and not self._lock.held:
+            raise LabelEffError(
+                f"the writer lock of {self.store_path} was taken by another process "
+                f"({StoreLock.holder(self.store_path)}); nothing was saved"
+            )
+
     # ---- saving ------------------------------------------------------------------------
+    def _open_array(self, key: str):
+        return zarr.open_array(store=self._store, path=key, mode="r+")
+
+    def _write_array(self, key: str, values: np.ndarray) -> None:
+        """Create array ``key`` holding ``values`` (only non-empty chunks are stored)."""
+        group = zarr.open_group(store=self._store, mode="r+")
+        group.create_array(key, shape=self.shape, chunks=SCRIBBLE_CHUNKS, dtype="u1",
+                           fill_value=0)[...] = values
+        self._store.sync_dirs()
+
     def save_scribbles(self, region=None) -> None:
         """Write the scribble chunks touched by ``region`` (tuple of slices; None = all).
 
-        Whole chunks are rewritten from memory, each atomically.
+        Whole chunks are rewritten from memory, each atomically and durably.
         """
         region = _check_region(() if region is None else region, self.shape)
         if np.shape(self.scribbles) != self.shape:
             raise LabelEffError(f"scribbles have shape {np.shape(self.scribbles)}, expected {self.shape}")
-        block = _as_uint8_labels(self.scribbles[region], "scribbles")
-        zarr.open_array(str(self.store_path / "scribbles"), mode="r+")[region] = block
+        with self._io:
+            self._writable()
+            block = _as_uint8_labels(self.scribbles[region], "scribbles")
+            self._open_array(self._scribbles_key)[region] = block
+            self._store.sync_dirs()
 
-    def save_meta(self) -> None:
-        """Atomically write classes, boxes, reviewed suggestions and the mask index."""
-        meta = {
+    def _meta(self) -> dict:
+        return {
             "version": FORMAT_VERSION,
             "checksum": self.checksum,
             "shape": list(self.shape),
@@ -270,26 +495,59 @@ class AnnotationSession:
             "classes": [c.to_dict() for c in self.classes],
             "boxes": [[int(v) for v in b] for b in self.boxes],
             "reviewed": self.reviewed,
-            "masks": self._mask_keys,
+            "scribbles": self._scribbles_key,
+            "masks": dict(self._mask_keys),
         }
-        atomic_write_text(self.store_path / META_NAME, json.dumps(meta, indent=1))
+
+    def save_meta(self) -> None:
+        """Atomically write classes, boxes, reviewed suggestions and the array index.
+
+        The replaced ``session.json`` becomes ``session.json.prev``; arrays named by
+        neither generation are then deleted.
+        """
+        with self._io:
+            self._writable()
+            text = json.dumps(self._meta(), indent=1)
+            if self._meta_text is not None and self._meta_text != text:
+                atomic_write_text(self.store_path / PREV_NAME, self._meta_text)
+            atomic_write_text(self.store_path / META_NAME, text)
+            self._meta_text = text
+            self._collect_garbage()
 
     def save_mask(self, name: str, mask) -> None:
-        """Save ``mask`` ((Z, Y, X), 0..255) under ``name`` (letters, digits, _ or -)."""
+        """Save ``mask`` ((Z, Y, X), 0..255) under ``name`` (letters, digits, _ or -).
+
+        Safe to call from a worker thread: the array is written outside the session's
+        I/O lock and switched in atomically.
+        """
         if not isinstance(name, str) or not _MASK_NAME.match(name):
             raise LabelEffError(f"name={name!r} must be 1-64 letters, digits, '_' or '-'")
         mask = _as_uint8_labels(mask, "mask")
         if mask.shape != self.shape:
             raise LabelEffError(f"mask has shape {mask.shape}, expected {self.shape}")
-        key = f"masks/{name}.{uuid.uuid4().hex[:8]}"
-        group = zarr.open_group(str(self.store_path), mode="r+")
-        group.create_array(key, shape=self.shape, chunks=SCRIBBLE_CHUNKS, dtype="u1", fill_value=0)[...] = mask
-        old = self._mask_keys.get(name)
-        self._mask_keys[name] = key
-        self.masks[name] = mask.copy()
-        self.save_meta()
-        if old:
-            shutil.rmtree(self.store_path / old, ignore_errors=True)
+        self._writable()
+        mask = mask.copy()
+        key = f"masks/{name}.{_new_token()}"
+        with self._io:
+            self._pending.add(key)
+        try:
+            self._write_array(key, mask)
+            with self._io:
+                self._writable()
+                old_key = self._mask_keys.get(name)
+                self._mask_keys[name] = key
+                try:
+                    self.save_meta()
+                except BaseException:
+                    if old_key is None:
+                        del self._mask_keys[name]
+                    else:
+                        self._mask_keys[name] = old_key
+                    raise
+                self.masks[name] = mask
+        finally:
+            with self._io:
+                self._pending.discard(key)
 
     def set_boxes(self, boxes) -> None:
         """Replace the boxes (validated against the classes and the volume) and save."""
@@ -304,8 +562,10 @@ class AnnotationSession:
             if any(a < 0 or a >= b or b > n for a, b, n in zip(lo, hi, self.shape)):
                 raise LabelEffError(f"box {box!r} is empty or outside the volume {self.shape}")
             checked.append(values)
-        self.boxes = checked
-        self.save_meta()
+        with self._io:
+            self._writable()
+            self.boxes = checked
+            self.save_meta()
 
     def add_reviewed(self, suggestion, status: str) -> None:
         """Record a reviewed suggestion (``Suggestion`` or dict) with its status; save."""
@@ -317,8 +577,10 @@ class AnnotationSession:
             raise LabelEffError(f"suggestion must be a Suggestion or a dict, got {type(suggestion).__name__}")
         if not isinstance(status, str) or not status:
             raise LabelEffError(f"status={status!r} must be a non-empty string")
-        self.reviewed.append({**entry, "status": status})
-        self.save_meta()
+        with self._io:
+            self._writable()
+            self.reviewed.append({**entry, "status": status})
+            self.save_meta()
 
     # ---- classes -----------------------------------------------------------------------
     def _check_index(self, index: int) -> int:
@@ -341,24 +603,35 @@ class AnnotationSession:
             raise LabelEffError("at most 254 structures fit in uint8 scribbles")
         name = self._check_name(name)
         color = check_color(default_color(len(self.classes)) if color is None else color)
-        self.classes.append(LabelClass(name, color))
-        self.save_meta()
+        with self._io:
+            self._writable()
+            self.classes.append(LabelClass(name, color))
+            self.save_meta()
         return len(self.classes) - 1
 
     def rename_class(self, index: int, name: str) -> None:
         index = self._check_index(index)
-        self.classes[index].name = self._check_name(name, skip=index)
-        self.save_meta()
+        name = self._check_name(name, skip=index)
+        with self._io:
+            self._writable()
+            self.classes[index].name = name
+            self.save_meta()
 
     def recolor_class(self, index: int, color) -> None:
-        self.classes[self._check_index(index)].color = check_color(color)
-        self.save_meta()
+        index, color = self._check_index(index), check_color(color)
+        with self._io:
+            self._writable()
+            self.classes[index].color = color
+            self.save_meta()
 
     def remove_class(self, index: int, *, force: bool = False) -> None:
         """Remove structure ``index``; higher classes move down by one.
 
         Refuses the background, and a class with scribbles unless ``force`` (then its
         scribbles are erased, its boxes dropped and its mask voxels become background).
+        On disk this is one atomic transition: the renumbered scribbles and masks are
+        written as new arrays and ``session.json`` switches to them (with the new class
+        table and boxes) in one replace.
         """
         index = self._check_index(index)
         if index == 0:
@@ -369,13 +642,170 @@ class AnnotationSession:
                 f"class {self.classes[index].name!r} has {n} scribbled voxels; "
                 "erase them first or pass force=True"
             )
-        self.scribbles = _drop_value(self.scribbles, index + 1)
-        self.boxes = [(b[0] - (b[0] > index), *b[1:]) for b in self.boxes if b[0] != index]
-        del self.classes[index]
-        self.save_scribbles()
-        for name, mask in list(self.masks.items()):
-            self.save_mask(name, _drop_value(mask, index))
-        self.save_meta()
+        with self._io:
+            self._writable()
+            scribbles = _drop_value(_as_uint8_labels(self.scribbles, "scribbles"), index + 1)
+            masks = {name: _drop_value(mask, index) for name, mask in self.masks.items()}
+            keys = {name: f"masks/{name}.{_new_token()}" for name in masks}
+            scribbles_key = f"scribbles.{_new_token()}"
+            self._pending.update([scribbles_key, *keys.values()])
+            try:
+                self._write_array(scribbles_key, scribbles)
+                for name, mask in masks.items():
+                    self._write_array(keys[name], mask)
+                before = (self.classes, self.boxes, self._scribbles_key, self._mask_keys)
+                self.classes = [c for i, c in enumerate(self.classes) if i != index]
+                self.boxes = [(b[0] - (b[0] > index), *b[1:]) for b in self.boxes if b[0] != index]
+                self._scribbles_key, self._mask_keys = scribbles_key, {**self._mask_keys, **keys}
+                try:
+                    self.save_meta()  # the one atomic switch
+                except BaseException:
+                    self.classes, self.boxes, self._scribbles_key, self._mask_keys = before
+                    raise
+                self.scribbles = scribbles
+                self.masks = masks
+            finally:
+                self._pending.difference_update([scribbles_key, *keys.values()])
+
+    # ---- housekeeping --------------------------------------------------------------------
+    def _referenced(self) -> set:
+        keys = {self._scribbles_key, *self._mask_keys.values(), *self._pending}
+        prev = _load_meta(self.store_path / PREV_NAME)
+        if isinstance(prev, dict):
+            keys |= {prev.get("scribbles", "scribbles"), *prev.get("masks", {}).values()}
+        return keys
+
+    def _collect_garbage(self) -> None:
+        """Delete arrays named by neither generation of session.json (under the lock)."""
+        keep = self._referenced()
+        for key in _array_keys(self.store_path):
+            if key not in keep:
+                shutil.rmtree(self.store_path / key, ignore_errors=True)
+
+    def _remove_leftovers(self) -> None:
+        """Delete temporary files of interrupted writes and unreferenced arrays.
+
+        Runs only with the writer lock held, so no other process's writes in progress
+        are touched.
+        """
+        with self._io:
+            for pattern in ("*.partial", f"*{TMP_MARK}*"):
+                for tmp in self.store_path.rglob(pattern):
+                    if tmp.is_file() and tmp.name != LOCK_NAME:
+                        tmp.unlink(missing_ok=True)
+            self._collect_garbage()
+
+
+class _Damaged(Exception):
+    """An array of the store cannot be read."""
+
+
+def _array_keys(store: Path) -> list[str]:
+    """Keys of the scribble and mask arrays present in ``store``."""
+    keys = [p.name for p in store.glob("scribbles*") if p.is_dir()]
+    masks = store / "masks"
+    if masks.is_dir():
+        keys += [f"masks/{p.name}" for p in masks.iterdir() if p.is_dir()]
+    return [k for k in keys if _ARRAY_KEY.match(k)]
+
+
+def _read_arrays(store: Path, meta: dict) -> dict:
+    """``{None: scribbles, name: mask, ...}`` read from ``store``; _Damaged if unreadable."""
+    out = {}
+    keys = {None: meta.get("scribbles", "scribbles"), **meta.get("masks", {})}
+    for name, key in keys.items():
+        try:
+            array = zarr.open_array(store=LocalStore(store, read_only=True), path=key, mode="r")
+            if tuple(array.shape) != tuple(meta["shape"]) or array.dtype != np.uint8:
+                raise ValueError(f"shape {array.shape} / dtype {array.dtype} is not the volume's uint8 grid")
+            out[name] = np.asarray(array[...], dtype=np.uint8)
+        except Exception as err:  # noqa: BLE001 - zarr/codecs raise many types on bad bytes
+            raise _Damaged(f"array {store / key} cannot be read ({type(err).__name__}: {err})") from err
+    return out
+
+
+def _load_meta(path: Path):
+    """The meta dict of ``path``, or a string saying why it is not usable."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return "is missing"
+    except (OSError, UnicodeDecodeError) as err:
+        return f"cannot be read ({err})"
+    try:
+        meta = json.loads(text)
+    except ValueError as err:
+        return f"is not valid JSON ({err})"
+    problem = _check_meta(meta)
+    return meta if problem is None else problem
+
+
+def _check_meta(meta) -> str | None:
+    if not isinstance(meta, dict):
+        return "is not a JSON object"
+    version = meta.get("version")
+    if not isinstance(version, int) or version < 1:
+        return f"has no valid format version ({version!r})"
+    try:
+        assert isinstance(meta["checksum"], str)
+        assert isinstance(meta["shape"], list) and len(meta["shape"]) == 3
+        assert all(isinstance(n, int) and n >= 0 for n in meta["shape"])
+        if version > FORMAT_VERSION:
+            return None  # reported by _generations with its own message
+        classes = meta["classes"]
+        assert isinstance(classes, list) and classes
+        for c in classes:
+            assert isinstance(c["name"], str) and len(c["color"]) == 3
+            [float(v) for v in c["color"]]
+        for b in meta.get("boxes", []):
+            assert len(b) == 7 and all(isinstance(v, int) for v in b)
+        assert isinstance(meta.get("reviewed", []), list)
+        masks = meta.get("masks", {})
+        assert isinstance(masks, dict)
+        assert all(isinstance(k, str) and isinstance(v, str) and _ARRAY_KEY.match(v)
+                   for k, v in masks.items())
+        assert _ARRAY_KEY.match(meta.get("scribbles", "scribbles"))
+    except (AssertionError, KeyError, TypeError, ValueError) as err:
+        return f"does not have the expected content ({type(err).__name__} {err})".replace(" )", ")")
+    return None
+
+
+def _generations(store: Path) -> list:
+    """``[(path, meta or reason)]`` for session.json and session.json.prev.
+
+    Raises LabelEffError when a readable generation was written by a newer format.
+    """
+    out = []
+    for name in (META_NAME, PREV_NAME):
+        path = store / name
+        meta = _load_meta(path)
+        if isinstance(meta, dict) and meta["version"] > FORMAT_VERSION:
+            raise LabelEffError(
+                f"autosave store {store} was written by a newer napari-labeleff ({path.name} "
+                f"has format version {meta['version']}; this version reads up to "
+                f"{FORMAT_VERSION}); nothing was changed. Upgrade napari-labeleff to open it"
+            )
+        out.append((path, meta))
+    return out
+
+
+def _belongs(store: Path, checksum: str, shape: tuple) -> bool:
+    """True if ``store`` should hold this content's work.
+
+    A readable generation decides by checksum and shape. When no generation is
+    readable the store's name decides (``<checksum>.labeleff.zarr``, or a store next
+    to an image, which the caller looks at first): its work must not be silently
+    replaced by a fresh store elsewhere, so :meth:`AnnotationSession._restore` then
+    reports the damage.
+    """
+    metas = [_load_meta(store / name) for name in (META_NAME, PREV_NAME)]
+    readable = [m for m in metas if isinstance(m, dict)]
+    if readable:
+        return any(m["checksum"] == checksum and tuple(m["shape"]) == shape for m in readable)
+    name = store.name[: -len(STORE_SUFFIX)] if store.name.endswith(STORE_SUFFIX) else ""
+    if re.fullmatch(r"[0-9a-f]{64}", name):
+        return name == checksum
+    return any((store / n).exists() for n in (META_NAME, PREV_NAME, "zarr.json"))
 
 
 def _drop_value(labels: np.ndarray, value: int) -> np.ndarray:
@@ -407,13 +837,6 @@ def _candidates(checksum: str, image_path, store_dir):
         return
 
 
-def _read_meta(store: Path) -> dict | None:
-    try:
-        return json.loads((store / META_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def _writable(folder: Path) -> bool:
     try:
         fd, name = tempfile.mkstemp(dir=folder, prefix=".labeleff-probe")
@@ -443,15 +866,3 @@ def _register(checksum: str, store: Path) -> None:
         atomic_write_text(index, json.dumps({"store": str(store)}))
     except (OSError, LabelEffError):
         pass  # the index only helps find stores of moved images; the store itself is saved
-
-
-def _remove_leftovers(store: Path, current_masks: set) -> None:
-    """Delete temporary files of interrupted writes and unreferenced mask versions."""
-    for pattern in ("*.partial", f"*{TMP_MARK}*"):
-        for tmp in store.rglob(pattern):
-            tmp.unlink(missing_ok=True)
-    masks = store / "masks"
-    if masks.is_dir():
-        for entry in masks.iterdir():
-            if entry.is_dir() and f"masks/{entry.name}" not in current_masks:
-                shutil.rmtree(entry, ignore_errors=True)

@@ -237,6 +237,8 @@ class LabelEffWidget(QWidget):
         state.image_layer = None
         state.channel_layers = []
         state.geometry = None
+        if state.session is not None:
+            state.session.close()  # lets another window or process open this volume
         state.session = None
         state.result = None
         state.set_suggestions([])
