@@ -251,7 +251,8 @@ def _cmd_suggest(args) -> int:
     from .active import check_options, suggest, uncertainty_map
     from .engine import refine_steps
 
-    check_options(args.n, args.axis, args.granularity, args.strategy, args.uncertainty_kind)
+    check_options(args.n, args.axis, args.granularity, args.strategy, args.uncertainty_kind,
+                  n_members=1)  # one refinement: no ensemble for mutual information
     vol = _load_volume(args.image)
     scribbles = _load_label_volume(args.scribbles, vol)
     boxes = _load_boxes(args.boxes) if args.boxes else None

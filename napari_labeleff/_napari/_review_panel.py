@@ -2,7 +2,8 @@
 
 Thin by design: ranking comes from :func:`napari_labeleff.active.suggest` (run through
 the worker seam), weak labels of a confirmed place from
-:func:`~napari_labeleff._napari._layers.confirmed_scribbles`; this module only gathers
+:func:`napari_labeleff.active.confirmed_labels` (its confident interior only); this
+module only gathers
 inputs, moves the viewer and writes results into layers.
 
 Keyboard shortcuts (bound on the viewer, active while the panel exists; they are free
@@ -41,7 +42,6 @@ from qtpy.QtWidgets import (
 )
 
 from .. import active
-from ._layers import confirmed_scribbles
 
 AXIS_NAMES = ("Z", "Y", "X")
 HIGHLIGHT_COLOR = "yellow"
@@ -117,6 +117,11 @@ class ReviewPanel(QGroupBox):
         self.strategy = QComboBox()
         self.strategy.addItems(list(active.STRATEGIES))
         self.strategy.setCurrentText("default")
+        self.uncertainty = QComboBox()
+        self._fill_uncertainty_kinds()
+        self.uncertainty.setToolTip(
+            "voxel uncertainty; mutual information needs an ensemble of refinements "
+            "and is listed only when one exists")
         self.n = QSpinBox()
         self.n.setRange(1, 50)
         self.n.setValue(5)
@@ -130,6 +135,7 @@ class ReviewPanel(QGroupBox):
         form.addRow("granularity", self.granularity)
         form.addRow("axis", self.axis)
         form.addRow("strategy", self.strategy)
+        form.addRow("uncertainty", self.uncertainty)
         form.addRow("suggestions", self.n)
 
         self.table = QTableWidget(0, len(_COLUMNS))
@@ -164,8 +170,8 @@ class ReviewPanel(QGroupBox):
             btn.setToolTip(tips[method])
             btn.clicked.connect(getattr(self, method))
         self.confirm_btn.setToolTip(
-            tips["looks_right"] + ": the refined labels here become weak labels "
-            "(eroded, so boundaries stay free) for the next refinement")
+            tips["looks_right"] + ": the confidently refined interior here becomes weak "
+            "labels for the next refinement (uncertain voxels and boundaries stay free)")
 
         nav = QHBoxLayout()
         nav.addWidget(self.prev_btn)
@@ -208,11 +214,13 @@ class ReviewPanel(QGroupBox):
             "axis": self.axis.currentIndex(),
             "granularity": self.granularity.currentText(),
             "strategy": self.strategy.currentText(),
+            "uncertainty": self.uncertainty.currentText(),
         }
         return self._run_suggest()
 
     def _run_suggest(self) -> bool:
         state = self.state
+        others = tuple(self.ensemble())
         return self.runner.start(
             active.suggest,
             state.image_snapshot(),
@@ -224,6 +232,7 @@ class ReviewPanel(QGroupBox):
             exclude=tuple(self.reviewed()),
             boxes=state.boxes_snapshot(),
             class_names=state.label_names(),
+            others=others,
             **self._last_request,
         )
 
@@ -233,7 +242,22 @@ class ReviewPanel(QGroupBox):
             show_info("Suggest: nothing left to suggest (no uncertain place that is not "
                       "annotated or reviewed); try slices or another axis")
 
+    def ensemble(self) -> list:
+        """Further ensemble members of the last refinement (``state.ensemble`` when the
+        state keeps one; none today): mutual information is offered only with them."""
+        return list(getattr(self.state, "ensemble", None) or ())
+
+    def _fill_uncertainty_kinds(self) -> None:
+        current = self.uncertainty.currentText()
+        kinds = active.available_kinds(1 + len(self.ensemble()))
+        self.uncertainty.blockSignals(True)
+        self.uncertainty.clear()
+        self.uncertainty.addItems(list(kinds))
+        self.uncertainty.setCurrentText(current if current in kinds else kinds[0])
+        self.uncertainty.blockSignals(False)
+
     def _on_refined(self, _result=None):
+        self._fill_uncertainty_kinds()
         if self._last_request is not None and self.auto_rerank.isChecked():
             self._rerank_pending = True
             if not self.state.busy:
@@ -423,14 +447,16 @@ class ReviewPanel(QGroupBox):
         self.select(pos)
 
     def looks_right(self) -> None:
-        """Confirm the refinement here: it becomes weak labels for the next refinement."""
+        """Confirm the refinement here: its confident interior (probability >=
+        :data:`napari_labeleff.active._confirm.CONFIDENT`, eroded one voxel) becomes
+        weak labels for the next refinement; uncertain voxels stay free."""
         pos, s = self._selected()
         if s is None:
             return
         state = self.state
         region = suggestion_region(s, state.shape)
-        indices, values = confirmed_scribbles(state.result.labels, state.scribbles_layer.data,
-                                              region)
+        indices, values = active.confirmed_labels(state.result, state.scribbles_layer.data,
+                                                  region)
         if values.size:
             state.scribbles_layer.data_setitem(indices, values)
         self._mark(pos, s, "confirmed")

@@ -67,6 +67,13 @@ def _uncertainty(members: list[torch.Tensor], kind: str) -> torch.Tensor:
     return u.clamp_(0.0, 1.0)
 
 
+def available_kinds(n_members: int = 1) -> tuple:
+    """Uncertainty kinds that make sense for ``n_members`` ensemble members: mutual
+    information needs an ensemble (at least two members), so a single refinement is
+    offered entropy and margin only."""
+    return tuple(k for k in KINDS if k != "mutual_info" or n_members >= 2)
+
+
 def _check_kind(kind: str, n_members: int) -> None:
     if kind not in KINDS:
         raise LabelEffError(f"kind must be one of {KINDS}, got {kind!r}")

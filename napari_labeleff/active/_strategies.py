@@ -38,6 +38,15 @@ class Candidates:
         Positions of what is already annotated (slices holding scribbles).
     labelled_embedding : ndarray, shape (M, D)
         Their embeddings.
+    relevance : ndarray, shape (N, K + 1), optional
+        1 where the candidate lies in the extent of structure c (its strokes and the
+        predicted components touching them), :data:`OUTSIDE` elsewhere; column 0
+        (background) is unused. None: every candidate is relevant to every class.
+    labelled_classes : ndarray of bool, shape (M, K + 1), optional
+        Classes whose strokes each annotated place holds. None: every class.
+    class_span : ndarray, shape (K + 1,), optional
+        Size of each structure's extent in position units (largest side for regions),
+        the scale of the class-aware distance. None: 1.
     """
 
     position: np.ndarray
@@ -47,6 +56,9 @@ class Candidates:
     embedding: np.ndarray
     labelled_position: np.ndarray
     labelled_embedding: np.ndarray
+    relevance: np.ndarray | None = None
+    labelled_classes: np.ndarray | None = None
+    class_span: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.score)
@@ -132,46 +144,85 @@ def _normalise(x: np.ndarray) -> np.ndarray:
     return np.divide(x, top, out=np.zeros_like(x, dtype=float), where=top > 0)
 
 
+#: Relevance of a candidate outside every structure's extent (it is suggested only
+#: once the structures' own places are covered).
+OUTSIDE = 0.05
+
+
 @register_strategy("default")
 def hybrid(c: Candidates, n: int, rng) -> Ranking:
-    """Uncertainty x diversity, class-balanced.
+    """Class-aware uncertainty x coverage of the structures being segmented.
 
-    * Uncertainty: half the candidate's uncertainty mass (relative to the largest),
-      half a class-balanced term: every structure's uncertainty mass is scaled by its
-      own maximum over the candidates, so a small structure's worst place scores as
-      high as a large one's; a structure's weight halves each time a pick serves it,
-      so a batch rotates through the structures.
-    * Diversity: distance, in the joint space of slice embedding and position, to the
-      nearest annotated or already picked candidate (k-center greedy), relative to the
-      largest such distance before the first pick. A batch is thus not five
-      neighbouring slices, and scores decrease along the ranking.
-    * Value = (0.1 + 0.9 * uncertainty) * diversity; with no uncertainty anywhere the
-      choice degrades to plain k-center coverage.
+    For each structure c (1..K) and candidate i:
+
+    * relevance: 1 inside the structure's extent (its strokes and the predicted
+      components touching them), :data:`OUTSIDE` elsewhere, so suggestions go to the
+      structures the user is segmenting rather than to uncertain tissue elsewhere;
+    * uncertainty: the candidate's uncertainty mass involving c, relative to the
+      largest over the relevant candidates (a small structure's worst place scores as
+      high as a large one's);
+    * need: 1 / (1 + slices already holding strokes of c), so a class with few
+      annotated places gets places;
+    * coverage: distance (position, in units of half the structure's extent) to the
+      nearest place holding strokes of c or already picked for c, capped at 1
+      (bisection of the gaps; no strokes of c yet: 1).
+
+    value_c = need x relevance x (0.1 + 0.9 x uncertainty) x coverage; the candidate's
+    value is its best class's value times (0.2 + 0.8 x distance to the nearest
+    annotated or picked place in the joint space of slice embedding and position,
+    relative to the largest), so a batch is not a set of neighbours. A pick counts as
+    a place of every structure whose extent holds it. Values never increase along
+    the ranking.
     """
+    n_c = len(c)
+    k1 = c.class_score.shape[1]
+    rel = np.ones((n_c, k1)) if c.relevance is None else np.asarray(c.relevance, float)
+    lab_cls = (np.ones((len(c.labelled_position), k1), bool) if c.labelled_classes is None
+               else np.asarray(c.labelled_classes, bool))
+    span = np.ones(k1) if c.class_span is None else np.maximum(c.class_span, 1e-6)
+    inside = rel[:, 1:] >= 1.0
+    cs = c.class_score[:, 1:]
+    top = np.where(inside, cs, 0).max(0, initial=0)
+    top = np.where(top > 0, top, cs.max(0, initial=0))
+    unc = np.divide(cs, top, out=np.zeros_like(cs, dtype=float), where=top > 0)
+    unc = np.clip(unc, 0, 1)
+    count = lab_cls[:, 1:].sum(0).astype(float)
+    cover = np.ones((n_c, k1 - 1))
+    for k in range(k1 - 1):
+        d = _min_dist(c.position, c.labelled_position[lab_cls[:, k + 1]])
+        cover[:, k] = np.minimum(1.0, 2.0 * d / span[k + 1])
+
     feats = np.concatenate([c.embedding, _scaled_position(c.position)], axis=1)
     labelled = np.concatenate([c.labelled_embedding,
                                _scaled_position(c.labelled_position)], axis=1)
-    mass = _normalise(c.score)
-    per_class = _normalise(c.class_score[:, 1:])
-    weight = np.ones(per_class.shape[1])
     dist = _min_dist(feats, labelled)
     scale = None  # fixed once distances are finite, so scores never increase
-    picked = np.zeros(len(c), bool)
+    picked = np.zeros(n_c, bool)
     out: Ranking = []
-    for _ in range(min(n, len(c))):
-        balanced = (per_class * weight).max(1) if per_class.size else np.zeros(len(c))
-        unc = 0.5 * mass + 0.5 * balanced
+    for _ in range(min(n, n_c)):
+        need = 1.0 / (1.0 + count)
+        per_class = need * rel[:, 1:] * (0.1 + 0.9 * unc) * cover
+        best = per_class.max(1) if per_class.size else np.zeros(n_c)
         if scale is None and np.isfinite(dist).all():
             scale = max(float(dist.max()), 1e-12)
-        div = np.ones(len(c)) if scale is None else dist / scale
-        value = np.where(picked, -np.inf, (0.1 + 0.9 * unc) * div)
+        div = np.ones(n_c) if scale is None else dist / scale
+        value = np.where(picked, -np.inf, best * (0.2 + 0.8 * div))
         i = int(np.argmax(value))
-        note = "uncertain and unlike the annotated places"
-        if per_class.size and per_class[i].max() > 0:
-            cls = int(np.argmax(per_class[i] * weight))
-            weight[cls] *= 0.5
+        served = np.flatnonzero(inside[i])
+        if per_class.size:
+            cls = int(np.argmax(per_class[i]))
+            note = (f"serves structure {cls + 1} ({int(count[cls])} annotated places "
+                    f"so far){'' if inside[i, cls] else ', outside its extent'}")
+            served = served if served.size else np.array([cls])
+        else:
+            note = "unlike the annotated places"
         picked[i] = True
         out.append((i, float(value[i]), note))
+        count[served] += 1
+        for k in served:
+            d = np.abs(c.position - c.position[i:i + 1])
+            cover[:, k] = np.minimum(cover[:, k],
+                                     2.0 * np.sqrt((d ** 2).sum(1)) / span[k + 1])
         dist = np.minimum(dist, _min_dist(feats, feats[i:i + 1]))
     return out
 

@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from .._errors import LabelEffError
 from ..engine._device import resolve_device
-from ._scoring import (KINDS, decode_pair, ensemble_members, slice_stats,
+from ._annotated import annotated_slices, structure_extents
+from ._scoring import (KINDS, available_kinds, decode_pair, ensemble_members, slice_stats,
                        uncertain_regions, voxel_scores)
-from ._strategies import STRATEGIES, Candidates
+from ._strategies import OUTSIDE, STRATEGIES, Candidates
 from ._types import Suggestion
 
 GRANULARITIES = ("slice", "region")
 _AXIS_NAMES = ("Z", "Y", "X")
 
 
-def check_options(n, axis, granularity, strategy, uncertainty) -> None:
+def check_options(n, axis, granularity, strategy, uncertainty, n_members=None) -> None:
     """Validate the scalar options of :func:`suggest` (cheap; callers that refine first
-    check them before the refinement)."""
+    check them before the refinement). With ``n_members`` (ensemble members the caller
+    will pass: 1 for a single refinement), ``uncertainty="mutual_info"`` without an
+    ensemble is refused here rather than after the refinement."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
         raise LabelEffError(f"n must be a positive integer, got {n!r}")
     if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) \
@@ -33,6 +38,10 @@ def check_options(n, axis, granularity, strategy, uncertainty) -> None:
             f"strategy must be one of {tuple(STRATEGIES)}, got {strategy!r}")
     if uncertainty not in KINDS:
         raise LabelEffError(f"uncertainty must be one of {KINDS}, got {uncertainty!r}")
+    if n_members is not None and uncertainty not in available_kinds(n_members):
+        raise LabelEffError(
+            f"uncertainty={uncertainty!r} needs an ensemble (at least two refinements); "
+            f"with {n_members} use one of {available_kinds(n_members)}")
 
 
 def _validate(image, scribbles, spacing, n, axis, granularity, strategy, uncertainty):
@@ -122,8 +131,11 @@ def suggest(image, scribbles, *, spacing, result=None, n: int = 5, axis: int = 0
     ----------
     image : ndarray, shape (Z, Y, X) or (C, Z, Y, X)
     scribbles : ndarray of int, shape (Z, Y, X)
-        0 = unannotated, 1 = background, c + 1 = structure c. Slices holding any
-        scribble are skipped (slice granularity); scribbled voxels count as certain.
+        0 = unannotated, 1 = background, c + 1 = structure c. Slices holding strokes
+        drawn in their plane are skipped (slice granularity; a stroke drawn on an
+        axial slice does not make the sagittal slices it crosses annotated, see
+        :func:`~napari_labeleff.active._annotated.annotated_slices`); scribbled voxels
+        count as certain.
     spacing : tuple of float
         (Z, Y, X) mm.
     result : RefineResult, optional
@@ -138,7 +150,8 @@ def suggest(image, scribbles, *, spacing, result=None, n: int = 5, axis: int = 0
     strategy : str
         A key of :data:`~napari_labeleff.active.STRATEGIES`: ``"random"``,
         ``"foreground_random"``, ``"equidistant"``, ``"entropy"`` or ``"default"``
-        (uncertainty x diversity, class-balanced).
+        (class-aware: uncertainty x coverage of each structure being segmented, a
+        class with few annotated slices first).
     exclude : iterable
         Slice indices along ``axis``, (z0, y0, x0, z1, y1, x1) boxes or
         :class:`Suggestion` objects already reviewed; a region is excluded when its
@@ -177,7 +190,7 @@ def suggest(image, scribbles, *, spacing, result=None, n: int = 5, axis: int = 0
     axis, n = int(axis), int(n)
     slices_out, boxes_out = _exclusions(exclude, axis)
     shape = scribbles.shape
-    annotated = np.moveaxis(scribbles > 0, axis, 0).reshape(shape[axis], -1).any(1)
+    annotated = annotated_slices(scribbles, axis).any(1)
     if granularity == "slice":
         free = ~annotated
         free[[i for i in slices_out if 0 <= i < shape[axis]]] = False
@@ -200,32 +213,61 @@ def suggest(image, scribbles, *, spacing, result=None, n: int = 5, axis: int = 0
     names = (dict(class_names) if isinstance(class_names, Mapping)
              else dict(enumerate(class_names or ())))
     rng = np.random.default_rng(seed)
+    extents = structure_extents(scribbles, vs.top1.cpu().numpy(), vs.n_classes)
     if granularity == "slice":
-        ranked = _suggest_slices(vs, image, probs, axis, annotated, free, boxes,
-                                 strategy, n, rng, names)
+        ranked = _suggest_slices(vs, image, probs, axis, scribbles, free, boxes,
+                                 extents, strategy, n, rng, names)
     else:
-        ranked = _suggest_regions(vs, spacing, axis, slices_out, boxes_out, strategy,
-                                  n, rng, names)
+        ranked = _suggest_regions(vs, spacing, axis, scribbles, slices_out, boxes_out,
+                                  extents, strategy, n, rng, names)
     for rank, s in enumerate(ranked, start=1):
         s.rank = rank
         s.reason += note
     return ranked
 
 
-def _suggest_slices(vs, image, probs, axis, annotated, free, boxes, strategy, n, rng,
-                    names):
+def _named(note: str, names) -> str:
+    """Replace "structure c" in a strategy's note by the class's name."""
+    return re.sub(r"structure (\d+)", lambda m: _class_name(int(m.group(1)), names), note)
+
+
+def _slice_relevance(extents, axis, n_slices, k1) -> tuple:
+    """(S, K + 1) relevance of each slice to each structure and (K + 1,) extent sizes
+    in position units (see :class:`~._strategies.Candidates`)."""
+    rel = np.full((n_slices, k1), OUTSIDE)
+    span = np.ones(k1)
+    idx = np.arange(n_slices)
+    for c, box in enumerate(extents):
+        if box is None:
+            continue
+        lo, hi = box[axis], box[axis + 3]
+        rel[(idx >= lo) & (idx < hi), c] = 1.0
+        span[c] = max(1, hi - lo - 1) / max(1, n_slices - 1)
+    if not any(b is not None for b in extents[1:]):  # nothing drawn nor predicted
+        rel[:] = 1.0
+    return rel, span
+
+
+def _suggest_slices(vs, image, probs, axis, scribbles, free, boxes, extents, strategy,
+                    n, rng, names):
     st = slice_stats(vs, image, probs, axis)
     n_slices = len(free)
+    k1 = vs.n_classes
     pos = (np.arange(n_slices, dtype=float) / max(1, n_slices - 1))[:, None]
     fg = (st.n_predicted > 0) | _box_foreground(boxes, vs.uncertainty.shape, axis)
+    per_class = annotated_slices(scribbles, axis, k1)
+    annotated = per_class.any(1)
     idx = np.flatnonzero(free)
     lab = np.flatnonzero(annotated)
+    rel, span = _slice_relevance(extents, axis, n_slices, k1)
     cands = Candidates(position=pos[idx], score=st.mass[idx],
                        class_score=st.class_mass[idx], foreground=fg[idx],
                        embedding=st.embedding[idx], labelled_position=pos[lab],
-                       labelled_embedding=st.embedding[lab])
+                       labelled_embedding=st.embedding[lab], relevance=rel[idx],
+                       labelled_classes=per_class[lab], class_span=span)
     out = []
     for j, score, how in STRATEGIES[strategy](cands, n, rng):
+        how = _named(how, names)
         i = int(idx[j])
         k1 = vs.n_classes
         pct = 100.0 * st.n_uncertain[i] / max(1, st.n_foreground[i])
@@ -241,7 +283,23 @@ def _suggest_slices(vs, image, probs, axis, annotated, free, boxes, strategy, n,
     return out
 
 
-def _suggest_regions(vs, spacing, axis, slices_out, boxes_out, strategy, n, rng, names):
+def _stroke_centres(scribbles, k1):
+    """Centroids (voxel units) of the stroke components of each class and the classes
+    they hold: the annotated places of region suggestions."""
+    sc = np.asarray(scribbles)
+    cents, classes = [], []
+    for c in range(k1):
+        comp, n = ndi.label(sc == c + 1, structure=np.ones((3, 3, 3), bool))
+        if n:
+            cents += ndi.center_of_mass(comp > 0, comp, range(1, n + 1))
+            row = np.zeros(k1, bool)
+            row[c] = True
+            classes += [row] * n
+    return np.array(cents, float).reshape(-1, 3), np.array(classes, bool).reshape(-1, k1)
+
+
+def _suggest_regions(vs, spacing, axis, scribbles, slices_out, boxes_out, extents,
+                     strategy, n, rng, names):
     u = vs.uncertainty.cpu().numpy()
     regions = uncertain_regions(u, spacing=spacing, top1=vs.top1.cpu().numpy(),
                                 top2=vs.top2.cpu().numpy(),
@@ -257,16 +315,31 @@ def _suggest_regions(vs, spacing, axis, slices_out, boxes_out, strategy, n, rng,
     if not regions:
         return []
     shape = np.asarray(u.shape, dtype=float)
-    pos = np.array([r.centroid for r in regions]) / np.maximum(1, shape - 1)
+    k1 = vs.n_classes
+    scale = np.maximum(1, shape - 1)
+    cen = np.array([r.centroid for r in regions])
+    pos = cen / scale
     cm = np.array([r.class_mass for r in regions])
     share = cm / np.maximum(cm.sum(1, keepdims=True), 1e-12)
+    rel = np.full((len(regions), k1), OUTSIDE)
+    span = np.ones(k1)
+    for c, box in enumerate(extents):
+        if box is not None:
+            lo, hi = np.array(box[:3]), np.array(box[3:])
+            rel[np.all((cen >= lo) & (cen < hi), axis=1), c] = 1.0
+            span[c] = float(np.max((hi - lo - 1) / scale))
+    if not any(b is not None for b in extents[1:]):
+        rel[:] = 1.0
+    lab_pos, lab_cls = _stroke_centres(scribbles, k1)
     cands = Candidates(position=pos, score=np.array([r.mass for r in regions]),
                        class_score=cm, foreground=np.array([r.foreground for r in regions]),
-                       embedding=share, labelled_position=np.zeros((0, 3)),
-                       labelled_embedding=np.zeros((0, vs.n_classes)))
+                       embedding=share, labelled_position=lab_pos / scale,
+                       labelled_embedding=np.zeros((len(lab_pos), k1)), relevance=rel,
+                       labelled_classes=lab_cls, class_span=span)
     voxel_ml = float(np.prod(spacing)) / 1000.0
     out = []
     for j, score, how in STRATEGIES[strategy](cands, n, rng):
+        how = _named(how, names)
         r = regions[j]
         ext = "x".join(str(r.bbox[d + 3] - r.bbox[d]) for d in range(3))
         centre = int(round(r.centroid[axis]))

@@ -123,16 +123,22 @@ def test_keyboard_shortcuts_and_looks_right(review, qtbot):
     _press(qtbot, widget, "B")  # back
     assert panel.current_position() == 0
 
-    # looks right (Shift-Y): the refined labels of the slice become eroded scribbles
+    # looks right (Shift-Y): the confident interior of the slice becomes scribbles;
+    # uncertain voxels of the refinement are not frozen into hard seeds
     index = ranking[0].index
     before = np.array(state.scribbles_layer.data[index], copy=True)
     refined = np.array(state.result.labels[index], copy=True)
+    p_refined = np.take_along_axis(np.asarray(state.result.probabilities[:, index],
+                                              dtype=np.float32),
+                                   refined[None].astype(np.int64), 0)[0]
+    assert (p_refined < 0.9).any()  # the slice holds uncertain voxels
     _press(qtbot, widget, "Y")
     after = np.asarray(state.scribbles_layer.data[index])
     added = (after != before)
     assert added.sum() > 0.3 * before.size
     assert np.all(before[added] == 0)
     assert np.array_equal(after[added], refined[added].astype(after.dtype) + 1)
+    assert p_refined[added].min() >= 0.9
     assert state.review_status[0] == "confirmed"
     assert state.session.reviewed[-1]["status"] == "confirmed"
     assert panel.current_position() == 1  # moved on to the next pending one
@@ -199,3 +205,15 @@ def test_confirmed_scribbles_erodes_classes_and_keeps_existing_scribbles():
     out[idx] = values
     assert set(np.unique(idx[0])) == {1, 2, 3}
     assert out[2, 4, 4] == 2 and out[1, 4, 4] == 2
+
+
+def test_mutual_information_offered_only_with_an_ensemble(review):
+    _, widget = review
+    panel = widget.review_panel
+    kinds = [panel.uncertainty.itemText(i) for i in range(panel.uncertainty.count())]
+    assert kinds == ["entropy", "margin"]  # one refinement: no ensemble
+    widget.state.ensemble = [widget.state.result, widget.state.result]
+    panel._on_refined()
+    kinds = [panel.uncertainty.itemText(i) for i in range(panel.uncertainty.count())]
+    assert "mutual_info" in kinds
+    del widget.state.ensemble
