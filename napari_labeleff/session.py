@@ -730,8 +730,10 @@ def _load_meta(path: Path):
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return "is missing"
-    except (OSError, UnicodeDecodeError) as err:
-        return f"cannot be read ({err})"
+    except UnicodeDecodeError as err:
+        return f"is not valid JSON (not UTF-8 text: {err})"
+    except OSError as err:
+        return f"cannot be read ({err.strerror or err})"
     try:
         meta = json.loads(text)
     except ValueError as err:
