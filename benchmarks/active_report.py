@@ -13,6 +13,8 @@ PLOT = ROOT / "docs" / "images" / "active_dice.png"
 _ORDER = ("default", "entropy", "random", "foreground_random", "equidistant")
 BASELINES = ("random", "foreground_random", "equidistant")
 TARGET = 0.90
+#: A round "lowers Dice" when mean Dice falls by more than this after annotating.
+DROP = 0.005
 
 
 def slices_to_target(dice: list) -> int | None:
@@ -37,7 +39,10 @@ def summarise(res: dict) -> dict:
         out[name] = {}
         for s, runs in case["runs"].items():
             need = [slices_to_target(r["dice"]) for r in runs]
+            steps = [np.diff(r["dice"]) for r in runs]
             out[name][s] = {
+                "drops": float(np.mean([(d < -DROP).sum() for d in steps])),
+                "worst_drop": float(-min(min(d.min(initial=0), 0) for d in steps)),
                 "curve": np.mean([r["dice"] for r in runs], axis=0),
                 "slices": float(np.mean([cap if n is None else n for n in need])),
                 "reached": sum(n is not None for n in need), "runs": len(runs),
@@ -107,6 +112,8 @@ def section(res: dict, summary: dict) -> str:
         "## Active learning (slice suggestions)", "",
         f"Measured {res['date']} on {res['machine']} (load average "
         f"{res['loadavg_start'][0]:.1f} at start, {res['loadavg_end'][0]:.1f} at end), "
+        f"code commit `{res.get('commit', 'unknown')[:10]}`"
+        + ("" if res.get("clean", True) else " (tree NOT clean)") + ", "
         f"command `{res['command']}` (scoring speed measured separately with "
         "`bench_active.scoring_speed()`); raw "
         "results in `benchmarks/results/active.json`.", "",
@@ -151,6 +158,16 @@ def section(res: dict, summary: dict) -> str:
             lines.append(f"| {k} | " + " | ".join(
                 f"{np.mean([summary[n][s]['curve'][k - 1] for n in names]):.3f}"
                 for s in strategies) + " |")
+    lines += ["", "### Rounds where annotating the suggested slice lowered Dice", "",
+              f"Rounds (of {res['rounds']}) whose mean Dice fell by more than {DROP} "
+              "after the suggested slice was annotated (mean over seeds) / largest single "
+              "drop.", "",
+              "| case | " + " | ".join(strategies) + " |",
+              "|---" * (len(strategies) + 1) + "|"]
+    for n in names:
+        lines.append(f"| {n} | " + " | ".join(
+            f"{summary[n][s]['drops']:.1f} / {summary[n][s]['worst_drop']:.3f}"
+            for s in strategies) + " |")
     lines += ["", "![Dice vs annotated slices](images/active_dice.png)", "",
               "### Calibration of the uncertainty (every refinement of the default runs)",
               "", "| case | top-10% voxels: share of errors | AUROC | inside ROI: share "
@@ -189,6 +206,7 @@ def _targets(res, summary, means, cal) -> list:
     share_roi = float(np.mean([cal[n]["roi_top10_error_share"] for n in names]))
     censored = [n for n in names if not any(e["reached"] for e in summary[n].values())]
     yes = lambda ok: "**met**" if ok else "**not met**"  # noqa: E731
+    lowered = [n for n in names if summary[n]["default"]["drops"] > 0]
     out = [f"- Default needs >= 25% fewer annotated slices than the best baseline "
            f"(`{best}`, {means[best]:.2f}) to reach 0.90, over {len(names)} cases: "
            f"{means['default']:.2f}, {100 * saving:.0f}% fewer: {yes(saving >= 0.25)}."
@@ -200,6 +218,11 @@ def _targets(res, summary, means, cal) -> list:
            + (f" By mean Dice over the rounds it is below random on "
               f"{', '.join(lower_auc)}." if lower_auc else
               " By mean Dice over the rounds it is never below random either."),
+           f"- Annotating a default suggestion never lowers mean Dice (by > {DROP}): "
+           f"{yes(not lowered)}" + (f" (it does on {', '.join(lowered)}; see the drops "
+                                    "table: the refinement, not the choice of slice, "
+                                    "loses Dice there when the baselines do too)."
+                                    if lowered else "."),
            f"- Top-10% most uncertain voxels hold >= 50% of the errors: mean "
            f"{share:.2f} over the volume ({share_roi:.2f} inside the ROI): "
            f"{yes(share >= 0.5)}."]

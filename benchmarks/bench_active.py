@@ -13,6 +13,11 @@ of ground truth and prediction). Scoring speed on the 256^3 phantom.
 Usage (from the repository root)::
 
     python -m benchmarks.bench_active --cases mni2 la:4 --rounds 12 --seeds 2
+    python -m benchmarks.bench_active --cases brats:pat0002 acdc:patient001_frame01 \
+        la:2 --halve brats la --rounds 8 --seeds 2
+
+``brats:patNNNN`` is the BRATS development subject's T1c with the tumour core
+(labels 1, 3, 4) as the one structure: a small lesion.
     python -m benchmarks.bench_active --report benchmarks/results/active.json
 
 The run writes ``benchmarks/results/active.json``; ``--report`` (also done after a
@@ -135,8 +140,36 @@ def scoring_speed(repeats: int = 3) -> dict:
     return out
 
 
+def _brats(spec: str):
+    """``brats:pat0002``: T1c and the tumour core (necrotic 1 + non-enhancing 3 +
+    enhancing 4) of a BRATS development subject, read with ``io.read_volume``."""
+    from napari_labeleff.io import read_volume
+
+    from .cases import DATA, Case
+
+    subject = spec.partition(":")[2] or "pat0002"
+    stem = DATA / "brats_dev" / f"brats_2013_{subject}_1"
+    img = read_volume(f"{stem}_t1c.nii.gz")
+    lab = read_volume(f"{stem}_label.nii.gz")
+    gt = np.isin(np.asarray(lab.data), (1, 3, 4)).astype(np.uint8)
+    return Case(f"brats:{subject}", np.asarray(img.data, np.float32), gt,
+                img.geometry.spacing, {1: "tumour core"},
+                notes=["T1c; tumour core = labels 1, 3, 4 (a small lesion)"])
+
+
+def _git_commit() -> dict:
+    import subprocess
+
+    def git(*a):
+        return subprocess.run(["git", *a], cwd=Path(__file__).resolve().parent,
+                              capture_output=True, text=True).stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD"),
+            "clean": git("status", "--porcelain", "--untracked-files=no") == ""}
+
+
 def _load(spec: str, halve: tuple) -> list:
-    cases = load_cases([spec])
+    cases = [_brats(spec)] if spec.startswith("brats") else load_cases([spec])
     for c in cases:
         if c.name.split(":")[0] in halve:
             c.image, c.gt = downsample2(c.image, c.gt, c.n_structures + 1)
@@ -150,7 +183,7 @@ def run(specs, rounds: int, seeds: int, method: str, halve: tuple, speed: bool) 
            "machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
                       f"{os.cpu_count()} CPU cores",
            "rounds": rounds, "seeds": seeds, "method": method,
-           "loadavg_start": list(os.getloadavg()), "cases": {}}
+           "loadavg_start": list(os.getloadavg()), "cases": {}, **_git_commit()}
     for spec in specs:
         for case in _load(spec, halve):
             runs = {}
