@@ -1177,7 +1177,8 @@ class Project:
         if resumed:
             version, run = pending["version"], pending["run"]
         else:
-            version = _next_version(data["models"], self.folder / "models")
+            taken = data["models"] + ([{"version": pending["version"]}] if pending else [])
+            version = _next_version(taken, self.folder / "models")
             run = f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{version}"
         run_dir = self.folder / "runs" / run
         (run_dir / "labels").mkdir(parents=True, exist_ok=True)
@@ -1203,6 +1204,8 @@ class Project:
         if not independent:
             validation = [c for c in cases if c.role == "labelled"]
         published = self.published
+        if published is not None and list(published.record.get("class_names", [])) != self.class_names:
+            published = None  # other classes: neither a warm start nor a comparison
         spec = TrainSpec(
             cases=tuple(cases), class_names=tuple(self.class_names),
             out_dir=str(self.model_dir(version)), run_dir=str(run_dir),
@@ -1226,14 +1229,14 @@ class Project:
             status, published = "damaged", False
             message = (f"model {plan.version} was not published: its checkpoint could not be "
                        f"evaluated ({outcome.error}); {current or 'no model'} stays published")
-        elif current is not None and current != plan.previous:
+        elif current is not None and current != plan.previous and plan.previous is not None:
             status, published = "kept", False
             message = (f"model {plan.version} was not published: {current} was published "
                        "meanwhile; train again to compare them")
         elif plan.previous is None or outcome.previous_score is None or (
                 outcome.score is not None and outcome.score >= outcome.previous_score):
             status, published = "published", True
-            against = ("no model was published" if plan.previous is None else
+            against = ("no comparable model was published" if plan.previous is None else
                        f"{plan.previous} could not be evaluated ({outcome.previous_error})"
                        if outcome.previous_score is None else
                        f"{plan.previous} scored {outcome.previous_score:.4f}")
