@@ -1,0 +1,262 @@
+"""``labeleff project ...``: the cohort project store from the command line.
+
+Subcommands: ``create``, ``add``, ``status``, ``train``, ``accept``, ``import``,
+``relocate``, ``remove`` (batch jobs ``predict``, ``export``, ``score``, ``suggest``,
+``qa`` come from ``cohort/_cli_batch.py`` when present). :func:`register` adds the
+``project`` command to the ``labeleff`` parser; this module imports nothing heavy at
+import time (the store is imported inside each command). Errors are
+:class:`~napari_labeleff.LabelEffError` (one line, exit status 2, printed by
+``napari_labeleff.cli.main``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import warnings
+from contextlib import contextmanager
+
+
+def register(subparsers) -> None:
+    """Add ``project`` and its subcommands to ``labeleff``'s subparsers."""
+    parser = subparsers.add_parser(
+        "project", help="cohort projects: many volumes, one model learned across them",
+        description="Cohort projects: add volumes, annotate them weakly (scribbles, boxes) in "
+                    "the GUI or import masks, train a network across them, predict.",
+    )
+    sub = parser.add_subparsers(dest="project_command", required=True, metavar="ACTION")
+
+    p = sub.add_parser("create", help="create a project folder")
+    p.add_argument("path", help="new (or empty) project folder")
+    p.add_argument("--classes", nargs="+", required=True, metavar="NAME",
+                   help="structure names, background excluded (e.g. --classes 'left atrium')")
+    p.set_defaults(func=_cmd_create)
+
+    p = sub.add_parser("add", help="add volumes: files, folders of files, DICOM series folders")
+    p.add_argument("path", help="project folder")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="NIfTI/NRRD/MetaImage file, DICOM series folder, zarr store, or a folder of them")
+    p.add_argument("--series", help="DICOM Series Instance UID (single DICOM folder only)")
+    p.add_argument("--recursive", action="store_true", help="also look in subfolders of folders")
+    p.set_defaults(func=_cmd_add)
+
+    p = sub.add_parser("status", help="volumes, their status and annotation cost, the published model")
+    p.add_argument("path", help="project folder")
+    p.add_argument("--json", dest="as_json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_cmd_status)
+
+    p = sub.add_parser("train", help="train a new model version; published only if not worse")
+    p.add_argument("path", help="project folder")
+    p.add_argument("--max-minutes", type=float, default=10.0, help="time budget (default 10)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--semi", action=argparse.BooleanOptionalAction, default=None,
+                   help="semi-supervised terms on unlabeled volumes (learner's default if not given)")
+    p.add_argument("--pretrain", action=argparse.BooleanOptionalAction, default=None,
+                   help="self-supervised pretraining first (learner's default if not given)")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("accept", help="accept a mask for a volume (status 'accepted')")
+    p.add_argument("path", help="project folder")
+    p.add_argument("volume", help="volume id (see status)")
+    p.add_argument("--mask", help="mask file on the volume's grid (default: the mask saved "
+                   "for the volume in the GUI, 'final')")
+    p.set_defaults(func=_cmd_accept)
+
+    p = sub.add_parser("import", help="import an existing mask (status 'imported')")
+    p.add_argument("path", help="project folder")
+    p.add_argument("volume", help="volume id")
+    p.add_argument("mask", help="mask file (NIfTI...) on the volume's grid")
+    p.set_defaults(func=_cmd_import)
+
+    p = sub.add_parser("relocate", help="point a volume at its moved image (content checked)")
+    p.add_argument("path", help="project folder")
+    p.add_argument("volume", help="volume id")
+    p.add_argument("new_path", help="the image's new location")
+    p.set_defaults(func=_cmd_relocate)
+
+    p = sub.add_parser("remove", help="remove a volume (its annotations move to trash/)")
+    p.add_argument("path", help="project folder")
+    p.add_argument("volume", help="volume id")
+    p.set_defaults(func=_cmd_remove)
+
+    if importlib.util.find_spec("napari_labeleff.cohort._cli_batch") is not None:
+        from ._cli_batch import register as register_batch
+
+        register_batch(sub)
+
+
+@contextmanager
+def _warnings_to_stderr():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            for w in caught:
+                if issubclass(w.category, (UserWarning, RuntimeWarning)):
+                    print(f"warning: {w.message}", file=sys.stderr)
+
+
+def _open(path, read_only=False):
+    from . import Project
+
+    return Project.open(path, read_only=read_only)
+
+
+def _cmd_create(args) -> int:
+    from . import Project
+
+    with Project.create(args.path, class_names=args.classes) as p:
+        print(f"created project {p.folder} with structures: {', '.join(p.class_names)}")
+    return 0
+
+
+def _cmd_add(args) -> int:
+    from pathlib import Path
+
+    from ..io import can_read
+
+    added, skipped = [], []
+    with _warnings_to_stderr(), _open(args.path) as p:
+        for item in args.inputs:
+            path = Path(item).expanduser()
+            if path.is_dir() and not can_read(path):
+                if args.series:
+                    raise _error(f"--series applies to one DICOM folder; {path} is a folder of volumes")
+                ids, bad = p.add_folder(path, recursive=args.recursive)
+                added += ids
+                skipped += bad
+            else:
+                added.append(p.add(path, series=args.series))
+        for line in skipped:
+            print(f"skipped {line}", file=sys.stderr)
+        print(f"added {len(added)} volume(s): {', '.join(added) or '-'}"
+              + (f"; skipped {len(skipped)}" if skipped else "")
+              + f"; the project has {len(p.volume_ids)}")
+    return 0 if added else 2
+
+
+def _fmt(value, spec="{:.2f}") -> str:
+    return "-" if value is None else spec.format(value)
+
+
+def _cmd_status(args) -> int:
+    with _warnings_to_stderr(), _open(args.path, read_only=True) as p:
+        rows = p.table()
+        published = p.published
+        if args.as_json:
+            print(json.dumps({
+                "project": str(p.folder), "classes": p.class_names,
+                "published": None if published is None else {"version": str(published), "score": published.score},
+                "models": p.models, "volumes": rows,
+            }, indent=1, default=str))
+            return 0
+        print(f"project:   {p.folder}")
+        print(f"classes:   {', '.join(p.class_names)}")
+        model = "none (train first)" if published is None else \
+            f"{published} (validation score {_fmt(published.score, '{:.4f}')})"
+        print(f"published: {model}")
+        counts = {s: sum(r["status"] == s for r in rows) for s in ("new", "weak", "accepted", "imported")}
+        print("volumes:   " + f"{len(rows)} (" + ", ".join(f"{n} {s}" for s, n in counts.items()) + ")")
+        if not rows:
+            return 0
+        header = ("id", "status", "role", "shape", "time", "interactions", "voxels", "quality", "uncertainty")
+        table = [header] + [(
+            r["id"] + ("" if r["present"] else " (missing!)"), r["status"], r["role"],
+            "x".join(map(str, r["shape"])), f"{r['seconds'] / 60:.1f} min", str(r["interactions"]),
+            str(r["voxels"]), _fmt(r["quality"]), _fmt(r["uncertainty"]),
+        ) for r in rows]
+        widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+        for row in table:
+            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from ..cli import _drive
+    from ._project import run_training
+
+    options = {k: v for k, v in (("semi", args.semi), ("pretrain", args.pretrain)) if v is not None}
+    with _warnings_to_stderr(), _open(args.path) as p:
+        plan = p.prepare_training(max_minutes=args.max_minutes, device=args.device,
+                                  seed=args.seed, **options)  # bad input fails before the bar
+        if plan.resumed:
+            print(f"resuming the interrupted run of {plan.version}", file=sys.stderr)
+        try:
+            report = p.finish_training(_drive(run_training(plan), "train"))
+        except KeyboardInterrupt:
+            print("training interrupted; run the same command again to resume it", file=sys.stderr)
+            raise
+        print(report.message)
+        val = getattr(report.train, "val_score", None)
+        secs = getattr(report.train, "seconds", None)
+        if secs is not None:
+            print(f"trained {report.version} in {secs / 60:.1f} min"
+                  + (f" (learner's validation Dice {val:.4f})" if val is not None else ""))
+    return 0
+
+
+def _read_mask(p, vid, path):
+    """A mask file checked against the volume's grid, as an integer array."""
+    import numpy as np
+
+    from ..io import read_volume
+    from ._project import _geometry_differences
+
+    rec = p.volume(vid)
+    vol = read_volume(path)
+    if vol.channel_axis is not None or vol.shape != tuple(rec.shape):
+        raise _error(f"mask {path} has shape {tuple(vol.data.shape)}; volume {vid!r} has (Z, Y, X) = {tuple(rec.shape)}")
+    problems = _geometry_differences(vol.geometry, rec.geometry)
+    if problems:
+        raise _error(f"mask {path} is not on the voxel grid of volume {vid!r}: " + "; ".join(problems))
+    data = np.asarray(vol.data)
+    if data.dtype.kind == "f":
+        if not np.all(np.isfinite(data)) or not np.array_equal(data, np.round(data)):
+            raise _error(f"mask {path} holds non-integer values; expected integer labels 0..K")
+        data = data.astype(np.int64)
+    return data
+
+
+def _cmd_accept(args) -> int:
+    with _open(args.path) as p:
+        if args.mask:
+            mask = _read_mask(p, args.volume, args.mask)
+        else:
+            mask = p.labels(args.volume)["masks"].get("final")
+            if mask is None:
+                raise _error(f"volume {args.volume!r} has no saved 'final' mask (from the GUI); "
+                             "give one with --mask FILE")
+        p.accept(args.volume, mask)
+        print(f"accepted the mask of {args.volume} ({int((mask > 0).sum())} structure voxels)")
+    return 0
+
+
+def _cmd_import(args) -> int:
+    with _open(args.path) as p:
+        p.import_mask(args.volume, args.mask)
+        print(f"imported {args.mask} for {args.volume}")
+    return 0
+
+
+def _cmd_relocate(args) -> int:
+    with _open(args.path) as p:
+        p.relocate(args.volume, args.new_path)
+        print(f"{args.volume} now reads {p.volume(args.volume).path}")
+    return 0
+
+
+def _cmd_remove(args) -> int:
+    with _open(args.path) as p:
+        p.remove(args.volume)
+        print(f"removed {args.volume}; its annotations are kept in {p.folder / 'trash'}")
+    return 0
+
+
+def _error(message: str):
+    from .._errors import LabelEffError
+
+    return LabelEffError(message)
