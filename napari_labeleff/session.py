@@ -508,9 +508,27 @@ class AnnotationSession:
         with self._io:
             self._writable()
             text = json.dumps(self._meta(), indent=1)
-            if self._meta_text is not None and self._meta_text != text:
-                atomic_write_text(self.store_path / PREV_NAME, self._meta_text)
-            atomic_write_text(self.store_path / META_NAME, text)
+            if text == self._meta_text:
+                return
+            meta, prev = self.store_path / META_NAME, self.store_path / PREV_NAME
+            tmp = meta.with_name(f"{META_NAME}.{_new_token()}.partial")
+            link = prev.with_name(f"{PREV_NAME}.{_new_token()}.partial")
+            try:
+                durable_put(tmp, text.encode("utf-8"), sync_dir=False)
+                if self._meta_text is not None and meta.exists():
+                    try:  # the current generation becomes .prev (a link: nothing copied)
+                        os.link(meta, link)
+                    except OSError:  # file systems without hard links
+                        durable_put(link, meta.read_bytes(), sync_dir=False)
+                    os.replace(link, prev)
+                os.replace(tmp, meta)
+            except OSError as err:
+                raise LabelEffError(f"cannot write {meta}: {err.strerror or err}; "
+                                    "the previous state is kept") from err
+            finally:
+                tmp.unlink(missing_ok=True)
+                link.unlink(missing_ok=True)
+            fsync_dir(self.store_path)
             self._meta_text = text
             self._collect_garbage()
 
