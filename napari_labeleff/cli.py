@@ -327,8 +327,14 @@ def _cmd_refine(args) -> int:
     return 0
 
 
+def _add_project(sub) -> None:
+    from .cohort._cli import register  # light: the store is imported inside each command
+
+    register(sub)
+
+
 #: Registered subcommands, in help order: functions adding their parser.
-_SUBCOMMANDS = (_add_info, _add_convert, _add_gui, _add_refine, _add_suggest)
+_SUBCOMMANDS = (_add_info, _add_convert, _add_gui, _add_refine, _add_suggest, _add_project)
 
 
 def _build_parser() -> argparse.ArgumentParser:
