@@ -814,13 +814,7 @@ class Project:
                     f"scribbles have shape {arr.shape}; volume {vid!r} has (Z, Y, X) = {tuple(rec.shape)}"
                 )
             arr = _labels_uint8(arr, "scribbles", k + 1, f"0 (unannotated), 1 (background) or c + 1 for structures c = 1..{k}")
-            old = session.scribbles
-            changed = arr != old
-            for value in np.unique(arr[changed]) if changed.any() else ():
-                n = int(np.count_nonzero(arr[changed] == value))
-                kind = "erase" if value == 0 else "scribble"
-                cls = None if value == 0 else ("background" if value == 1 else self.class_names[value - 2])
-                entries.append({"kind": kind, "class": cls, "voxels": n})
+            entries += self._scribble_entries(session.scribbles, arr)
             session.scribbles = arr.copy()
             session.save_scribbles()
         if boxes is not None:
@@ -834,11 +828,41 @@ class Project:
             self._append_log(vid, entries or [{"kind": "weak labels", "class": None, "voxels": 0}], seconds)
         self._refresh(vid, session.scribbles, session.boxes)
 
-    def refresh_status(self, vid: str | None = None) -> None:
+    def _scribble_entries(self, old, new) -> list[dict]:
+        """Log entries (per scribble value drawn or erased) for ``old`` -> ``new``."""
+        changed = np.asarray(old) != np.asarray(new)
+        if not changed.any():
+            return []
+        values, counts = np.unique(np.asarray(new)[changed], return_counts=True)
+        names = ["background", *self.class_names]
+        return [{"kind": "erase" if v == 0 else "scribble",
+                 "class": None if v == 0 else (names[v - 1] if v - 1 < len(names) else f"label {v}"),
+                 "voxels": int(n)} for v, n in zip(values.tolist(), counts.tolist())]
+
+    def log_scribble_change(self, vid: str, old, new, *, seconds: float = 0.0) -> int:
+        """Log one interaction that changed scribbles ``old`` -> ``new`` (same shape:
+        the whole volume or the touched region): voxels per class drawn / erased.
+        Returns the number of voxels changed (0: nothing logged)."""
+        self._writer("log annotations")
+        self.volume(vid)
+        entries = self._scribble_entries(old, new)
+        if entries:
+            self._append_log(vid, entries, seconds)
+        return sum(e["voxels"] for e in entries)
+
+    def refresh_status(self, vid: str | None = None, *, scribbles=None, boxes=None) -> None:
         """Re-derive "new"/"weak" from the stored scribbles and boxes (after they were
-        edited through the session directly, e.g. in the GUI). Accepted and imported
-        volumes keep their status."""
+        edited through the session directly, e.g. in the GUI), or from the given
+        in-memory ``scribbles`` / ``boxes`` of ``vid``. Accepted and imported volumes
+        keep their status."""
         self._writer("update statuses")
+        if scribbles is not None or boxes is not None:
+            if vid is None:
+                raise LabelEffError("refresh_status: scribbles/boxes need a volume id")
+            stored = None if scribbles is not None and boxes is not None else self.labels(vid)
+            self._refresh(vid, stored["scribbles"] if scribbles is None else scribbles,
+                          stored["boxes"] if boxes is None else boxes)
+            return
         for v in [vid] if vid is not None else self.volume_ids:
             stored = self.labels(v)
             self._refresh(v, stored["scribbles"], stored["boxes"])
@@ -1059,17 +1083,20 @@ class Project:
             self._models[key] = model
         return self._models[key]
 
-    def predict(self, vid: str, *, device: str = "auto") -> Prediction:
+    def predict(self, vid: str, *, device: str = "auto", record: bool = True) -> Prediction:
         """The published model's prediction for ``vid`` (cached for the last volume).
 
         Also records the model-estimated quality and uncertainty of the volume (see
-        :attr:`VolumeRecord.scores`) when the project is open for writing.
+        :attr:`VolumeRecord.scores`) when the project is open for writing and
+        ``record`` (pass False from a worker thread; then call :meth:`record_scores`).
         """
         rec = self.volume(vid)
         model = self.load_model(device)
         version = str(self.published)
         last = self._last_prediction
         if last is not None and last.volume_id == vid and last.version == version:
+            if record and not self.read_only and rec.scores != last.scores:
+                self._update_volume(vid, scores=last.scores)
             return last
         vol = self.read_image(vid)
         probs = np.asarray(model.predict(np.asarray(vol.data), vol.spacing), dtype=np.float32)
@@ -1082,7 +1109,7 @@ class Project:
         labels, uncertainty, scores = _summarise(probs)
         pred = Prediction(labels, probs, uncertainty, version, vid, {"model": version, **scores})
         self._last_prediction = pred
-        if not self.read_only:
+        if record and not self.read_only:
             self._update_volume(vid, scores=pred.scores)
         return pred
 
@@ -1093,7 +1120,7 @@ class Project:
 
         prior, note = None, "no published model: refined without a prior"
         if self.published is not None:
-            prior = self.predict(vid, device=device).probabilities
+            prior = self.predict(vid, device=device, record=False).probabilities
             note = f"prior from model {self.published}"
         vol = self.read_image(vid, verify=False)
         image = np.asarray(vol.data)

@@ -284,3 +284,19 @@ def test_torn_log_line_is_skipped_and_not_glued(images, project):
     assert [e["voxels"] for e in project.annotation_log(vid)] == [1, 2]
     lines = (project.folder / "annotations.jsonl").read_text().splitlines()
     assert json.loads(lines[-1])["voxels"] == 2
+
+
+def test_log_scribble_change_and_status_from_memory(images, project):
+    vid = project.add(images[0])
+    old = np.zeros((2, 3, 3), np.uint8)
+    new = old.copy()
+    new[0, :2, 0] = 2  # 2 voxels of structure 1
+    new[1, 0, :] = 1  # 3 voxels of background
+    assert project.log_scribble_change(vid, old, new, seconds=2.5) == 5
+    assert project.log_scribble_change(vid, new, new) == 0  # nothing changed: nothing logged
+    log = project.annotation_log(vid)
+    assert {(e["class"], e["voxels"]) for e in log} == {("left atrium", 2), ("background", 3)}
+    assert len({e["op"] for e in log}) == 1 and sum(e["seconds"] for e in log) == 2.5
+    project.refresh_status(vid, scribbles=scribbles_for(), boxes=[])
+    assert project.volume(vid).status == "weak"
+    assert project.labels(vid)["scribbles"].max() == 0  # only the status changed
