@@ -22,7 +22,8 @@ import numpy as np
 from . import __version__
 from ._errors import LabelEffError
 from .io import Volume, read_volume, write_labels, write_volume
-from .io._write import smallest_uint
+from .io._atomic import atomic_write_text
+from .io._write import label_table_paths, smallest_uint
 
 SAMPLE_KEYS = ("brain", "ct")
 
@@ -225,6 +226,36 @@ def _show_scribbled_slice(viewer) -> None:
             return
 
 
+def _refuse_inputs(outputs: dict, inputs: dict) -> None:
+    """Raise if an output path names an input file (or another output) of the command.
+
+    ``outputs`` / ``inputs``: option name -> path (None = not given).
+    """
+    import os
+
+    def same(a, b) -> bool:
+        a, b = Path(a).expanduser(), Path(b).expanduser()
+        try:
+            return os.path.samefile(a, b)
+        except OSError:
+            return a.absolute() == b.absolute()
+
+    seen = {k: v for k, v in inputs.items() if v}
+    for name, path in outputs.items():
+        if not path:
+            continue
+        targets = [path]
+        if name == "--out":
+            targets += label_table_paths(path)
+        for target in targets:
+            for other, used in seen.items():
+                if same(target, used):
+                    raise LabelEffError(
+                        f"{name}={path} would overwrite {other} {used}; choose another output path"
+                    )
+        seen[name] = path
+
+
 def _add_suggest(sub) -> None:
     # option values are checked by active.check_options: importing the active package
     # (torch) here would slow down every labeleff command
@@ -253,6 +284,8 @@ def _cmd_suggest(args) -> int:
 
     check_options(args.n, args.axis, args.granularity, args.strategy, args.uncertainty_kind,
                   n_members=1)  # one refinement: no ensemble for mutual information
+    _refuse_inputs({"--json": args.json, "--uncertainty": args.uncertainty},
+                   {"image": args.image, "--scribbles": args.scribbles, "--boxes": args.boxes})
     vol = _load_volume(args.image)
     scribbles = _load_label_volume(args.scribbles, vol)
     boxes = _load_boxes(args.boxes) if args.boxes else None
@@ -270,7 +303,7 @@ def _cmd_suggest(args) -> int:
            "granularity": args.granularity, "axis": args.axis, "strategy": args.strategy,
            "uncertainty": args.uncertainty_kind,
            "suggestions": [s.to_dict() for s in ranked]}
-    Path(args.json).write_text(json.dumps(out, indent=1), encoding="utf-8")
+    atomic_write_text(args.json, json.dumps(out, indent=1))
     print(f"wrote {len(ranked)} suggestions to {args.json} (refined with {result.method})")
     for s in ranked[:3]:
         print(f"  {s.rank}. {s.reason}")
@@ -301,6 +334,8 @@ def _cmd_refine(args) -> int:
 
     if not args.scribbles and not args.boxes:
         raise LabelEffError("refine needs --scribbles, --boxes or both")
+    _refuse_inputs({"--out": args.out, "--probabilities": args.probabilities},
+                   {"image": args.image, "--scribbles": args.scribbles, "--boxes": args.boxes})
     vol = _load_volume(args.image)
     boxes = _load_boxes(args.boxes) if args.boxes else None
     if args.scribbles:
