@@ -118,13 +118,16 @@ def resample_labels(labels: np.ndarray, spacing, target, *, out_shape=None) -> n
         return out
     if tuple(float(s) for s in spacing) == tuple(float(t) for t in target) and tuple(shp) == labels.shape:
         return labels.astype(np.uint8)
-    claimed = np.zeros(shp, np.uint8)
+    best = np.zeros(shp, np.float32)
     for v in values:
-        ind = resample_image((labels == v)[None].astype(np.float32), spacing, target,
-                             out_shape=shp)[0] >= 0.3
-        out[ind] = v
-        claimed += ind
-    out[claimed > 1] = 0
+        frac = resample_image((labels == v)[None].astype(np.float32), spacing, target,
+                              out_shape=shp)[0]
+        take = (frac >= 0.2) & (frac > best)
+        if not take.any():  # a stroke thinner than the new grid: keep its best voxel
+            take = np.zeros(shp, bool)
+            take[np.unravel_index(int(np.argmax(frac - best)), shp)] = True
+        out[take] = v
+        best = np.maximum(best, np.where(take, frac, 0.0))
     return out
 
 
@@ -246,17 +249,20 @@ def build_supervision(pc: PreparedCase, *, pseudo: np.ndarray | None = None,
 
 
 # ---- MONAI datasets ---------------------------------------------------------------------
-def to_item(pc: PreparedCase) -> dict:
-    """Dict item for the MONAI dataset (channel-first arrays)."""
+def to_item(pc: PreparedCase, k: int = 0) -> dict:
+    """Dict item for the MONAI dataset (channel-first arrays). With ``k`` > 0 every
+    labelled item carries (K, z, y, x) box and forbidden channels (zeros without boxes),
+    so a batch can mix volumes with and without boxes."""
     item = {"image": pc.image, "id": pc.volume_id}
     if pc.lab is not None:
         item["lab"] = pc.lab[None]
         item["weight"] = pc.weight[None]
         item["fg"] = (pc.lab >= 2)[None].astype(np.uint8)
-        k = pc.boxes.shape[0] if pc.boxes is not None else 0
-        if k:
-            item["boxes"] = pc.boxes
-            item["forbid"] = pc.forbid
+        if pc.boxes is not None:
+            item["boxes"], item["forbid"] = pc.boxes, pc.forbid
+        elif k:
+            zeros = np.zeros((k, *pc.lab.shape), np.uint8)
+            item["boxes"], item["forbid"] = zeros, zeros.copy()
     return item
 
 

@@ -34,6 +34,7 @@ Options (``TrainSpec.options``)
 ``pretrain`` (False)      self-supervised stage first (off by default: see the benchmark)
 ``pretrain_minutes``      budget of the pretraining stage (default 25% of max_minutes)
 ``pseudo_labels`` (True)  graph-method pseudo-labels on weakly labelled volumes
+``pseudo_cache_dir``      where pseudo-labels are cached (default ``run_dir``)
 ``patch_size``            (Z, Y, X) voxels, multiples of 16 (default from the cohort)
 ``batch_size``            labelled patches per step (default from free memory, <= 2)
 ``target_spacing``        (Z, Y, X) mm (default from the cohort, see ``_network``)
@@ -58,6 +59,7 @@ import os
 import resource
 import subprocess
 import time
+import warnings
 from collections.abc import Generator
 
 import numpy as np
@@ -79,17 +81,19 @@ DEFAULTS = {
     "pretrain": False, "pretrain_minutes": None, "pseudo_labels": True, "patch_size": None,
     "batch_size": None, "target_spacing": None, "features": None, "learning_rate": 3e-3,
     "val_every": None, "num_threads": None, "amp": None, "verbose": False,
+    "pseudo_cache_dir": None,
 }
 # Not options of the public contract, but named here so the benchmark can report them.
 PSEUDO_WEIGHT = 0.5          # weight of a graph pseudo-label voxel (scribbles: 1)
-PSEUDO_MAX_UNCERTAINTY = 0.5  # keep pseudo-labels whose normalised entropy is below
+PSEUDO_BAND = 2              # voxels left out on each side of a pseudo-label boundary
 CONSISTENCY = 0.1            # UA-MT consistency weight (after ramp-up)
 EMA_DECAY = 0.99
 MC_PASSES_CPU, MC_PASSES_GPU = 2, 8
 BOX_WEIGHT = 0.5
 SAVE_EVERY_S = 60.0
 # Options that may change between sessions of one resumable run.
-_VOLATILE = ("max_minutes", "max_steps", "device", "verbose", "num_threads", "val_every")
+_VOLATILE = ("max_minutes", "max_steps", "device", "verbose", "num_threads", "val_every",
+             "pseudo_cache_dir")
 
 
 def _options(spec: TrainSpec) -> dict:
@@ -183,39 +187,50 @@ def _ramp(frac: float) -> float:
     return float(math.exp(-5.0 * (1.0 - t) ** 2))
 
 
-def _pseudo_labels(pc, k, cache_dir):
-    """Confident graph-method labels for a weakly labelled volume (scribble convention)."""
-    from ..engine import refine
+def _pseudo_labels(case, pc, k, cache_dir, band=PSEUDO_BAND):
+    """Graph-method labels for a weakly labelled volume, at the target spacing, in the
+    scribble convention, with a band of ``band`` voxels around every predicted boundary
+    left out (0): the graph's errors sit at boundaries, its interiors are reliable.
 
-    key = hashlib.sha256(pc.scribbles.tobytes() + (pc.boxes.tobytes() if pc.boxes is not None else b"")
-                         + pc.image.tobytes()[:1 << 20]).hexdigest()[:16]
+    The graph runs on the ORIGINAL grid with the original scribbles/boxes (thin strokes
+    do not survive a coarser grid), then the labels are resampled (nearest).
+    Cached in ``cache_dir`` by the content of the image path and labels snapshot.
+    """
+    from scipy import ndimage as ndi
+
+    from ..engine import refine
+    from ._data import read_image, resample_mask
+    from ._spec import read_labels_snapshot
+
+    with open(case.labels_path, "rb") as fh:
+        key = hashlib.sha256(fh.read() + case.image_path.encode() + repr(pc.spacing).encode()).hexdigest()[:16]
+    os.makedirs(cache_dir, exist_ok=True)
     path = os.path.join(cache_dir, f"pseudo_{pc.volume_id}_{key}.npy")
     if os.path.exists(path):
         try:
             return np.load(path), {"cached": True}
         except (OSError, ValueError):
             pass
-    boxes = None
-    if pc.boxes is not None:
-        boxes = []
-        for c in range(k):
-            idx = np.argwhere(pc.boxes[c])
-            if len(idx):
-                boxes.append((c + 1, *idx.min(axis=0).tolist(), *(idx.max(axis=0) + 1).tolist()))
-    present = set(np.unique(pc.scribbles).tolist()) - {0}
-    if not present and not boxes:
-        return None, {"skipped": "no scribbles or boxes"}
+    image, spacing = read_image(case.image_path)
+    labels = read_labels_snapshot(case.labels_path, shape=image.shape[1:], n_classes=k + 1)
+    scr, boxes = labels["scribbles"], [tuple(int(v) for v in b) for b in labels["boxes"]]
+    if not (scr > 1).any() and not boxes:
+        return None, {"skipped": "no structure scribbled and no boxes"}
     t0 = time.perf_counter()
-    res = refine(pc.image, pc.scribbles, spacing=pc.spacing, boxes=boxes or None)
-    probs = np.asarray(res.probabilities, dtype=np.float32)
-    lab = probs.argmax(axis=0).astype(np.uint8) + 1
-    unc = np.asarray(res.uncertainty, dtype=np.float32)
-    lab[unc >= PSEUDO_MAX_UNCERTAINTY] = 0
-    if probs.shape[0] < k + 1:  # engine saw fewer classes than the project has
-        lab[lab > probs.shape[0]] = 0
+    with warnings.catch_warnings(record=True) as caught:  # e.g. "box cuts the object"
+        warnings.simplefilter("always")
+        res = refine(image if image.shape[0] > 1 else image[0], scr, spacing=spacing, boxes=boxes or None)
+    seconds = time.perf_counter() - t0
+    low = resample_mask(np.asarray(res.labels), spacing, pc.spacing, out_shape=pc.image.shape[1:])
+    lab = low.astype(np.uint8) + 1
+    if band > 0:
+        for c in range(int(low.max()) + 1):
+            m = low == c
+            edge = ndi.binary_dilation(m, iterations=band) & ~ndi.binary_erosion(m, iterations=band, border_value=1)
+            lab[edge] = 0
     np.save(path, lab)
-    return lab, {"method": res.method, "seconds": round(time.perf_counter() - t0, 2),
-                 "kept": float((lab > 0).mean())}
+    return lab, {"method": res.method, "seconds": round(seconds, 2), "kept": round(float((lab > 0).mean()), 3),
+                 "warnings": [str(w.message) for w in caught]}
 
 
 def _corrupt(x: torch.Tensor, seed: int) -> tuple:
@@ -386,7 +401,8 @@ def train_steps(spec: TrainSpec) -> Generator[TrainProgress, None, TrainReport]:
                 pseudo = None
                 if opts["pseudo_labels"] and pc.mask is None:
                     yield TrainProgress(i, n_cases, f"graph pseudo-labels for {c.volume_id}", stage="prepare")
-                    pseudo, pseudo_info[c.volume_id] = _pseudo_labels(pc, k, spec.run_dir)
+                    pseudo, pseudo_info[c.volume_id] = _pseudo_labels(
+                        c, pc, k, opts["pseudo_cache_dir"] or spec.run_dir)
                 build_supervision(pc, pseudo=pseudo, pseudo_weight=PSEUDO_WEIGHT)
         prepared[c.volume_id] = pc
     lab_cases = [pc for pc in prepared.values() if pc.role == "labelled"]
@@ -396,7 +412,9 @@ def train_steps(spec: TrainSpec) -> Generator[TrainProgress, None, TrainReport]:
                  and (pc.mask is not None or (pc.scribbles is not None and pc.scribbles.any()))]
     unl_cases = [pc for pc in prepared.values() if pc.role == "unlabeled"]
     seed = int(opts["seed"])
-    lab_ds = make_dataset([to_item(pc) for pc in lab_cases], patch, labelled=True, seed=seed)
+    any_boxes = any(pc.boxes is not None for pc in lab_cases)
+    lab_ds = make_dataset([to_item(pc, k if any_boxes else 0) for pc in lab_cases], patch, labelled=True,
+                          seed=seed)
     semi = bool(opts["semi"]) and bool(unl_cases)
     unl_ds = make_dataset([to_item(pc) for pc in unl_cases], patch, labelled=False, seed=seed + 1) if semi else None
     all_ds = None
@@ -434,7 +452,7 @@ def train_steps(spec: TrainSpec) -> Generator[TrainProgress, None, TrainReport]:
     resumed_from = run.step if resume is not None else None
     if resumed_from is not None:
         yield TrainProgress(run.step, run.step + 1, f"resumed at step {run.step} ({run.stage})",
-                            stage=run.stage)
+                            stage="prepare")
 
     budget_s = float(opts["max_minutes"]) * 60.0 if opts["max_minutes"] is not None else float("inf")
     max_steps = int(opts["max_steps"]) if opts["max_steps"] is not None else None
@@ -515,9 +533,11 @@ def train_steps(spec: TrainSpec) -> Generator[TrainProgress, None, TrainReport]:
         base_lr = float(opts["learning_rate"])
 
         def frac():
-            f_t = (elapsed() - start_elapsed) / train_budget
-            f_s = run.step / max_steps if max_steps is not None else 0.0
-            return min(1.0, max(f_t, f_s))
+            """Progress through the run: by steps when ``max_steps`` is set (so a resumed
+            run follows exactly the same schedule), else by time."""
+            if max_steps is not None:
+                return min(1.0, run.step / max_steps)
+            return min(1.0, max(0.0, (elapsed() - start_elapsed) / train_budget))
 
         def validate():
             model = teacher.module
@@ -636,7 +656,8 @@ def train_steps(spec: TrainSpec) -> Generator[TrainProgress, None, TrainReport]:
     cpu = run.cpu + (time.process_time() - session_cpu0)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     info = {
-        "device": str(device), "cpu_seconds": round(cpu, 1), "peak_rss_mb": round(peak_mb, 1),
+        "device": str(device), "pid": os.getpid(), "cpu_seconds": round(cpu, 1),
+        "peak_rss_mb": round(peak_mb, 1),
         "threads": torch.get_num_threads(), "batch_size": bs, "semi": semi,
         "pretrain": bool(opts["pretrain"]), "pretrain_steps": run.pre_step, "resumed_from": resumed_from,
         "pseudo_labels": pseudo_info, "n_labelled": len(lab_cases), "n_unlabeled": len(unl_cases),

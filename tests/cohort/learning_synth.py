@@ -1,8 +1,9 @@
 """Tiny synthetic cohorts for the learner's tests (no /work/shared data).
 
 Every volume holds two objects of the SAME intensity: the target, a ball in the left
-half, and a distractor, a long bar in the right half (random sizes/positions per
-volume, seeded). A threshold marks both, so only shape/position tell them apart.
+half, and a distractor, a thin plate in the right half with more voxels than the ball
+(random sizes/positions per volume, seeded). A threshold marks both (Dice ~0.4), so
+only shape/position tell them apart.
 """
 
 from __future__ import annotations
@@ -23,9 +24,8 @@ def make_volume(seed: int, shape=SHAPE):
     cx = rng.uniform(7, 10)
     r = rng.uniform(3.5, 5)
     ball = ((z - cz) ** 2 + (y - cy) ** 2 + (x - cx) ** 2) <= r * r
-    bz, by = rng.uniform(5, 11), rng.uniform(8, 24)
-    bx = rng.uniform(22, 25)
-    bar = (np.abs(z - bz) <= 1.5) & (np.abs(y - by) <= 1.5) & (np.abs(x - bx) <= 6)
+    bx = rng.uniform(21, 27)
+    bar = (np.abs(x - bx) <= 1) & (y >= 4) & (y < 28) & (z >= 3) & (z < 13)  # a thin plate
     image = 100.0 * (ball | bar) + rng.normal(0.0, 12.0, shape)
     return image.astype(np.float32), ball.astype(np.uint8)
 
