@@ -36,7 +36,7 @@ def write_images(folder, n, *, first_seed=500, spacing=(2.0, 1.0, 1.5)):
     return out
 
 
-def make_trained_project(folder, *, n=6, n_accepted=3):
+def make_trained_project(folder, *, n=6, n_accepted=3, options=None):
     """A project of ``n`` volumes, the first ``n_accepted`` accepted with their
     ground truth, and a published model trained on them. Returns (project, gts)."""
     images = write_images(folder / "images", n)
@@ -47,7 +47,7 @@ def make_trained_project(folder, *, n=6, n_accepted=3):
         gts[vid] = gt
     for vid in list(gts)[:n_accepted]:
         p.accept(vid, gts[vid])
-    p.train(max_minutes=2, device="cpu", seed=0, **TINY)
+    p.train(max_minutes=2, device="cpu", seed=0, **(options or TINY))
     assert p.published is not None
     return p, gts
 
@@ -67,7 +67,7 @@ def corrupt(mask: np.ndarray, how: str, rng=None) -> np.ndarray:
     if how == "dilated":
         m = ndi.binary_dilation(m, iterations=3)
     elif how == "eroded":
-        m = ndi.binary_erosion(m, iterations=2)
+        m = ndi.binary_erosion(m, iterations=3)
     elif how == "shifted":
         m = np.roll(m, 5, axis=2)
     elif how == "half":
