@@ -260,11 +260,15 @@ def _suggest_slices(vs, image, probs, axis, scribbles, free, boxes, extents, str
     idx = np.flatnonzero(free)
     lab = np.flatnonzero(annotated)
     rel, span = _slice_relevance(extents, axis, n_slices, k1)
+    top1 = vs.top1.movedim(axis, 0).reshape(n_slices, -1)
+    counts = np.stack([(top1 == c).sum(1).cpu().numpy() for c in range(k1)], 1).astype(float)
+    presence = counts / np.maximum(counts.max(0, keepdims=True), 1)
     cands = Candidates(position=pos[idx], score=st.mass[idx],
                        class_score=st.class_mass[idx], foreground=fg[idx],
                        embedding=st.embedding[idx], labelled_position=pos[lab],
                        labelled_embedding=st.embedding[lab], relevance=rel[idx],
-                       labelled_classes=per_class[lab], class_span=span)
+                       labelled_classes=per_class[lab], class_span=span,
+                       presence=presence[idx])
     out = []
     for j, score, how in STRATEGIES[strategy](cands, n, rng):
         how = _named(how, names)
