@@ -1,0 +1,155 @@
+"""``labeleff project predict|score|export|suggest|qa``: cohort-scale commands.
+
+:func:`register` adds them to the ``project`` subparsers of ``cohort/_cli.py``. Batch
+jobs run on ``dask.distributed`` (``--scheduler local`` starts a LocalCluster of
+``--workers`` processes; an address such as ``tcp://host:8786`` uses an existing
+cluster; ``serial`` runs in this process) with a progress bar on stderr. Nothing heavy
+is imported at registration time.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def _job_options(p, *, out_required: bool, out_help: str) -> None:
+    p.add_argument("path", help="project folder")
+    p.add_argument("--out", required=out_required, help=out_help)
+    p.add_argument("--scheduler", default="local",
+                   help="local (default: a LocalCluster on this machine), serial (this "
+                        "process), or a Dask scheduler address, e.g. tcp://host:8786")
+    p.add_argument("--workers", type=int, default=2,
+                   help="worker processes of the local cluster (default 2; one thread each)")
+    p.add_argument("--device", default="cpu",
+                   help="torch device on the workers: cpu (default), auto (each worker's "
+                        "GPU when it has one), cuda, cuda:N")
+    p.add_argument("--volumes", nargs="+", metavar="ID", help="only these volume ids")
+    p.add_argument("--timeout", type=float, default=10.0,
+                   help="seconds to reach a scheduler address (default 10)")
+
+
+def register(sub) -> None:
+    """Add the batch and ranking commands to ``labeleff project``'s subparsers."""
+    p = sub.add_parser("predict", help="predict every volume with the published model "
+                       "(Dask batch job) -> OUT/<volume id>.nii.gz")
+    _job_options(p, out_required=True, out_help="output folder (created)")
+    p.set_defaults(func=_cmd_job, kind="predict")
+
+    p = sub.add_parser("score", help="record the model's uncertainty and estimated quality "
+                       "of every volume (Dask batch job)")
+    _job_options(p, out_required=False, out_help="also write OUT/scores.json")
+    p.set_defaults(func=_cmd_job, kind="score")
+
+    p = sub.add_parser("export", help="write accepted/imported masks with each volume's "
+                       "geometry -> OUT/<volume id>.nii.gz (Dask batch job)")
+    _job_options(p, out_required=True, out_help="output folder (created)")
+    p.set_defaults(func=_cmd_job, kind="export")
+
+    p = sub.add_parser("suggest", help="which volume to annotate next (ranked)")
+    p.add_argument("path", help="project folder")
+    p.add_argument("--n", type=int, default=3, help="number of volumes (default 3)")
+    p.add_argument("--strategy", default="default",
+                   help="default (uncertainty x representativeness x diversity), random "
+                        "or foreground_random")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", help="also write the ranking as JSON")
+    p.set_defaults(func=_cmd_suggest)
+
+    p = sub.add_parser("qa", help="flag doubtful accepted/imported masks")
+    p.add_argument("path", help="project folder")
+    p.add_argument("--folds", type=int, default=2,
+                   help="k-fold models that did not train on the checked masks (default "
+                        "2; 0 = the published model)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="robust z-score from which a mask is doubtful (default 3.5)")
+    p.add_argument("--all", dest="include_all", action="store_true",
+                   help="list every mask, not only the doubtful ones")
+    p.add_argument("--max-minutes", type=float, default=3.0,
+                   help="training budget of each fold model (default 3)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", help="also write the items as JSON")
+    p.set_defaults(func=_cmd_qa)
+
+
+def _open(path, read_only=False):
+    from . import Project
+
+    return Project.open(path, read_only=read_only)
+
+
+def _drive(gen, desc: str, unit: str = "volume"):
+    """Run a generator of engine ``Progress`` with a tqdm bar; return its value."""
+    from tqdm import tqdm
+
+    try:
+        with tqdm(desc=desc, file=sys.stderr, unit=unit, dynamic_ncols=True) as bar:
+            while True:
+                try:
+                    prog = next(gen)
+                except StopIteration as stop:
+                    return stop.value
+                bar.total = prog.total
+                bar.n = prog.step
+                bar.set_postfix_str(prog.message, refresh=False)
+                bar.refresh()
+    finally:
+        gen.close()
+
+
+def _cmd_job(args) -> int:
+    from ._jobs import job_steps
+
+    with _open(args.path) as p:
+        report = _drive(job_steps(p, args.kind, out=args.out, scheduler=args.scheduler,
+                                  workers=args.workers, volumes=args.volumes,
+                                  device=args.device, connect_timeout=args.timeout),
+                        f"project {args.kind}")
+    print(report.summary())
+    for vid, path in report.outputs.items():
+        print(f"  {vid}: {path}")
+    if args.kind == "score":
+        for vid, r in report.results.items():
+            if r.ok:
+                s = r.scores
+                print(f"  {vid}: uncertainty {s.get('uncertainty', 0):.3f}, quality "
+                      f"{s['quality'] if s.get('quality') is None else round(s['quality'], 3)}")
+    return 1 if report.failed else 0
+
+
+def _cmd_suggest(args) -> int:
+    from ._volume_al import suggest_volumes
+
+    with _open(args.path) as p:
+        items = suggest_volumes(p, n=args.n, strategy=args.strategy, seed=args.seed,
+                                device=args.device)
+    for it in items:
+        print(f"{it.rank}. {it.volume_id} (score {it.score:.3f}): {it.reason}")
+    if args.json:
+        Path(args.json).write_text(json.dumps([it.to_dict() for it in items], indent=1))
+    return 0
+
+
+def _cmd_qa(args) -> int:
+    from ._qa import QA_THRESHOLD, label_qa, write_qa
+
+    threshold = QA_THRESHOLD if args.threshold is None else args.threshold
+    with _open(args.path) as p:
+        items = label_qa(p, threshold=threshold, folds=args.folds,
+                         include_all=args.include_all, device=args.device,
+                         max_minutes=args.max_minutes,
+                         progress=lambda k, n, step: print(
+                             f"\rtraining fold model {k + 1}/{n}: step {step.step}",
+                             end="", file=sys.stderr))
+    print(file=sys.stderr)
+    doubtful = [it for it in items if it.doubtful]
+    print(f"{len(doubtful)} doubtful mask(s) at threshold {threshold:g}")
+    for it in items:
+        where = "" if it.bbox is None else f" in box {tuple(it.bbox)}"
+        flag = "DOUBTFUL" if it.doubtful else "ok"
+        print(f"  {it.volume_id}: {flag}, score {it.score:.1f}{where}: {it.reason}")
+    if args.json:
+        write_qa(args.json, items)
+    return 0
