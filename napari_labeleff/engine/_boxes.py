@@ -16,12 +16,85 @@ after GrabCut (Rother et al. 2004) and the tightness prior of Lempitsky et al. 2
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
 
+#: Growth of a box face that cuts its structure, as a fraction of the box's extent
+#: along that axis (at least ``GROW_MIN_VOXELS``).
+GROW_FRACTION = 0.25
+GROW_MIN_VOXELS = 2
+#: A face cuts the structure when the structure's section in the face slice is at least
+#: this fraction of its largest section along that axis inside the box.
+CUT_SECTION = 0.2
+#: ... unless the section fills more than this fraction of the face (then the structure
+#: leaks over the whole box rather than being cut by it).
+FILLED_FACE = 0.6
+
+
 def _slices(box):
     return tuple(slice(a, b) for a, b in zip(box[1:4], box[4:7]))
+
+
+def grown(boxes, shape, fraction: float = GROW_FRACTION, extra: int = 0) -> list:
+    """The boxes grown on every face by ``fraction`` of their extent (at least
+    ``GROW_MIN_VOXELS``) plus ``extra`` voxels, clipped to ``shape``."""
+    out = []
+    for box in boxes:
+        m = [max(GROW_MIN_VOXELS, int(math.ceil(fraction * (b - a)))) if fraction else 0
+             for a, b in zip(box[1:4], box[4:7])]
+        lo = [max(0, a - d - extra) for a, d in zip(box[1:4], m)]
+        hi = [min(n, b + d + extra) for b, d, n in zip(box[4:7], m, shape)]
+        out.append((box[0], *lo, *hi))
+    return out
+
+
+def cut_faces(boxes, labels, shape) -> list:
+    """Faces where a box cuts its structure, and the boxes grown there.
+
+    A face cuts the structure when the structure's section in the box's face slice is
+    at least :data:`CUT_SECTION` of its largest section along that axis inside the box
+    and the face is not on the volume border. Such a face moves outward by
+    :data:`GROW_FRACTION` of the box extent (the image then decides how far the object
+    goes: hard background starts only beyond the moved face).
+
+    Parameters
+    ----------
+    boxes : list of tuple
+    labels : Tensor or ndarray, shape (Z, Y, X)
+    shape : tuple of int
+
+    Returns
+    -------
+    (new_boxes, faces) : list of tuple, list of (box index, axis, "low" | "high")
+    """
+    new, faces = [], []
+    for i, box in enumerate(boxes):
+        c, sl = box[0], _slices(box)
+        hit = labels[sl] == c
+        lo, hi = list(box[1:4]), list(box[4:7])
+        for axis in range(3):
+            other = tuple(a for a in range(3) if a != axis)
+            sec = hit.sum(dim=other) if hasattr(hit, "dim") else hit.sum(axis=other)
+            sec = [int(v) for v in sec.tolist()]
+            top = max(sec) if sec else 0
+            if top == 0:
+                continue
+            n = box[4 + axis] - box[1 + axis]
+            step = max(GROW_MIN_VOXELS, int(math.ceil(GROW_FRACTION * n)))
+            # a structure filling the face rectangle leaks, it is not cut
+            area = hit[0].numel() if axis == 0 else int(np.prod([hit.shape[a] for a in other]))
+            full = FILLED_FACE * area
+            if box[1 + axis] > 0 and CUT_SECTION * top <= sec[0] < full:
+                lo[axis] = max(0, box[1 + axis] - step)
+                faces.append((i, axis, "low"))
+            if box[4 + axis] < shape[axis] and CUT_SECTION * top <= sec[-1] < full:
+                hi[axis] = min(shape[axis], box[4 + axis] + step)
+                faces.append((i, axis, "high"))
+        new.append((c, *lo, *hi))
+    return new, faces
 
 
 def union_mask(boxes, shape) -> np.ndarray:
@@ -59,7 +132,8 @@ def _core(box, fraction):
     return tuple(out + lo + hi)
 
 
-def initial_samples(boxes, seeds: torch.Tensor, n_classes, *, core: float, shell: int):
+def initial_samples(boxes, seeds: torch.Tensor, n_classes, *, core: float, shell: int,
+                    scribbled=()):
     """Likelihood samples before any solve: box cores and shells, plus the seeds.
 
     Parameters
@@ -70,7 +144,11 @@ def initial_samples(boxes, seeds: torch.Tensor, n_classes, *, core: float, shell
     core : float
         Fraction of each box extent (per axis) taken as the structure sample.
     shell : int
-        Thickness in voxels of the background shell around the boxes.
+        Thickness in voxels of the background shell around the boxes (beyond their
+        slack).
+    scribbled : collection of int
+        Structures that have scribbles: their sample is the scribbles alone (the box
+        core would add whatever else the box holds).
 
     Returns
     -------
@@ -80,25 +158,32 @@ def initial_samples(boxes, seeds: torch.Tensor, n_classes, *, core: float, shell
     samples = [(seeds == k) for k in range(n_classes)]
     samples[0] = samples[0] & near
     for box in boxes:
-        samples[box[0]][_slices(_core(box, core))] = True
+        if box[0] not in scribbled:
+            samples[box[0]][_slices(_core(box, core))] = True
     return samples
 
 
 def _near(boxes, shape, shell: int, device) -> torch.Tensor:
-    """The boxes dilated by ``shell`` voxels (a union of grown boxes)."""
-    grown = [(b[0], *(a - shell for a in b[1:4]), *(a + shell for a in b[4:7])) for b in boxes]
-    grown = [(b[0], *(max(a, 0) for a in b[1:4]), *b[4:7]) for b in grown]
-    return torch.from_numpy(union_mask(grown, shape)).to(device)
+    """The boxes grown by ``shell`` voxels (a union of boxes)."""
+    return torch.from_numpy(union_mask(grown(boxes, shape, 0, extra=shell), shape)).to(device)
 
 
-def refit_samples(boxes, seeds, labels: torch.Tensor, n_classes, *, shell: int):
-    """Samples from the current segmentation: inside the boxes each class takes its
-    labelled voxels; background also keeps the seeded shell around the boxes."""
-    inside = torch.from_numpy(union_mask(boxes, tuple(seeds.shape))).to(seeds.device)
-    near = _near(boxes, tuple(seeds.shape), shell, seeds.device)
-    samples = [(seeds == k) | ((labels == k) & inside) for k in range(n_classes)]
+def refit_samples(boxes, seeds, labels: torch.Tensor, n_classes, *, shell: int,
+                  scribbled=()):
+    """Samples from the current segmentation: inside the boxes (and their slack) each
+    class without scribbles takes its labelled voxels; background also keeps the seeded
+    shell around the boxes; scribbled structures keep their scribbles only."""
+    shape = tuple(seeds.shape)
+    inside = torch.from_numpy(union_mask(boxes, shape)).to(seeds.device)
+    near = _near(boxes, shape, shell, seeds.device)
+    samples = [(seeds == k) | ((labels == k) & inside & (k not in scribbled))
+               for k in range(n_classes)]
     samples[0] = samples[0] & near
     return samples
+
+
+#: Smallest probability of the structure at a tightness seed.
+TIGHT_MIN_PROBABILITY = 0.05
 
 
 def tightness_seeds(x: torch.Tensor, boxes, fixed: torch.Tensor, *, margin: int) -> int:
@@ -136,7 +221,9 @@ def tightness_seeds(x: torch.Tensor, boxes, fixed: torch.Tensor, *, margin: int)
                 continue
             moved = prob.movedim(axis, 0)
             best, flat = moved.reshape(n, -1)[rows].max(dim=1)
-            keep = best >= 0  # a slice made only of seeds cannot take a new one
+            # a slice made only of seeds cannot take a new one, nor one where the
+            # structure is implausible everywhere (a box on no object)
+            keep = best >= TIGHT_MIN_PROBABILITY
             rows = [r for r, k in zip(rows, keep.tolist()) if k]
             flat = flat[keep]
             if not rows:
@@ -153,3 +240,155 @@ def tightness_seeds(x: torch.Tensor, boxes, fixed: torch.Tensor, *, margin: int)
             fixed[zi, yi, xi] = True
             added += len(rows)
     return added
+
+
+#: A box "cuts" its structure when more than this fraction of the structure's voxels
+#: near the box lie in the slack outside it.
+CUT_FRACTION = 0.1
+
+
+def report(boxes, labels: np.ndarray, grown_faces=()) -> list[str]:
+    """Plain-language findings about the boxes, given the result's labels.
+
+    Says when a box holds no voxel of its structure, when the structure spills
+    beyond a box face (the box cuts the object: it was drawn too small or shifted),
+    and when boxes of different structures overlap.
+
+    Parameters
+    ----------
+    boxes : list of tuple
+        The boxes as the user gave them (validated, clipped).
+    labels : ndarray, shape (Z, Y, X)
+    grown_faces : sequence of (box index, axis, side)
+        Faces that were moved outward because they cut the structure.
+
+    Returns
+    -------
+    list of str
+        One message per finding (empty when nothing is worth saying).
+    """
+    shape = labels.shape
+    out = []
+    for i, box in enumerate(boxes):
+        c = box[0]
+        inside = int(np.count_nonzero(labels[_slices(box)] == c))
+        (big,) = grown([box], shape, 2 * GROW_FRACTION)
+        near = int(np.count_nonzero(labels[_slices(big)] == c))
+        faces = [f"{'ZYX'[a]} {side}" for j, a, side in grown_faces if j == i]
+        if inside == 0:
+            out.append(f"box {i} (structure {c}, {tuple(box[1:])}) holds no voxel of "
+                       f"structure {c}: is the box on the object? (redraw it or scribble "
+                       "the structure inside it)")
+        elif near and (near - inside) / near > CUT_FRACTION:
+            out.append(f"box {i} (structure {c}) cuts the object: "
+                       f"{(near - inside) / near:.0%} of structure {c} near it lies outside "
+                       f"the box (face(s) moved out: {', '.join(faces) or 'none'}); redraw "
+                       "the box around the whole object if it goes further")
+    for i, a in enumerate(boxes):
+        for j in range(i + 1, len(boxes)):
+            b = boxes[j]
+            if a[0] == b[0]:
+                continue
+            lo = [max(p, q) for p, q in zip(a[1:4], b[1:4])]
+            hi = [min(p, q) for p, q in zip(a[4:7], b[4:7])]
+            if all(p < q for p, q in zip(lo, hi)):
+                vol = int(np.prod([q - p for p, q in zip(lo, hi)]))
+                small = min(int(np.prod([q - p for p, q in zip(x[1:4], x[4:7])]))
+                            for x in (a, b))
+                kind = "nested" if vol == small else "overlapping"
+                out.append(f"boxes {i} and {j} (structures {a[0]} and {b[0]}) are {kind} "
+                           f"({vol} shared voxels): there the image decides between them")
+    return out
+
+
+#: Fraction of each box extent (per axis) around its centre searched for pseudo-seeds.
+CENTRE_FRACTION = 0.2
+
+
+def centre_seeds(boxes, post: torch.Tensor, seeds: torch.Tensor, scribbled=(),
+                 fraction: float = CENTRE_FRACTION) -> int:
+    """Seed the centre of boxes whose structure has no scribbles (a box is drawn
+    around its object, so its centre is almost always inside it).
+
+    In the central ``fraction`` of each such box, the voxels whose intensity model
+    favours the structure (posterior > 0.5) and that are connected to the voxel of
+    highest posterior become seeds of the structure (in place; only where ``seeds``
+    is -1). Without them the walker has no seed of the structure and box-only results
+    follow the intensity model alone.
+
+    Returns
+    -------
+    int
+        Number of voxels seeded.
+    """
+    from scipy import ndimage
+
+    added = 0
+    for box in boxes:
+        c = box[0]
+        if c in scribbled:
+            continue
+        core = _core(box, fraction)
+        sl = _slices(core)
+        cand = (post[c][sl] > 0.5) & (seeds[sl] < 0)
+        if not bool(cand.any()):
+            continue
+        lab, n = ndimage.label(cand.cpu().numpy())
+        if n > 1:
+            score = torch.where(cand, post[c][sl], torch.zeros_like(post[c][sl]))
+            best = int(torch.argmax(score))
+            keep = lab.reshape(-1)[best]
+            cand = torch.from_numpy(lab == keep).to(seeds.device)
+        seeds[sl] = torch.where(cand, torch.full_like(seeds[sl], c), seeds[sl])
+        added += int(cand.sum())
+    return added
+
+
+def fit_score(boxes, labels, margin: int = 1) -> float:
+    """How badly a segmentation fits its boxes (0 = perfectly; lower is better).
+
+    A box is drawn to touch its object, so (i) every slice of the box along each axis
+    (ignoring ``margin`` slices at each face) should cross the object (tightness), and
+    (ii) the object should touch the faces without covering them (a segmentation that
+    covers the box faces has leaked to the box). The score is the mean, over boxes,
+    of the fraction of box slices missing the object plus the mean fraction of the
+    six face slices covered by the object. Used to choose the intensity-model weight
+    per scan for structures that have no scribbles.
+    """
+    scores = []
+    for box in boxes:
+        hit = labels[_slices(box)] == box[0]
+        hit = hit.cpu().numpy() if hasattr(hit, "cpu") else np.asarray(hit)
+        missing, cover = [], []
+        for axis in range(3):
+            other = tuple(a for a in range(3) if a != axis)
+            sec = hit.sum(axis=other)
+            n = len(sec)
+            inner = sec[margin:n - margin] if n > 2 * margin else sec
+            missing.append(float(np.mean(inner == 0)))
+            area = hit.size / n
+            cover += [sec[0] / area, sec[-1] / area]
+        scores.append(float(np.mean(missing)) + float(np.mean(cover)))
+    return float(np.mean(scores)) if scores else 0.0
+
+
+#: A box whose core the intensity model gives its structure less than this mean
+#: posterior holds nothing that differs from its surroundings.
+DISTINCT_POSTERIOR = 0.6
+
+
+def indistinct(boxes, post: torch.Tensor, scribbled=()) -> list[str]:
+    """Messages for boxes (of structures without scribbles) whose inside the
+    box-core intensity model cannot tell from the shell around them (``post``:
+    (K + 1, Z, Y, X) posteriors of that model)."""
+    out = []
+    for i, box in enumerate(boxes):
+        c = box[0]
+        if c in scribbled:
+            continue
+        m = float(post[c][_slices(_core(box, 0.5))].mean())
+        if m < DISTINCT_POSTERIOR:
+            out.append(f"box {i} (structure {c}): its inside looks like its surroundings "
+                       f"(mean posterior {m:.2f}); is the box on the object? Scribble the "
+                       "structure inside it to help")
+    return out

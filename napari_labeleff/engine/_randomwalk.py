@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -48,6 +49,9 @@ DEFAULTS = {
     "box_margin": 3,  # slack (voxels) at each box face for the tightness prior
     "box_core": 0.5,  # fraction of each box extent used as the structure sample
     "box_shell": 8,  # thickness (voxels) of the background sample shell around boxes
+    "box_grow_rounds": 2,  # times a face that cuts its structure may move outward
+    "box_centre_seeds": True,  # seed box centres of structures without scribbles
+    "box_select": True,  # choose box_prior_weight per scan among BOX_PRIOR_WEIGHTS
     # prior= (model probabilities): weight of its unary term, and the distance (mm)
     # over which a scribble that disagrees with it releases it (0 at the stroke, full
     # weight from this distance on)
@@ -55,9 +59,13 @@ DEFAULTS = {
     "prior_release_mm": 15.0,
 }
 _KEY_OPTIONS = ("smooth", "beta", "prior_weight", "prior_trust_low", "prior_trust_high",
-                "box_prior_weight", "box_margin", "box_core", "box_shell",
+                "box_prior_weight", "box_margin", "box_core", "box_shell", "box_grow_rounds",
+                "box_centre_seeds", "box_select",
                 "model_prior_weight", "prior_release_mm")
 _PRIOR_CHECK_SAMPLES = 1 << 16
+#: Intensity-model weights tried for boxed structures without scribbles (the one whose
+#: result fits the boxes best is kept; ``_boxes.fit_score``).
+BOX_PRIOR_WEIGHTS = (0.0, 0.05, 0.2)
 
 
 def _options(options: dict) -> dict:
@@ -230,42 +238,152 @@ def _frame(shape, box, full_shape, device):
     return frame
 
 
+def _sample_trust(hist: Histograms, image: torch.Tensor, samples) -> float:
+    """Smallest, over classes with samples, mean posterior of the class on (up to
+    ``_PRIOR_CHECK_SAMPLES`` of) its own sample voxels."""
+    flat = image.reshape(image.shape[0], -1)
+    worst = 1.0
+    for k, mask in enumerate(samples):
+        idx = torch.nonzero(mask.reshape(-1)).flatten()
+        if idx.numel() == 0:
+            continue
+        idx = idx[:: max(1, idx.numel() // _PRIOR_CHECK_SAMPLES)]
+        post = posterior(hist, flat[:, idx])
+        worst = min(worst, float(post[k].mean()))
+    return worst
+
+
 def _solve_boxes(ctx, image, seeds, x, opts, kw, counter, info):
-    """GrabCut-style rounds with the tightness prior; returns (x, histograms)."""
+    """Boxes with the graph method; returns (x, histograms or None).
+
+    * Each structure may appear only inside its boxes; outside every box is background
+      when every structure has a box (hard seeds, ``engine/_api.py``).
+    * Structures that have scribbles take their intensity model from the scribbles
+      only (with the trust ramp of the scribble path): the box then constrains, it
+      does not inject the other tissues it holds into the model (that is what made
+      scribbles + box worse than scribbles alone). Structures without scribbles take
+      it from the box core, refitted GrabCut-style for ``box_rounds`` rounds.
+    * A model prior (``prior=``) replaces the intensity models.
+    * Inexact boxes: a face whose slice still holds a large section of the structure
+      cuts the object; it moves outward (``_boxes.cut_faces``) and the system is solved
+      again (up to ``box_grow_rounds`` times), so the image decides where the object
+      ends. Faces that only touch the object's tip stay.
+    * Tightness: a box slice that misses its structure gets its most likely voxel as
+      a seed.
+    """
     k1, shape = ctx.n_classes, tuple(seeds.shape)
-    allowed = _boxes.allowed_classes(ctx.boxes, shape, k1, image.device)
-    samples = _boxes.initial_samples(ctx.boxes, seeds, k1, core=opts["box_core"],
-                                     shell=opts["box_shell"])
-    fixed = seeds >= 0
-    kw = {**kw, "gamma": opts["box_prior_weight"]}
-    model = None
+    dev = image.device
+    boxes = list(ctx.boxes)
+    scr_seeds = torch.from_numpy(ctx.scribbles.astype(np.int64) - 1).to(dev)
+    scribbled = {k for k in range(1, k1) if bool((scr_seeds == k).any())}
+    boxed = {b[0] for b in boxes}
+    box_background = boxed >= set(range(1, k1))
+    hist, model = None, None
     if ctx.prior is not None:
-        kw["gamma"] = float(opts["model_prior_weight"])
-        model = _model_prior(ctx, image, seeds, opts, info) * allowed
-        model = model / model.sum(dim=0, keepdim=True).clamp_min(1e-12)
-    rounds = 1 if model is not None else max(1, opts["box_rounds"])
-    hist = None
-    for r in range(rounds):
-        if model is not None:
-            prior = model
+        gamma = float(opts["model_prior_weight"])
+        model = _model_prior(ctx, image, seeds, opts, info)
+        rounds, mode = 1, "model prior + box constraints"
+    elif boxed <= scribbled:
+        rounds, mode = 1, "scribble intensity model + box constraints"
+    else:
+        rounds, mode = max(1, opts["box_rounds"]), "box-core intensity model (GrabCut)"
+    samples = _boxes.initial_samples(boxes, seeds, k1, core=opts["box_core"],
+                                     shell=opts["box_shell"], scribbled=scribbled)
+    if model is None:
+        hist = fit_histograms(image, samples)
+        trust = _sample_trust(hist, image, samples)
+        info["prior_trust"] = trust
+        if mode.startswith("box-core"):
+            gammas = [float(opts["box_prior_weight"])]
+            if opts["box_select"]:
+                gammas = sorted({*BOX_PRIOR_WEIGHTS, *gammas})
+            post = posterior(hist, image)
+            for msg in _boxes.indistinct(boxes, post, scribbled):
+                info.setdefault("box_warnings", []).append(msg)
+                warnings.warn(msg, UserWarning, stacklevel=4)
+            if opts["box_centre_seeds"]:
+                seeds = seeds.clone()
+                post *= _boxes.allowed_classes(boxes, shape, k1, dev)
+                info["centre_seeds"] = _boxes.centre_seeds(boxes, post, seeds, scribbled)
+                scr_seeds = torch.where(seeds > 0, seeds, scr_seeds)
+            del post
         else:
-            hist = fit_histograms(image, samples)
-            prior = posterior(hist, image) * allowed
-            prior /= prior.sum(dim=0, keepdim=True)
-        # copies: the previous state's solution must stay intact
-        init = _set_seeds(x, seeds) if x is not None else _onehot_init(seeds, k1, prior)
-        p = Problem(image, fixed, init, ctx.spacing, prior)
-        yield from _progress(solve(p, coarse_to_fine=x is None, **kw), counter)
-        x = p.x
-        samples = _boxes.refit_samples(ctx.boxes, seeds, x.argmax(dim=0), k1,
-                                       shell=opts["box_shell"])
-    fixed = fixed.clone()
-    added = _boxes.tightness_seeds(x, ctx.boxes, fixed, margin=opts["box_margin"])
-    if added:
-        p = Problem(image, fixed, x, ctx.spacing, prior)
-        yield from _progress(solve(p, coarse_to_fine=False, **kw), counter)
-        x = p.x
-    info.update(box_rounds=rounds, tightness_seeds=added)
+            ramp = (trust - opts["prior_trust_low"]) / max(
+                opts["prior_trust_high"] - opts["prior_trust_low"], 1e-6)
+            gammas = [float(opts["prior_weight"]) * min(max(ramp, 0.0), 1.0)]
+    else:
+        gammas = [gamma]
+
+    def one_pass(gamma, x, samples, n_rounds):
+        """GrabCut-style rounds at one prior weight; returns (x, hist, prior)."""
+        allowed = _boxes.allowed_classes(boxes, shape, k1, dev)
+        fixed = seeds >= 0
+        hist = None
+        for r in range(n_rounds):
+            if model is not None:
+                prior = model * allowed
+            else:
+                hist = fit_histograms(image, samples)
+                prior = posterior(hist, image) * allowed
+            prior = prior / prior.sum(dim=0, keepdim=True).clamp_min(1e-12)
+            # copies: the previous state's solution must stay intact
+            init = _set_seeds(x, seeds) if x is not None else _onehot_init(seeds, k1, prior)
+            p = Problem(image, fixed, init, ctx.spacing, prior)
+            yield from _progress(solve(p, coarse_to_fine=x is None, **{**kw, "gamma": gamma}),
+                                 counter)
+            x = p.x
+            if r + 1 < n_rounds:
+                samples = _boxes.refit_samples(boxes, seeds, x.argmax(dim=0), k1,
+                                               shell=opts["box_shell"], scribbled=scribbled)
+        return x, hist, prior
+
+    def tighten(x, gamma, prior):
+        """Tightness seeds on box slices that miss their structure, then re-solve."""
+        fixed = (seeds >= 0).clone()
+        x = x.clone()
+        added = _boxes.tightness_seeds(x, boxes, fixed, margin=opts["box_margin"])
+        if added:
+            p = Problem(image, fixed, x, ctx.spacing, prior)
+            yield from _progress(solve(p, coarse_to_fine=False, **{**kw, "gamma": gamma}),
+                                 counter)
+            x = p.x
+        return x, added
+
+    x0 = x
+    if len(gammas) > 1:
+        # choose the intensity-model weight on this scan: the one whose result fits
+        # the boxes best (tight, not leaking to the faces; _boxes.fit_score)
+        tried = []
+        for g in gammas:
+            xg, hg, pg = yield from one_pass(g, x0, samples, rounds)
+            xg, added = yield from tighten(xg, g, pg)
+            tried.append((_boxes.fit_score(boxes, xg.argmax(dim=0), opts["box_margin"]), g,
+                          xg, hg, pg, added))
+        info["box_weight_scores"] = {t[1]: round(t[0], 4) for t in tried}
+        _, gamma, x, hist, prior, added = min(tried, key=lambda t: t[0])
+        del tried
+    else:
+        gamma = gammas[0]
+        x, hist, prior = yield from one_pass(gamma, x0, samples, rounds)
+        x, added = yield from tighten(x, gamma, prior)
+    info["prior_weight"] = gamma
+    grown_faces = []
+    for _ in range(int(opts["box_grow_rounds"])):
+        boxes, faces = _boxes.cut_faces(boxes, x.argmax(dim=0), shape)
+        if not faces:
+            break
+        grown_faces += faces
+        if box_background:
+            outside = ~torch.from_numpy(_boxes.union_mask(boxes, shape)).to(dev)
+            seeds = torch.where(outside & (scr_seeds < 0), 0, scr_seeds)
+        x = x * _boxes.allowed_classes(boxes, shape, k1, dev)
+        x, hist_g, prior = yield from one_pass(gamma, x, samples, 1)
+        hist = hist_g if hist_g is not None else hist
+        x, more = yield from tighten(x, gamma, prior)
+        added += more
+    allowed = _boxes.allowed_classes(boxes, shape, k1, dev)
+    info.update(box_rounds=rounds, tightness_seeds=added, box_mode=mode,
+                box_faces_moved=[list(f) for f in grown_faces])
     x = x * allowed
     return x / x.sum(dim=0, keepdim=True).clamp_min(1e-12), hist
 
@@ -292,7 +410,8 @@ def randomwalk(ctx: RefineContext):
     counter = [0]
     class_counts = None
 
-    if not bool((seeds >= 0).any()) and (ctx.prior is None or opts["model_prior_weight"] <= 0):
+    if not bool((seeds >= 0).any()) and not ctx.boxes and (
+            ctx.prior is None or opts["model_prior_weight"] <= 0):
         raise LabelEffError(
             "nothing constrains the random walker: no scribbles, no box background and "
             "model_prior_weight=0; scribble, draw boxes or use model_prior_weight > 0")
@@ -366,6 +485,12 @@ def randomwalk(ctx: RefineContext):
             x = p.x
 
     probs = as_numpy(x)
+    if ctx.boxes:
+        info["box_report"] = _boxes.report(ctx.boxes, probs.argmax(axis=0),
+                                           [tuple(f) for f in info["box_faces_moved"]])
+        for msg in info["box_report"]:
+            if "holds no voxel" in msg or "cuts the object" in msg:
+                warnings.warn(msg, UserWarning, stacklevel=4)
     payload = {
         "probabilities": probs,
         "sigma2": sigma2,
