@@ -135,7 +135,8 @@ def suggest_volumes(project, n: int = 3, *, strategy: str = "default", seed: int
     device : str
         Torch device for the model.
     cache : dict, optional
-        Reused between calls (per model version and volume).
+        Reused between calls (per model version and volume); default: a cache kept
+        on the open ``project`` object.
 
     Returns
     -------
@@ -149,6 +150,8 @@ def suggest_volumes(project, n: int = 3, *, strategy: str = "default", seed: int
         published model (strategies other than ``random``).
     """
     _check(n, strategy, project)
+    if cache is None:  # per open project: the panel asks again after every change
+        cache = project.__dict__.setdefault("_volume_al_cache", {})
     records = project.volumes
     pool = [r.id for r in records if r.status == "new"]
     if not pool:
