@@ -182,10 +182,6 @@ def refit_samples(boxes, seeds, labels: torch.Tensor, n_classes, *, shell: int,
     return samples
 
 
-#: Smallest probability of the structure at a tightness seed.
-TIGHT_MIN_PROBABILITY = 0.05
-
-
 def tightness_seeds(x: torch.Tensor, boxes, fixed: torch.Tensor, *, margin: int) -> int:
     """Seed the most likely voxel of each box slice that misses its structure.
 
@@ -210,6 +206,8 @@ def tightness_seeds(x: torch.Tensor, boxes, fixed: torch.Tensor, *, margin: int)
         c, sl = box[0], _slices(box)
         origin = torch.tensor(box[1:4], device=x.device)
         hit = labels[sl] == c
+        if not bool(hit.any()):
+            continue  # no object found in the box: said by report(), not forced
         prob = torch.where(fixed[sl], torch.full_like(x[c][sl], -1.0), x[c][sl])
         for axis in range(3):
             n = hit.shape[axis]
@@ -221,9 +219,7 @@ def tightness_seeds(x: torch.Tensor, boxes, fixed: torch.Tensor, *, margin: int)
                 continue
             moved = prob.movedim(axis, 0)
             best, flat = moved.reshape(n, -1)[rows].max(dim=1)
-            # a slice made only of seeds cannot take a new one, nor one where the
-            # structure is implausible everywhere (a box on no object)
-            keep = best >= TIGHT_MIN_PROBABILITY
+            keep = best >= 0  # a slice made only of seeds cannot take a new one
             rows = [r for r, k in zip(rows, keep.tolist()) if k]
             flat = flat[keep]
             if not rows:
