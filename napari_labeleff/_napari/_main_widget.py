@@ -20,6 +20,7 @@ from ..io import Geometry
 from ._autosave import Autosave
 from ._classes_panel import ClassesPanel
 from ._export_panel import ExportPanel
+from ._project_panel import ProjectPanel
 from ._layers import (
     BOX_FEATURES,
     boxes_to_shapes,
@@ -94,13 +95,17 @@ class LabelEffWidget(QWidget):
             show_uncertainty=lambda: self.refine_panel.show_uncertainty.setChecked(True),
         )
         self.export_panel = ExportPanel(self.state)
+        self.project_panel = ProjectPanel(
+            napari_viewer, self, show_uncertainty=self._show_uncertainty_overlay
+        )
 
         body = QWidget()
         col = QVBoxLayout(body)
         form = QFormLayout()
         form.addRow("image", self.image_combo)
         col.addLayout(form)
-        for panel in (self.classes_panel, self.refine_panel, self.review_panel, self.export_panel):
+        for panel in (self.project_panel, self.classes_panel, self.refine_panel,
+                      self.review_panel, self.export_panel):
             col.addWidget(panel)
         col.addStretch(1)
         scroll = QScrollArea()
@@ -130,6 +135,13 @@ class LabelEffWidget(QWidget):
             + 2 * scroll.frameWidth()
         )
         super().showEvent(event)
+
+    def _show_uncertainty_overlay(self) -> None:
+        box = self.refine_panel.show_uncertainty
+        if box.isChecked():
+            self.refine_panel._show_uncertainty(True)  # refresh it with the new result
+        else:
+            box.setChecked(True)
 
     # ---- choosing the image --------------------------------------------------------------
     def _candidate_images(self) -> list:

@@ -148,6 +148,7 @@ class RefinePanel(QGroupBox):
             on_finished=self._on_finished,
             spacing=state.spacing,
             boxes=state.boxes_snapshot(),
+            prior=state.prior,  # a cohort project's model, when one is published
             method=self.method.currentText(),
             device=self.device.currentText(),
             state=previous,

@@ -55,6 +55,9 @@ class ViewerState:
         The layers bound to this state (None until created).
     result : RefineResult or None
         The last successful refinement (kept when a later one is cancelled or fails).
+    prior : ndarray or None
+        (K + 1, Z, Y, X) class probabilities of a cohort project's model for this
+        volume, passed to refinement as ``prior`` (set by the project panel).
     suggestions : list of Suggestion
         Current active-learning ranking, best first.
     review_status : dict
@@ -78,6 +81,7 @@ class ViewerState:
     final_layer: Any = None
     uncertainty_layer: Any = None
     result: RefineResult | None = None
+    prior: Any = None
     suggestions: list[Suggestion] = field(default_factory=list)
     review_status: dict[int, str] = field(default_factory=dict)
     busy: bool = False

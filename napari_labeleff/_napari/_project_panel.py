@@ -1,0 +1,521 @@
+"""Project panel: a cohort project in the dock (create/open, add scans, a volume table,
+open a volume with the model's draft, accept its mask, train/stop/resume, next volume).
+
+Thin: the store is :class:`napari_labeleff.cohort.Project`; long work goes through the
+worker seam (:class:`~._worker.Runner`): the model's draft of an opened volume through
+the main runner (it is a refinement), training through a second runner of its own so
+refining stays possible while the network trains. Forms are magicgui widgets, the
+volume table a ``QTableWidget``.
+
+Opening a volume adds its image layer and binds it with the project's per-volume store
+(``<project>/volumes/<vid>/``) as the autosave store, so the Scribbles/Boxes/masks
+layers are the project's. Every annotation change is logged to the project
+(``annotations.jsonl``: class, voxels, seconds since the previous interaction, capped
+at :data:`IDLE_CAP_S`).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, LineEdit, PushButton
+from napari.utils.notifications import show_info, show_warning
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QFileDialog,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+)
+
+from .._errors import LabelEffError
+from ..engine import Progress
+from ._reader import volume_layer_data
+from ._worker import Runner, report_error
+
+#: Seconds of inactivity after which the time between two strokes is not counted.
+IDLE_CAP_S = 60.0
+COLUMNS = ("volume", "status", "time", "interactions", "quality", "uncertainty")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _as_engine_progress(gen):
+    """Re-yield a training generator's progress as engine ``Progress`` (activity dock)."""
+    try:
+        while True:
+            try:
+                p = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            if not isinstance(p, Progress):
+                p = Progress(int(p.step), int(p.total), str(p.message))
+            yield p
+    finally:
+        gen.close()
+
+
+class _TrainState:
+    """The ``state`` a training Runner toggles (kept apart from the viewer's busy flag)."""
+
+    def __init__(self, on_change):
+        self.busy = False
+        self._on_change = on_change
+
+    def set_busy(self, busy: bool) -> None:
+        self.busy = busy
+        self._on_change(busy)
+
+
+class ProjectPanel(QGroupBox):
+    """The cohort project in the LabelEff dock.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    widget : LabelEffWidget
+        The main widget: its ``state``, ``runner``, ``autosave`` and ``bind``.
+    show_uncertainty : callable, optional
+        Turns the uncertainty overlay on (the refine panel's checkbox).
+    """
+
+    def __init__(self, viewer, widget, show_uncertainty=None, parent=None):
+        super().__init__("Project", parent)
+        self.viewer = viewer
+        self.widget = widget
+        self.state = widget.state
+        self.project = None
+        self._show_uncertainty = show_uncertainty
+        self.vid: str | None = None  # the project volume bound in the viewer
+        self._baseline = None  # scribbles as last logged (to count what a stroke changed)
+        self._boxes = []
+        self._last_event = time.monotonic()
+        self.train_runner = Runner(_TrainState(self._on_train_busy))
+        self._plan = None
+
+        # ---- forms (magicgui) ----
+        self.folder = FileEdit(mode="d", label="folder")
+        self.classes = LineEdit(label="structures", value="structure 1")
+        self.classes.tooltip = "comma-separated structure names (for a new project)"
+        self.create_btn = PushButton(text="Create")
+        self.open_btn = PushButton(text="Open")
+        self.open_form = Container(widgets=[
+            self.folder, self.classes,
+            Container(widgets=[self.create_btn, self.open_btn], layout="horizontal", labels=False),
+        ])
+        self.minutes = FloatSpinBox(label="max minutes", value=10.0, min=0.5, max=600.0, step=0.5)
+        self.device = ComboBox(label="device", choices=DEVICES, value="auto")
+        self.train_form = Container(widgets=[self.minutes, self.device])
+
+        # ---- volume table and actions (Qt) ----
+        self.info = QLabel("No project open")
+        self.info.setWordWrap(True)
+        self.add_files_btn = QPushButton("Add files…")
+        self.add_folder_btn = QPushButton("Add folder…")
+        self.add_series_btn = QPushButton("Add DICOM series…")
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setMinimumHeight(140)
+        self.open_volume_btn = QPushButton("Open volume")
+        self.accept_btn = QPushButton("Accept mask into project")
+        self.model_label = QLabel("model: none")
+        self.model_label.setWordWrap(True)
+        self.train_btn = QPushButton("Train / resume")
+        self.stop_btn = QPushButton("Stop")
+        self.stop_btn.setEnabled(False)
+        self.next_label = QLabel("next volume: -")
+        self.next_label.setWordWrap(True)
+        self.next_btn = QPushButton("Open next")
+
+        lay = QVBoxLayout(self)
+        lay.addWidget(self.open_form.native)
+        lay.addWidget(self.info)
+        add_row = QHBoxLayout()
+        for b in (self.add_files_btn, self.add_folder_btn, self.add_series_btn):
+            add_row.addWidget(b)
+        lay.addLayout(add_row)
+        lay.addWidget(self.table)
+        vol_row = QHBoxLayout()
+        vol_row.addWidget(self.open_volume_btn)
+        vol_row.addWidget(self.accept_btn)
+        lay.addLayout(vol_row)
+        lay.addWidget(self.model_label)
+        lay.addWidget(self.train_form.native)
+        train_row = QHBoxLayout()
+        train_row.addWidget(self.train_btn)
+        train_row.addWidget(self.stop_btn)
+        lay.addLayout(train_row)
+        next_row = QHBoxLayout()
+        next_row.addWidget(self.next_label, 1)
+        next_row.addWidget(self.next_btn)
+        lay.addLayout(next_row)
+
+        self.create_btn.changed.connect(lambda: self._guard("Create project", self.create_project))
+        self.open_btn.changed.connect(lambda: self._guard("Open project", self.open_project))
+        self.add_files_btn.clicked.connect(self._ask_files)
+        self.add_folder_btn.clicked.connect(lambda: self._ask_folder(series=False))
+        self.add_series_btn.clicked.connect(lambda: self._ask_folder(series=True))
+        self.table.itemDoubleClicked.connect(lambda *_: self.open_selected())
+        self.open_volume_btn.clicked.connect(self.open_selected)
+        self.accept_btn.clicked.connect(lambda: self._guard("Accept", self.accept_current))
+        self.train_btn.clicked.connect(self.train)
+        self.stop_btn.clicked.connect(self.train_runner.cancel)
+        self.next_btn.clicked.connect(self.open_next)
+        self.state.image_changed.connect(self._on_image_changed)
+        self.state.annotations_changed.connect(self._on_annotations)
+        self._update_enabled()
+
+    # ---- helpers -------------------------------------------------------------------------
+    def _guard(self, desc: str, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (LabelEffError, OSError) as err:
+            report_error(LabelEffError(str(err)) if isinstance(err, OSError) else err, desc)
+            return None
+
+    def _update_enabled(self) -> None:
+        have = self.project is not None and not self.project.read_only
+        training = self.train_runner.running
+        for b in (self.add_files_btn, self.add_folder_btn, self.add_series_btn,
+                  self.open_volume_btn, self.next_btn):
+            b.setEnabled(have)
+        self.accept_btn.setEnabled(have and self.vid is not None)
+        self.train_btn.setEnabled(have and not training)
+        self.stop_btn.setEnabled(training)
+
+    # ---- create / open -----------------------------------------------------------------------
+    def create_project(self, folder=None, class_names=None):
+        """Create a project (default: the form's folder and structures) and show it."""
+        from ..cohort import Project
+
+        folder = Path(folder if folder is not None else self.folder.value)
+        if class_names is None:
+            class_names = [n.strip() for n in self.classes.value.split(",") if n.strip()]
+        self._set_project(Project.create(folder, class_names=class_names))
+        return self.project
+
+    def open_project(self, folder=None):
+        """Open an existing project for writing (read-only if another process has it)."""
+        from .._lock import StoreLockedError
+        from ..cohort import Project
+
+        folder = Path(folder if folder is not None else self.folder.value)
+        try:
+            project = Project.open(folder)
+        except StoreLockedError as err:
+            project = Project.open(folder, read_only=True)
+            show_warning(f"Opened read-only: {err}")
+        self._set_project(project)
+        return self.project
+
+    def _set_project(self, project) -> None:
+        self.close_project()
+        self.project = project
+        self.folder.value = str(project.folder)
+        self.refresh()
+
+    def close_project(self) -> None:
+        if self.train_runner.running:
+            self.train_runner.cancel()
+        if self.project is not None:
+            self.project.close()
+        self.project = None
+        self.vid = None
+        self.refresh()
+
+    # ---- adding volumes ----------------------------------------------------------------------
+    def _ask_files(self) -> None:
+        paths, _ = QFileDialog.getOpenFileNames(self, "Add volumes to the project")
+        if paths:
+            self.add_paths(paths)
+
+    def _ask_folder(self, series: bool) -> None:
+        title = "Add a DICOM series folder" if series else "Add every volume in a folder"
+        path = QFileDialog.getExistingDirectory(self, title)
+        if path:
+            self.add_paths([path]) if series else self.add_folder(path)
+
+    def add_paths(self, paths) -> list[str]:
+        """Add files / DICOM series folders / zarr stores; returns the new ids."""
+        added = []
+        for path in paths:
+            vid = self._guard("Add volume", self.project.add, path)
+            if vid is not None:
+                added.append(vid)
+        self.refresh()
+        if added:
+            show_info(f"Added {len(added)} volume(s): {', '.join(added)}")
+        return added
+
+    def add_folder(self, folder) -> list[str]:
+        """Add every readable volume in ``folder``; problems are shown, not raised."""
+        out = self._guard("Add folder", self.project.add_folder, folder)
+        self.refresh()
+        if out is None:
+            return []
+        added, skipped = out
+        show_info(f"Added {len(added)} volume(s)" + (f"; skipped {len(skipped)}" if skipped else ""))
+        for line in skipped[:5]:
+            show_warning(f"Skipped {line}")
+        return added
+
+    # ---- table -------------------------------------------------------------------------------
+    def refresh(self, next_volume: bool = True) -> None:
+        """Redraw the table, the model line and (``next_volume``) the next-volume slot."""
+        p = self.project
+        self.table.setRowCount(0)
+        if p is None:
+            self.info.setText("No project open")
+            self.model_label.setText("model: none")
+            self.next_label.setText("next volume: -")
+            self._update_enabled()
+            return
+        rows = self._guard("Project table", p.table) or []
+        mode = " (read-only)" if p.read_only else ""
+        self.info.setText(f"{p.folder.name}{mode}: {len(rows)} volume(s); structures "
+                          f"{', '.join(p.class_names)}")
+        self.table.setRowCount(len(rows))
+        for i, r in enumerate(rows):
+            cells = (r["id"] + ("" if r["present"] else " (missing)"), r["status"],
+                     f"{r['seconds'] / 60:.1f} min", str(r["interactions"]),
+                     "-" if r["quality"] is None else f"{r['quality']:.2f}",
+                     "-" if r["uncertainty"] is None else f"{r['uncertainty']:.2f}")
+            for j, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                item.setData(Qt.ItemDataRole.UserRole, r["id"])
+                self.table.setItem(i, j, item)
+            if r["id"] == self.vid:
+                self.table.selectRow(i)
+        self.table.resizeColumnsToContents()
+        published = p.published
+        self.model_label.setText(
+            "model: none yet (train after annotating a few volumes)" if published is None else
+            f"model: {published} (validation score "
+            f"{'-' if published.score is None else f'{published.score:.3f}'})"
+        )
+        if next_volume:
+            self.refresh_next()
+        self._update_enabled()
+
+    def refresh_next(self) -> None:
+        """Fill the "next volume" slot from ``Project.suggest_volumes`` (issue 9)."""
+        self._next = None
+        if self.project is None:
+            return
+        try:
+            items = self.project.suggest_volumes(n=1)
+        except LabelEffError as err:
+            self.next_label.setText(f"next volume: - ({err})")
+            return
+        except Exception as err:  # noqa: BLE001 - a ranking failure must not break the panel
+            self.next_label.setText(f"next volume: - ({type(err).__name__}: {err})")
+            return
+        if not items:
+            self.next_label.setText("next volume: - (nothing left to annotate)")
+            return
+        item = items[0]
+        self._next = item.volume_id
+        self.next_label.setText(f"next volume: {item.volume_id} ({item.reason})")
+
+    def selected(self) -> str | None:
+        rows = self.table.selectionModel().selectedRows()
+        if not rows:
+            return None
+        return self.table.item(rows[0].row(), 0).data(Qt.ItemDataRole.UserRole)
+
+    def open_selected(self) -> None:
+        vid = self.selected()
+        if vid is None:
+            show_info("Open volume: select a volume in the table")
+            return
+        self._guard("Open volume", self.open_volume, vid)
+
+    def open_next(self) -> None:
+        if getattr(self, "_next", None) is None:
+            show_info("Next volume: no suggestion yet")
+            return
+        self._guard("Open volume", self.open_volume, self._next)
+
+    # ---- opening a volume -------------------------------------------------------------------
+    def open_volume(self, vid: str) -> None:
+        """Show volume ``vid``: its image, its stored scribbles/boxes/masks (the project's
+        store), then the published model's draft and uncertainty in the background."""
+        p = self.project
+        vol = p.read_image(vid)
+        for layer in list(self.viewer.layers):  # one project volume at a time
+            if layer.metadata.get("labeleff_project") == str(p.folder):
+                self.viewer.layers.remove(layer)
+        data, kwargs, _ = volume_layer_data(vol, vid)
+        tag = {"labeleff_project": str(p.folder), "labeleff_volume": vid}
+        meta = kwargs["metadata"]
+        kwargs["metadata"] = [{**m, **tag} for m in meta] if isinstance(meta, list) else {**meta, **tag}
+        added = self.viewer.add_image(data, **kwargs)
+        image = added[0] if isinstance(added, list) else added
+        autosave = self.widget.autosave
+        previous = autosave.store_dir
+        autosave.store_dir = p.store_dir(vid)  # new / restored store: the project's
+        try:
+            self.widget.bind(image)
+        finally:
+            autosave.store_dir = previous
+
+    def _on_image_changed(self) -> None:
+        """A (project) volume finished binding: check its store, start the draft."""
+        state, p = self.state, self.project
+        layer = state.image_layer
+        self.vid = None
+        self._baseline = None
+        state.prior = None
+        if p is None or layer is None or layer.metadata.get("labeleff_project") != str(p.folder):
+            self._update_enabled()
+            return
+        vid = layer.metadata["labeleff_volume"]
+        session = state.session
+        if session is None or Path(session.store_path or "") != p.store_path(vid):
+            show_warning(
+                f"{vid}: annotations are saved in {getattr(session, 'store_path', None)}, not in "
+                f"the project store {p.store_path(vid)} (a store next to the image takes "
+                "precedence); move it away to annotate this volume in the project"
+            )
+            self._update_enabled()
+            return
+        self.vid = vid
+        self._baseline = np.array(session.scribbles, copy=True)
+        self._boxes = list(session.boxes)
+        self._last_event = time.monotonic()
+        self.refresh()
+        if p.published is not None:
+            self.show_draft()
+
+    def show_draft(self) -> bool:
+        """Run the model's draft (the prior refined with the current scribbles)."""
+        state, p = self.state, self.project
+        if self.vid is None or p.published is None:
+            return False
+        return self.widget.runner.start(
+            p.refine_steps, self.vid, state.scribbles_snapshot(),
+            state.boxes_snapshot(), desc="Model draft",
+            on_returned=lambda res, vid=self.vid: self._on_draft(vid, res),
+        )
+
+    def _on_draft(self, vid, result) -> None:
+        state, p = self.state, self.project
+        if vid != self.vid or state.refined_layer is None:
+            return
+        pred = p.predict(vid)  # cached by the draft: records the quality estimate
+        state.prior = pred.probabilities
+        state.result = result
+        state.refined_layer.data = result.labels
+        state.refined.emit(result)
+        if self._show_uncertainty is not None:
+            self._show_uncertainty()
+        self.refresh()
+
+    # ---- annotation log ------------------------------------------------------------------------
+    def _seconds(self) -> float:
+        now = time.monotonic()
+        dt, self._last_event = now - self._last_event, now
+        return float(min(max(dt, 0.0), IDLE_CAP_S))
+
+    def _on_annotations(self, kind: str, region) -> None:
+        # napari emits ``paint`` before ``data_setitem`` writes the voxels: look after
+        # this event loop turn, when the layer holds the new values
+        if self.vid is not None:
+            vid = self.vid
+            QTimer.singleShot(0, lambda: self._log_change(vid, kind, region))
+
+    def _log_change(self, vid, kind: str, region) -> None:
+        p, state = self.project, self.state
+        if vid != self.vid or p is None or p.read_only or state.scribbles_layer is None:
+            return
+        try:
+            if kind == "boxes":
+                boxes = state.boxes_snapshot() or []
+                new = [b for b in boxes if tuple(b) not in set(map(tuple, self._boxes))]
+                for b in new:
+                    p.log_annotation(self.vid, "box", class_name=p.class_names[b[0] - 1]
+                                     if 0 < b[0] <= len(p.class_names) else None,
+                                     voxels=int(np.prod(np.subtract(b[4:], b[1:4]))),
+                                     seconds=self._seconds())
+                self._boxes = list(boxes)
+            else:
+                data = np.asarray(state.scribbles_layer.data)
+                sl = (slice(None),) * 3 if region is None else tuple(
+                    slice(a, b) for a, b in zip(region[:3], region[3:]))
+                p.log_scribble_change(self.vid, self._baseline[sl], data[sl], seconds=self._seconds())
+                self._baseline[sl] = data[sl]
+            if p.volume(self.vid).status == "new":
+                p.refresh_status(self.vid, scribbles=self._baseline, boxes=self._boxes)
+            self.refresh(next_volume=False)
+        except LabelEffError as err:
+            report_error(err, "Project log")
+
+    # ---- accept --------------------------------------------------------------------------------
+    def accept_current(self) -> bool:
+        """Accept the Final mask (or, if empty, the Refined mask) into the project."""
+        state, p = self.state, self.project
+        if self.vid is None:
+            show_info("Accept: open a project volume first")
+            return False
+        mask = None
+        for layer in (state.final_layer, state.refined_layer):
+            if layer is not None and np.any(layer.data):
+                mask = np.asarray(layer.data)
+                break
+        if mask is None:
+            show_info("Accept: the Final and Refined masks are empty; refine first")
+            return False
+        p.accept(self.vid, mask, session=state.session, seconds=self._seconds())
+        show_info(f"Accepted the mask of {self.vid} ({int(np.count_nonzero(mask))} structure voxels)")
+        self.refresh()
+        return True
+
+    # ---- training --------------------------------------------------------------------------------
+    def train(self) -> bool:
+        """Train a new model version in the background (resumes an interrupted run)."""
+        from ..cohort import run_training
+
+        p = self.project
+        if p is None or self.train_runner.running:
+            return False
+        plan = self._guard("Train", p.prepare_training, max_minutes=float(self.minutes.value),
+                           device=str(self.device.value))
+        if plan is None:
+            return False
+        self._plan = plan
+        if plan.resumed:
+            show_info(f"Resuming the interrupted training of {plan.version}")
+        self.model_label.setText(f"model: training {plan.version}…")
+        return self.train_runner.start(
+            _as_engine_progress, run_training(plan), desc=f"Train {plan.version}",
+            on_returned=self._on_trained, on_finished=self._on_train_finished,
+        )
+
+    def _on_trained(self, outcome) -> None:
+        p = self.project
+        if p is None:
+            return
+        report = self._guard("Train", p.finish_training, outcome)
+        if report is not None:
+            show_info(report.message)
+        self.refresh()
+        if report is not None and report.published and self.vid is not None:
+            self.show_draft()
+
+    def _on_train_finished(self, cancelled: bool) -> None:
+        if cancelled:
+            show_info("Training stopped; press Train / resume to continue it")
+            self.refresh()
+
+    def _on_train_busy(self, busy: bool) -> None:
+        self._update_enabled()
