@@ -15,10 +15,11 @@ A network config is a plain JSON-able dict stored in each checkpoint's ``config.
 The sizing is the product's own: the target spacing is the cohort's median spacing,
 coarsened by the smallest factor that brings the median volume under a voxel budget
 (CPU: 0.2 M voxels, i.e. the left-atrium MRI at 0.625 mm goes to 1.5625 mm; CUDA: 2 M);
-the patch covers ~80% of the median resampled volume per axis (rounded to multiples
-of 16, at least 16) up to a cap (CPU 64 x 96 x 96 voxels, CUDA 128^3). On the LA cohort
-with 2 CPU cores this gives 1.5625 mm and a 32 x 48 x 64 patch (measured: a 48 x 80 x 96
-patch costs ~10x more per step for little gain when the volume is ~35 x 56 x 77).
+the patch covers ~60% of the median resampled volume per axis on CPU (80% on CUDA;
+multiples of 16, at least 32) up to a cap (CPU 64 x 96 x 96 voxels, CUDA 128^3). On the
+LA cohort with 2 CPU cores this gives 1.5625 mm and a 32 x 32 x 48 patch: ~0.35 CPU s
+per training step of 2 patches (a 48 x 80 x 96 patch costs ~10x more), so a budget of
+minutes buys hundreds of steps rather than dozens.
 """
 
 from __future__ import annotations
@@ -74,17 +75,19 @@ def choose_target_spacing(spacings, shapes, *, max_voxels=CPU_MAX_VOXELS) -> tup
     return tuple(round(float(t), 4) for t in target)
 
 
-def choose_patch_size(target_spacing, spacings, shapes, *, cap=CPU_PATCH_CAP) -> tuple:
-    """Training/inference window (Z, Y, X) in voxels: 80% of the median resampled
-    volume rounded to multiples of 16, at least 16 and at most ``cap`` per axis."""
+def choose_patch_size(target_spacing, spacings, shapes, *, cap=CPU_PATCH_CAP, fraction=0.6) -> tuple:
+    """Training/inference window (Z, Y, X) in voxels: ``fraction`` of the median
+    resampled volume per axis rounded to multiples of 16, at least 32 (or the volume
+    rounded up, when smaller) and at most ``cap``."""
     sp = np.asarray(spacings, dtype=float).reshape(-1, 3)
     sh = np.asarray(shapes, dtype=float).reshape(-1, 3)
     extent = np.median(sp * sh, axis=0)
     vox = extent / np.asarray(target_spacing, dtype=float)
     out = []
     for v, c in zip(vox, cap):
-        m = int(np.round(0.8 * v / 16.0) * 16)
-        out.append(int(min(max(16, m), c)))
+        m = int(np.round(fraction * v / 16.0) * 16)
+        floor = min(32, int(np.ceil(v / 16.0) * 16))
+        out.append(int(min(max(floor, m, 16), c)))
     return tuple(out)
 
 

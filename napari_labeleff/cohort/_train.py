@@ -368,7 +368,8 @@ def train_steps(spec: TrainSpec) -> Generator[TrainProgress, None, TrainReport]:
         max_vox = GPU_MAX_VOXELS if device.type == "cuda" else CPU_MAX_VOXELS
         target = opts["target_spacing"] or choose_target_spacing(sp, [g[2] for g in geo], max_voxels=max_vox)
         cap = GPU_PATCH_CAP if device.type == "cuda" else CPU_PATCH_CAP
-        patch = opts["patch_size"] or choose_patch_size(target, sp, [g[2] for g in geo], cap=cap)
+        patch = opts["patch_size"] or choose_patch_size(target, sp, [g[2] for g in geo], cap=cap,
+                                                        fraction=0.8 if device.type == "cuda" else 0.6)
         config = {
             "network": "BasicUNet",
             "features": list(opts["features"] or default_features(device)),
@@ -459,6 +460,7 @@ def train_steps(spec: TrainSpec) -> Generator[TrainProgress, None, TrainReport]:
     pre_budget = float(opts["pretrain_minutes"]) * 60.0 if opts["pretrain_minutes"] is not None else 0.25 * budget_s
     bs = _batch_size(opts, device, patch, config["features"])
     mc = MC_PASSES_GPU if device.type == "cuda" else MC_PASSES_CPU
+    bs_u = bs if device.type == "cuda" else max(1, bs // 2)  # unlabeled patches per step
     last_save = time.monotonic()
 
     def elapsed():
@@ -579,7 +581,7 @@ def train_steps(spec: TrainSpec) -> Generator[TrainProgress, None, TrainReport]:
                 loss = loss + BOX_WEIGHT * bl
                 parts["box"] = float(bl.detach())
             if semi:
-                u = sample(unl_ds, rng, bs, seed=seed * 15485863 + step)
+                u = sample(unl_ds, rng, bs_u, seed=seed * 15485863 + step)
                 xu = u["image"].float().to(device)
                 noise = lambda t: t + torch.clamp(torch.randn_like(t) * 0.1, -0.2, 0.2)  # noqa: E731
                 with autocast(device, use_amp):
@@ -662,6 +664,8 @@ def train_steps(spec: TrainSpec) -> Generator[TrainProgress, None, TrainReport]:
         "pretrain": bool(opts["pretrain"]), "pretrain_steps": run.pre_step, "resumed_from": resumed_from,
         "pseudo_labels": pseudo_info, "n_labelled": len(lab_cases), "n_unlabeled": len(unl_cases),
         "n_validation": len(val_cases), "amp": use_amp, "mc_passes": mc if semi else 0,
+        "unlabeled_batch": bs_u if semi else 0, "patch_size": list(patch),
+        "target_spacing": list(config["target_spacing"]),
     }
     config_out = {**config, "training": {**{k2: v for k2, v in opts.items()}, "steps": run.step,
                                          "seconds": round(seconds, 1), **info},

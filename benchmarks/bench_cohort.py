@@ -1,0 +1,248 @@
+"""Cohort benchmark: the hybrid-learning network on the left-atrium cohort.
+
+Implements the cohort protocol of ``benchmarks/PROTOCOL.md`` (``BENCHMARK_PROTOCOL.md``):
+the 20 LA cases of the shared data sorted by case id; cases 1-6 get the protocol's
+initial scribbles (3 axial slices per class, seed ``--seed``; no masks), cases 7-14 stay
+unlabeled, cases 15-20 are the test cases. Every arm trains with the product's own
+``train_steps`` (in a spawned process, as the GUI runs it: ``train_in_background``)
+under the same wall-time budget and seed; then on each test case:
+
+(a) the model alone (``LoadedModel.predict``, argmax) - Dice and seconds per volume;
+(b) ``engine.refine`` with the same initial scribbles and the model's probabilities as
+    ``prior=`` (arms in ``--prior-arms``);
+(c) ``engine.refine`` with the same scribbles and no prior (once; arm-independent).
+
+Arms (ablation): ``labelled`` (the 6 weakly labelled volumes: scribbles + graph
+pseudo-labels), ``semi`` (+ mean-teacher consistency on the 8 unlabeled volumes),
+``semi+pretrain`` (+ self-supervised pretraining on all 14 training images, 25% of the
+budget). The graph pseudo-labels are computed once before the arms (shared cache; their
+time is reported separately and added to each arm's total training time).
+
+Example (about 3 x 8 min of training + ~15 min of evaluation on 2 busy cores)::
+
+    python -m benchmarks.bench_cohort --budget 8 --threads 2 \\
+        --out benchmarks/results/cohort_la.json
+
+The results JSON is written after every arm (partial results survive an interruption).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .annotator import dice_per_class, initial_scribbles
+from .bench_refine import machine_info
+from .cases import DATA, _entries, _read
+
+ARMS = {
+    "labelled": {"semi": False, "pretrain": False},
+    "semi": {"semi": True, "pretrain": False},
+    "semi+pretrain": {"semi": True, "pretrain": True},
+}
+SPLIT = {"weak": (0, 6), "unlabeled": (6, 14), "test": (14, 20)}
+
+
+def _log(msg):
+    print(time.strftime("%H:%M:%S"), msg, flush=True)
+
+
+def setup(work: Path, seed: int):
+    """Write the weak cases' labels snapshots; return (train cases, test entries)."""
+    from napari_labeleff.cohort._spec import TrainCase, write_labels_snapshot
+
+    entries = sorted(_entries("la_mri"), key=lambda e: e["case"])
+    if len(entries) < 20:
+        raise SystemExit(f"need 20 LA cases in {DATA}, found {len(entries)}")
+    cases = []
+    a, b = SPLIT["weak"]
+    for e in entries[a:b]:
+        _, gt, _ = _read(e)
+        scr = initial_scribbles(gt, seed=seed)
+        npz = write_labels_snapshot(work / "labels" / f"{e['case']}.npz", scr.astype(np.uint8))
+        cases.append(TrainCase(e["case"], str(DATA / e["image"]), npz, "labelled"))
+    a, b = SPLIT["unlabeled"]
+    for e in entries[a:b]:
+        cases.append(TrainCase(e["case"], str(DATA / e["image"]), None, "unlabeled"))
+    a, b = SPLIT["test"]
+    return cases, entries[a:b]
+
+
+def _spec(cases, work, name, options):
+    from napari_labeleff.cohort._spec import TrainSpec
+
+    return TrainSpec(cases=tuple(cases), class_names=("left atrium",), out_dir=str(work / "models" / name),
+                     run_dir=str(work / "runs" / name), options=options)
+
+
+def _drive(gen, label):
+    last = 0.0
+    try:
+        while True:
+            p = next(gen)
+            if time.monotonic() - last > 30 or p.stage not in ("train", "pretrain"):
+                _log(f"  [{label}] {p.stage}: {p.message}")
+                last = time.monotonic()
+    except StopIteration as stop:
+        return stop.value
+
+
+def train_arm(cases, work, name, flags, args):
+    from napari_labeleff.cohort._background import train_in_background
+
+    opts = {"max_minutes": args.budget, "device": args.device, "seed": args.seed, "num_threads": args.threads,
+            "pseudo_cache_dir": str(work / "pseudo"), **flags}
+    t0, c0 = time.monotonic(), os.times()
+    report = _drive(train_in_background(_spec(cases, work, name, opts)), name)
+    wall = time.monotonic() - t0
+    c1 = os.times()
+    return report, {"wall_s": round(wall, 1), "options": opts,
+                    "child_cpu_s": round((c1.children_user + c1.children_system)
+                                         - (c0.children_user + c0.children_system), 1)}
+
+
+def _test_case(e):
+    image, gt, spacing = _read(e)
+    return image, gt, spacing
+
+
+def evaluate(ckpt, tests, args, *, prior: bool):
+    import torch
+
+    from napari_labeleff.cohort._predict import load_model
+    from napari_labeleff.engine import refine
+
+    torch.set_num_threads(args.threads)
+    model = load_model(ckpt, device=args.device)
+    rows = []
+    for e in tests:
+        image, gt, spacing = _test_case(e)
+        t0 = time.perf_counter()
+        probs = model.predict(image, spacing)
+        t_pred = time.perf_counter() - t0
+        pred = probs.argmax(0).astype(np.uint8)
+        row = {"case": e["case"], "dice_model": float(dice_per_class(gt, pred, 1).mean()),
+               "predict_s": round(t_pred, 2)}
+        if prior:
+            scr = initial_scribbles(gt, seed=args.seed)
+            t0 = time.perf_counter()
+            res = refine(image, scr, spacing=spacing, prior=probs)
+            row["dice_prior"] = float(dice_per_class(gt, res.labels, 1).mean())
+            row["refine_prior_s"] = round(time.perf_counter() - t0, 2)
+            row["prior_info"] = {k: v for k, v in res.info.items() if k in ("prior", "method")}
+        rows.append(row)
+        _log(f"  {e['case']}: model {row['dice_model']:.3f}"
+             + (f", refine+prior {row['dice_prior']:.3f}" if prior else "") + f" (predict {t_pred:.1f} s)")
+    return rows
+
+
+def no_prior(tests, args):
+    import torch
+
+    from napari_labeleff.engine import refine
+
+    torch.set_num_threads(args.threads)
+    rows = []
+    for e in tests:
+        image, gt, spacing = _test_case(e)
+        scr = initial_scribbles(gt, seed=args.seed)
+        t0 = time.perf_counter()
+        res = refine(image, scr, spacing=spacing)
+        rows.append({"case": e["case"], "dice_no_prior": float(dice_per_class(gt, res.labels, 1).mean()),
+                     "refine_s": round(time.perf_counter() - t0, 2), "method": res.method})
+        _log(f"  {e['case']}: refine, no prior {rows[-1]['dice_no_prior']:.3f}")
+    return rows
+
+
+def _mean(rows, key):
+    vals = [r[key] for r in rows if key in r]
+    return float(np.mean(vals)) if vals else None
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    ap.add_argument("--prior-arms", nargs="*", default=list(ARMS), help="arms evaluated with (b)")
+    ap.add_argument("--budget", type=float, default=8.0, help="training minutes per arm")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--tests", type=int, default=6, help="test cases used (of 6)")
+    ap.add_argument("--skip-no-prior", action="store_true")
+    ap.add_argument("--work", default=None, help="work folder (default: a temp folder)")
+    ap.add_argument("--out", default="benchmarks/results/cohort_la.json")
+    args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    work = Path(args.work or tempfile.mkdtemp(prefix="labeleff-cohort-"))
+    work.mkdir(parents=True, exist_ok=True)
+    doc = {"meta": machine_info(args.device), "command": " ".join(["python -m benchmarks.bench_cohort"]
+                                                                   + (argv or sys.argv[1:])),
+           "protocol": {"cohort": "la_mri sorted by case id", "weak": "cases 1-6, initial scribbles (3 axial "
+                        "slices per class), no masks", "unlabeled": "cases 7-14", "test": "cases 15-20",
+                        "seed": args.seed, "budget_min_per_arm": args.budget, "threads": args.threads},
+           "arms": {}}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save():
+        doc["meta"]["load_avg_end"] = os.getloadavg()
+        doc["meta"]["peak_rss_mb_main"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc, indent=1, default=str))
+        os.replace(tmp, out)
+
+    _log(f"work folder {work}")
+    cases, tests = setup(work, args.seed)
+    tests = tests[: args.tests]
+    doc["protocol"]["test_cases"] = [e["case"] for e in tests]
+    doc["protocol"]["train_cases"] = {c.volume_id: c.role for c in cases}
+
+    # graph pseudo-labels once (shared by every arm through the cache)
+    _log("graph pseudo-labels of the weak cases (once)")
+    from napari_labeleff.cohort._train import train_steps
+
+    t0 = time.monotonic()
+    prep = _drive(train_steps(_spec(cases, work, "_prep", {
+        "max_steps": 1, "device": args.device, "semi": False, "num_threads": args.threads,
+        "pseudo_cache_dir": str(work / "pseudo")})), "prep")
+    pseudo_wall = time.monotonic() - t0
+    doc["pseudo_labels"] = {"wall_s": round(pseudo_wall, 1), "per_case": prep.info["pseudo_labels"]}
+    save()
+
+    if not args.skip_no_prior:
+        _log("refine without prior on the test cases")
+        doc["no_prior"] = no_prior(tests, args)
+        doc["mean_no_prior"] = _mean(doc["no_prior"], "dice_no_prior")
+        save()
+
+    for name in args.arms:
+        _log(f"arm {name}: training {args.budget} min")
+        report, run = train_arm(cases, work, name, ARMS[name], args)
+        arm = {"train": {"steps": report.steps, "seconds": report.seconds, "epochs": report.epochs,
+                         "info": report.info, **run,
+                         "seconds_incl_pseudo": round(report.seconds + pseudo_wall, 1)},
+               "log_tail": report.log[-5:]}
+        _log(f"arm {name}: {report.steps} steps in {report.seconds} s; evaluating")
+        arm["test"] = evaluate(report.out_dir, tests, args, prior=name in (args.prior_arms or []))
+        arm["mean_model"] = _mean(arm["test"], "dice_model")
+        arm["mean_prior"] = _mean(arm["test"], "dice_prior")
+        arm["max_predict_s"] = max(r["predict_s"] for r in arm["test"])
+        doc["arms"][name] = arm
+        save()
+        _log(f"arm {name}: model {arm['mean_model']:.3f}"
+             + (f", refine+prior {arm['mean_prior']:.3f}" if arm["mean_prior"] is not None else ""))
+    _log(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
