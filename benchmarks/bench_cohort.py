@@ -162,6 +162,77 @@ def no_prior(tests, args):
     return rows
 
 
+def learning_curve(work: Path, args, doc, save):
+    """Protocol "learning curve" on the 14 training cases of the split, 2x2x2
+    block-downsampled (1.25 mm; refine calls would otherwise dominate the CPU budget):
+    volumes in a seeded order; on each, the initial scribbles, refine (with the current
+    model as prior once there is one), then corrective interactions until Dice 0.90 or
+    ``--k``; the final mask is accepted (the refined mask, not the ground truth) and the
+    model is trained further (warm start, ``--curve-budget`` minutes, all accepted
+    masks) before the next volume."""
+    from napari_labeleff.cohort._predict import load_model
+    from napari_labeleff.cohort._spec import TrainCase, TrainSpec, write_labels_snapshot
+    from napari_labeleff.cohort._train import train_steps
+    from napari_labeleff.engine import refine
+    from napari_labeleff.io import Geometry, write_volume
+
+    from .annotator import corrective_interaction
+    from .cases import downsample2
+
+    entries = sorted(_entries("la_mri"), key=lambda e: e["case"])[:14]
+    order = np.random.default_rng(args.seed).permutation(len(entries))[: args.curve]
+    accepted, ckpt, rows = [], None, []
+    doc["curve"] = {"order": [entries[i]["case"] for i in order], "k": args.k,
+                    "budget_min_per_volume": args.curve_budget, "resolution": "2x2x2 block-downsampled (1.25 mm)",
+                    "rows": rows}
+    for n, i in enumerate(order):
+        e = entries[i]
+        image, gt, spacing = _read(e)
+        image, gt = downsample2(image, gt, 2)
+        spacing = tuple(2 * s for s in spacing)
+        img_path = work / "curve" / f"{e['case']}.nii.gz"
+        img_path.parent.mkdir(parents=True, exist_ok=True)
+        write_volume(img_path, image, Geometry.from_spacing(spacing))
+        scr = initial_scribbles(gt, seed=args.seed)
+        drawn = int((scr > 0).sum())
+        model = load_model(ckpt, device=args.device) if ckpt else None
+        t0 = time.perf_counter()
+        prior = model.predict(image, spacing) if model else None
+        dice_model = float(dice_per_class(gt, prior.argmax(0), 1).mean()) if prior is not None else None
+        res = refine(image, scr, spacing=spacing, prior=prior)
+        curve = [float(dice_per_class(gt, res.labels, 1).mean())]
+        interactions = 0
+        while curve[-1] < 0.90 and interactions < args.k:
+            step = corrective_interaction(gt, res.labels, scr)
+            if step is None:
+                break
+            scr, info = step
+            drawn += info["added"]
+            interactions += 1
+            res = refine(image, scr, spacing=spacing, prior=prior, state=res.state)
+            curve.append(float(dice_per_class(gt, res.labels, 1).mean()))
+        seconds = time.perf_counter() - t0
+        npz = write_labels_snapshot(work / "curve" / f"{e['case']}.npz", scr.astype(np.uint8),
+                                    mask=res.labels.astype(np.uint8))
+        accepted.append(TrainCase(e["case"], str(img_path), npz, "labelled"))
+        row = {"n": n + 1, "case": e["case"], "model_dice": dice_model, "interactions": interactions,
+               "drawn_voxels": drawn, "dice_curve": curve, "final_dice": curve[-1],
+               "annotate_s": round(seconds, 1)}
+        _log(f"curve {n + 1}: {e['case']} model {dice_model if dice_model is None else round(dice_model, 3)}, "
+             f"{interactions} interactions, {drawn} voxels, Dice {curve[-1]:.3f}")
+        spec = TrainSpec(cases=tuple(accepted), class_names=("left atrium",),
+                         out_dir=str(work / "curve_models" / f"v{n + 1}"), run_dir=str(work / "curve_runs" / f"r{n + 1}"),
+                         init_checkpoint=ckpt, options={"max_minutes": args.curve_budget, "device": args.device,
+                                                        "seed": args.seed, "semi": False,
+                                                        "num_threads": args.threads})
+        t1 = time.monotonic()
+        report = _drive(train_steps(spec), f"curve v{n + 1}")
+        row["train_s"], row["train_steps"] = round(time.monotonic() - t1, 1), report.steps
+        ckpt = report.out_dir
+        rows.append(row)
+        save()
+
+
 def _mean(rows, key):
     vals = [r[key] for r in rows if key in r]
     return float(np.mean(vals)) if vals else None
@@ -179,6 +250,10 @@ def main(argv=None):
     ap.add_argument("--skip-no-prior", action="store_true")
     ap.add_argument("--work", default=None, help="work folder (default: a temp folder)")
     ap.add_argument("--out", default="benchmarks/results/cohort_la.json")
+    ap.add_argument("--curve", type=int, default=0,
+                    help="run only the learning curve over this many volumes")
+    ap.add_argument("--curve-budget", type=float, default=1.5, help="training minutes per curve volume")
+    ap.add_argument("--k", type=int, default=10, help="corrective interactions per curve volume")
     args = ap.parse_args(argv)
     import torch
 
@@ -202,6 +277,10 @@ def main(argv=None):
         os.replace(tmp, out)
 
     _log(f"work folder {work}")
+    if args.curve:
+        learning_curve(work, args, doc, save)
+        _log(f"wrote {out}")
+        return
     cases, tests = setup(work, args.seed)
     tests = tests[: args.tests]
     doc["protocol"]["test_cases"] = [e["case"] for e in tests]
