@@ -42,7 +42,7 @@ def summarise(res: dict) -> dict:
             steps = [np.diff(r["dice"]) for r in runs]
             out[name][s] = {
                 "drops": float(np.mean([(d < -DROP).sum() for d in steps])),
-                "worst_drop": float(-min(min(d.min(initial=0), 0) for d in steps)),
+                "worst_drop": float(max(0.0, -min(d.min(initial=0) for d in steps))),
                 "curve": np.mean([r["dice"] for r in runs], axis=0),
                 "slices": float(np.mean([cap if n is None else n for n in need])),
                 "reached": sum(n is not None for n in need), "runs": len(runs),
