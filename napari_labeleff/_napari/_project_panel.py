@@ -4,7 +4,8 @@ open a volume with the model's draft, accept its mask, train/stop/resume, next v
 Thin: the store is :class:`napari_labeleff.cohort.Project`; long work goes through the
 worker seam (:class:`~._worker.Runner`): the model's draft of an opened volume through
 the main runner (it is a refinement), training through a second runner of its own so
-refining stays possible while the network trains. Forms are magicgui widgets, the
+refining stays possible while the network trains; the training itself runs in a
+spawned process (``cohort._background``), validation and publishing in this one. Forms are magicgui widgets, the
 volume table a ``QTableWidget``.
 
 Opening a volume adds its image layer and binds it with the project's per-volume store
@@ -97,6 +98,8 @@ class ProjectPanel(QGroupBox):
         self._boxes = []
         self._last_event = time.monotonic()
         self.train_runner = Runner(_TrainState(self._on_train_busy))
+        #: Train in a spawned process (``cohort._background``); False: in a thread.
+        self.background = True
         self._plan = None
 
         # ---- forms (magicgui) ----
@@ -497,13 +500,14 @@ class ProjectPanel(QGroupBox):
             show_info(f"Resuming the interrupted training of {plan.version}")
         self.model_label.setText(f"model: training {plan.version}…")
         return self.train_runner.start(
-            _as_engine_progress, run_training(plan), desc=f"Train {plan.version}",
+            _as_engine_progress, run_training(plan, background=self.background),
+            desc=f"Train {plan.version}",
             on_returned=self._on_trained, on_finished=self._on_train_finished,
         )
 
     def _on_trained(self, outcome) -> None:
         p = self.project
-        if p is None:
+        if p is None or outcome is None:  # closed meanwhile / the process was cancelled
             return
         report = self._guard("Train", p.finish_training, outcome)
         if report is not None:

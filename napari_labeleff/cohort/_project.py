@@ -1249,6 +1249,11 @@ class Project:
         """Record the new version; publish it when its validation score is not worse
         than the published model's (a damaged or unscorable checkpoint never is)."""
         self._writer("finish training")
+        if not isinstance(outcome, TrainOutcome):
+            raise LabelEffError(
+                f"outcome must be the TrainOutcome of run_training, got {type(outcome).__name__} "
+                "(a cancelled run has none: train again to resume it)"
+            )
         plan = outcome.plan
         data = self._edit()
         current = data.get("published")
@@ -1335,11 +1340,18 @@ class Project:
         return label_qa(self, **kwargs)
 
 
-def run_training(plan: TrainPlan):
+def run_training(plan: TrainPlan, *, background: bool = False):
     """Train (the learner's ``train_steps(plan.spec)``) and validate both checkpoints.
 
-    Needs no :class:`Project` and no lock, so it can run in a background process;
+    Needs no :class:`Project` and no lock, so it can run anywhere (a worker thread);
     pass its return value to :meth:`Project.finish_training`.
+
+    Parameters
+    ----------
+    plan : TrainPlan
+    background : bool
+        Train in a spawned child process (``cohort._background``): the caller's
+        process (the viewer) keeps its memory and GIL. Validation runs here.
 
     Yields
     ------
@@ -1347,13 +1359,20 @@ def run_training(plan: TrainPlan):
 
     Returns
     -------
-    TrainOutcome
+    TrainOutcome or None
+        None when the background process reported a cancel.
     """
     from ..engine._types import Progress
     from ._predict import evaluate
-    from ._train import train_steps
+
+    if background:
+        from ._background import train_in_background as train_steps
+    else:
+        from ._train import train_steps
 
     report = yield from train_steps(plan.spec)
+    if report is None:
+        return None
     cases = list(plan.validation)
     yield Progress(0, 2, f"validating {plan.version} on {len(cases)} volume(s)")
     score, error = _evaluate(evaluate, plan.spec.out_dir, cases)

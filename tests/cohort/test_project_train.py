@@ -231,3 +231,63 @@ def test_run_training_needs_no_project(project, monkeypatch):
     report = project.finish_training(pickle.loads(pickle.dumps(outcome)))
     assert report.published
     assert json.loads((project.folder / "project.json").read_text())["published"] == "v0001"
+
+
+def test_real_learner_end_to_end(tmp_path):
+    """The store with the real learner (tiny budget): spec accepted, checkpoint written,
+    evaluated, published, loaded; predict and refine with the prior run on it."""
+    from .learning_synth import make_volume as synth, slice_scribbles
+    from napari_labeleff.io import Geometry, write_volume
+
+    with Project.create(tmp_path / "p", class_names=["ball"]) as p:
+        for i in range(3):
+            image, gt = synth(i)
+            path = tmp_path / f"s{i}.nii.gz"
+            write_volume(path, image, Geometry.from_spacing((2.0, 1.0, 1.0)))
+            vid = p.add(path)
+            if i < 2:
+                p.set_weak_labels(vid, scribbles=slice_scribbles(gt))
+        report = p.train(max_minutes=1, device="cpu", max_steps=3, semi=True, val_every=100)
+        assert report.version == "v0001" and report.score is not None
+        assert report.published and p.published == "v0001"
+        assert (p.model_dir("v0001") / "model.pt").exists()
+        pred = p.predict("s2")
+        assert pred.probabilities.shape == (2, 16, 32, 32)
+        assert np.allclose(pred.probabilities.sum(0), 1, atol=1e-3)
+        res = p.refine("s2", np.zeros((16, 32, 32), np.uint8))
+        assert res.labels.shape == (16, 32, 32) and "prior" in res.info
+
+
+@pytest.mark.slow
+def test_real_learner_in_a_background_process(tmp_path):
+    """run_training(background=True): the learner runs in a spawned process (as in the
+    GUI); closing the generator cancels it and the next run resumes."""
+    from .learning_synth import make_volume as synth, slice_scribbles
+    from napari_labeleff.io import Geometry, write_volume
+
+    with Project.create(tmp_path / "p", class_names=["ball"]) as p:
+        for i in range(2):
+            image, gt = synth(i)
+            path = tmp_path / f"s{i}.nii.gz"
+            write_volume(path, image, Geometry.from_spacing((2.0, 1.0, 1.0)))
+            p.set_weak_labels(p.add(path), scribbles=slice_scribbles(gt))
+        plan = p.prepare_training(max_minutes=1, device="cpu", max_steps=4, semi=False, val_every=100)
+        gen = run_training(plan, background=True)
+        try:
+            while True:
+                progress = next(gen)
+                if getattr(progress, "stage", "") == "train":
+                    break  # the child is training: cancel it
+        finally:
+            gen.close()
+        again = p.prepare_training(max_minutes=1, device="cpu", max_steps=4, semi=False, val_every=100)
+        assert again.resumed and again.version == plan.version
+        gen = run_training(again, background=True)
+        try:
+            while True:
+                next(gen)
+        except StopIteration as stop:
+            outcome = stop.value
+        report = p.finish_training(outcome)
+        assert report.published and p.published == plan.version
+        assert (p.model_dir(plan.version) / "model.pt").exists()

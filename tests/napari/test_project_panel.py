@@ -18,6 +18,7 @@ SHAPE = (12, 24, 24)
 
 def _panel(viewer):
     _, widget = viewer.window.add_plugin_dock_widget("napari-labeleff", "LabelEff")
+    widget.project_panel.background = False  # the fake learner lives in this process
     return widget, widget.project_panel
 
 
