@@ -132,19 +132,34 @@ def _commit() -> str | None:
         return None
 
 
+def _write_failed(path, tmp, err):
+    try:
+        os.unlink(tmp)
+    except OSError:
+        pass
+    return LabelEffError(f"could not write {path!r} ({err.strerror or err}); disk full or not writable? "
+                         "nothing was published; free space and train again (the run resumes)")
+
+
 def _atomic_torch_save(obj, path):
     tmp = f"{path}.tmp-{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except OSError as err:
+        raise _write_failed(path, tmp, err) from err
 
 
 def _atomic_text(path, text):
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        raise _write_failed(path, tmp, err) from err
 
 
 def _free_memory_bytes() -> int:
@@ -639,7 +654,10 @@ def train_steps(spec: TrainSpec) -> Generator[TrainProgress, None, TrainReport]:
                 save_resume()
                 last_save = time.monotonic()
     except GeneratorExit:
-        save_resume()
+        try:
+            save_resume()
+        except LabelEffError:
+            pass  # cancelling must not fail; the last periodic state (if any) stays
         raise
 
     # ---- final validation and save -----------------------------------------------------

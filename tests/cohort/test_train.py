@@ -214,3 +214,23 @@ def test_training_on_cuda_with_mixed_precision(tmp_path):
     image, _ = make_volume(300)
     p = model.predict(image, (1.0, 1.0, 1.0))
     assert p.shape == (2, *image.shape) and np.allclose(p.sum(0), 1, atol=1e-4)
+
+
+def test_disk_full_while_saving_is_a_clear_error_and_publishes_nothing(tmp_path, monkeypatch):
+    import errno
+
+    from napari_labeleff.cohort import _train
+
+    spec = make_spec(tmp_path, n_labelled=1, n_val=0, options={"max_steps": 2, "semi": False})
+    real_save = torch.save
+
+    def full(obj, path, *a, **k):
+        if str(path).startswith(spec.out_dir):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, path, *a, **k)
+
+    monkeypatch.setattr(_train.torch, "save", full)
+    with pytest.raises(LabelEffError, match="disk full"):
+        run(train_steps(spec))
+    assert not os.path.exists(os.path.join(spec.out_dir, "model.pt"))
+    assert not [f for f in os.listdir(spec.out_dir) if ".tmp-" in f]
