@@ -205,7 +205,7 @@ def _evaluate(p, version, tests) -> float:
 
 def _train(p, args, seed):
     return p.train(max_minutes=args.al_max_minutes, device="cpu", seed=seed,
-                   max_steps=args.al_steps, num_threads=args.threads,
+                   max_steps=args.al_steps, num_threads=args.threads, semi=args.al_semi,
                    pseudo_cache_dir=str(args.pseudo_cache))
 
 
@@ -216,7 +216,8 @@ def run_al(work: Path, args) -> dict:
     pool, tests = entries[:16], entries[16:20]
     gts = {}
     out = {"pool": len(pool), "tests": [e["case"] for e in tests], "rounds": args.al_rounds,
-           "steps": args.al_steps, "runs": {s: [] for s in STRATEGIES}}
+           "steps": args.al_steps, "semi": args.al_semi, "threads": args.threads,
+           "runs": {s: [] for s in STRATEGIES}}
     args.pseudo_cache = work / "pseudo"
     for seed in range(args.seeds):
         base = work / f"al_seed{seed}"
@@ -314,7 +315,9 @@ def section(res: dict) -> str:
                   f"Pool of {al['pool']} volumes, test volumes {', '.join(al['tests'])}; "
                   f"start from 2 weakly labelled volumes, +1 per round for {al['rounds']} "
                   f"rounds, each retraining {al['steps']} steps (warm start from the "
-                  f"published model); {len(runs['default'])} seed(s). Model Dice on the "
+                  f"published model; graph pseudo-labels on, mean teacher "
+                  f"{'on' if al.get('semi') else 'off'}, {al.get('threads', 1)} torch "
+                  f"thread(s)); {len(runs['default'])} seed(s). Model Dice on the "
                   "test volumes (mean over seeds):", "",
                   "| strategy | " + " | ".join(f"{i + 2} vol." for i in range(k)) +
                   " | mean (AUC) |", "|---" * (k + 2) + "|"]
@@ -357,6 +360,8 @@ def main(argv=None) -> None:
     ap.add_argument("--al-rounds", type=int, default=3)
     ap.add_argument("--al-steps", type=int, default=60)
     ap.add_argument("--al-max-minutes", type=float, default=4.0)
+    ap.add_argument("--al-semi", action="store_true",
+                    help="mean-teacher consistency on the unlabeled pool (off: faster)")
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=RESULTS)
