@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .._errors import LabelEffError
-from . import _boxes
+from . import _boxes, _multiscale
 from ._device import resolve_device
 from ._registry import METHODS, MethodOutput, RefineContext
 from ._types import Progress, RefineResult, RefineState
@@ -48,21 +48,27 @@ def available_methods() -> list[str]:
 
 
 # ---- validation ----------------------------------------------------------------------
-def _check_image(image) -> np.ndarray:
-    arr = np.asarray(image)
-    if arr.dtype.kind not in "iuf":
+def _check_image(image, roi=None) -> np.ndarray:
+    """Validate the image and return (C, Z, Y, X) numpy, reading only ``roi`` (a tuple
+    of 3 slices) of a lazy array (dask, zarr...)."""
+    arr = image if hasattr(image, "shape") and hasattr(image, "dtype") else np.asarray(image)
+    dtype = np.dtype(arr.dtype)
+    if dtype.kind not in "iuf":
         raise LabelEffError(
-            f"image has dtype {arr.dtype}; a numeric (integer or float) array is required"
+            f"image has dtype {dtype}; a numeric (integer or float) array is required"
         )
-    if arr.ndim not in (3, 4):
+    if len(arr.shape) not in (3, 4):
         raise LabelEffError(
-            f"image has {arr.ndim} dimensions (shape {arr.shape}); allowed: 3 (Z, Y, X) "
-            "or 4 (C, Z, Y, X)"
+            f"image has {len(arr.shape)} dimensions (shape {tuple(arr.shape)}); allowed: "
+            "3 (Z, Y, X) or 4 (C, Z, Y, X)"
         )
+    if min(arr.shape) < 1:
+        raise LabelEffError(f"image of shape {tuple(arr.shape)} is empty")
+    if roi is not None:
+        arr = arr[roi] if len(arr.shape) == 3 else arr[(slice(None), *roi)]
+    arr = np.asarray(arr)
     if arr.ndim == 3:
         arr = arr[None]
-    if min(arr.shape) < 1:
-        raise LabelEffError(f"image of shape {arr.shape} is empty")
     if arr.dtype.kind == "f":
         bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
         if bad:
@@ -71,6 +77,14 @@ def _check_image(image) -> np.ndarray:
                 "(fill or mask them first)"
             )
     return arr
+
+
+def _image_shape(image) -> tuple:
+    """Spatial (Z, Y, X) shape of an image without reading it (validated later)."""
+    shp = tuple(getattr(image, "shape", None) or np.shape(image))
+    if len(shp) not in (3, 4):
+        _check_image(image)  # raises the dimension error
+    return shp[-3:]
 
 
 def _check_scribbles(scribbles, shape) -> np.ndarray:
@@ -144,7 +158,7 @@ def _check_boxes(boxes, shape):
     return out, clipped
 
 
-def _check_prior(prior, shape):
+def _check_prior(prior, shape, roi=None, header_only=False):
     """Validate a class-probability prior; returns (float32 array (K+1, Z, Y, X), notes).
 
     ``prior`` may be any array-like with ``shape`` and ``__getitem__`` (numpy, dask, zarr);
@@ -174,9 +188,13 @@ def _check_prior(prior, shape):
             f"prior has dtype {dtype}; class probabilities must be real numbers "
             "(float16/float32 recommended)"
         )
-    arr = np.empty(pshape, dtype=np.float32)
+    if header_only:
+        return None, {}
+    roi = roi or tuple(slice(0, n) for n in pshape[1:])
+    sub = tuple(s.indices(n)[1] - s.indices(n)[0] for s, n in zip(roi, pshape[1:]))
+    arr = np.empty((pshape[0], *sub), dtype=np.float32)
     for c in range(pshape[0]):  # one class at a time: lazy priors stay cheap to read
-        arr[c] = np.asarray(prior[c], dtype=np.float32)
+        arr[c] = np.asarray(prior[(c, *roi)], dtype=np.float32)
     finite = np.isfinite(arr)
     if not finite.all():
         raise LabelEffError(
@@ -197,6 +215,66 @@ def _check_prior(prior, shape):
         total[empty] = 1.0
     arr /= total[None]
     return arr, {"zero_sum_voxels": n_empty}
+
+
+def _flag(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise LabelEffError(f"option {name}={value!r}; allowed: True or False")
+    return bool(value)
+
+
+#: Margin of the region solved around the boxes, as a fraction of each box's extent
+#: (the faces of a box that cuts its object may move out twice by a quarter) plus
+#: ``ROI_MARGIN_VOXELS``.
+ROI_MARGIN_FRACTION = 0.5
+ROI_MARGIN_VOXELS = 10
+#: Below this fraction of the volume the region of interest is used.
+ROI_MAX_FRACTION = 0.8
+#: Probabilities above this many values (all classes) are returned as float16.
+FLOAT32_MAX_VALUES = 1 << 26
+
+
+def _roi(boxes, shape, notes):
+    """Region solved when every structure has a box: their bounding box, grown."""
+    if not boxes or notes.get("box_background") != "outside all boxes":
+        return None
+    lo = [min(b[1 + a] for b in boxes) for a in range(3)]
+    hi = [max(b[4 + a] for b in boxes) for a in range(3)]
+    roi = []
+    for a in range(3):
+        ext = max(b[4 + a] - b[1 + a] for b in boxes)
+        m = int(math.ceil(ROI_MARGIN_FRACTION * ext)) + ROI_MARGIN_VOXELS
+        roi.append(slice(max(0, lo[a] - m), min(shape[a], hi[a] + m)))
+    size = math.prod(s.stop - s.start for s in roi)
+    return tuple(roi) if size < ROI_MAX_FRACTION * math.prod(shape) else None
+
+
+def _paste(labels, probs, unc, roi, shape):
+    """Full-size results from the region's: background outside it."""
+    k1 = probs.shape[0]
+    dtype = np.float16 if k1 * math.prod(shape) > FLOAT32_MAX_VALUES else probs.dtype
+    full_l = np.zeros(shape, np.uint8)
+    full_l[roi] = labels
+    full_p = np.zeros((k1, *shape), dtype)
+    full_p[0] = 1
+    full_p[(slice(None), *roi)] = probs
+    full_u = np.zeros(shape, unc.dtype)
+    full_u[roi] = unc
+    return full_l, full_p, full_u
+
+
+def _check_memory(shape, n_channels, n_classes, large):
+    need = _multiscale.estimate_bytes(shape, n_channels, n_classes, large=large)
+    have = _multiscale.available_bytes()
+    if have is not None and need > have:
+        raise LabelEffError(
+            f"refining a region of {shape} voxels with {n_classes} classes needs about "
+            f"{need / 2**30:.1f} GB of memory, {have / 2**30:.1f} GB are available"
+            + ("" if large else " (pass multiscale=True for the coarse-to-fine path)")
+            + "; draw boxes around the structures (only their region is solved), crop "
+            "or downsample the image"
+        )
+    return need
 
 
 def _check_state(state, shape, method, n_classes):
@@ -422,49 +500,81 @@ def refine_steps(image, scribbles, *, spacing, boxes=None, prior=None, method="a
         As the ``StopIteration.value`` of the generator.
     """
     t0 = time.perf_counter()
-    img = _check_image(image)
-    shape = tuple(img.shape[1:])
+    options = dict(options)
+    use_roi = _flag(options.pop("roi", True), "roi")
+    multiscale = options.pop("multiscale", "auto")
+    if multiscale not in ("auto", True, False):
+        raise LabelEffError(f"option multiscale={multiscale!r}; allowed: 'auto', True, False")
+    shape = _image_shape(image)
     scr = _check_scribbles(scribbles, shape)
     sp = _check_spacing(spacing)
     bxs, clipped = _check_boxes(boxes, shape)
     if prior is not None:  # cheap checks first: the method must accept a prior
         _choose_method(method, torch.device("cpu"), 0, True, has_prior=True)
-    pri, prior_notes = _check_prior(prior, shape)
+        _check_prior(prior, shape, header_only=True)
+        n_prior = int(getattr(prior, "shape", np.shape(prior))[0])
     k, has_structure_scribbles = _check_classes(
-        scr, bxs, None if pri is None else pri.shape[0])
+        scr, bxs, None if prior is None else n_prior)
     dev = resolve_device(device)
     name, reason = _choose_method(method, dev, int(np.prod(shape)), has_structure_scribbles,
-                                  has_prior=pri is not None)
+                                  has_prior=prior is not None)
     st, state_note = _check_state(state, shape, name, k + 1)
-    seeds, notes = _seeds(scr, bxs, k, has_prior=pri is not None)
+    seeds, notes = _seeds(scr, bxs, k, has_prior=prior is not None)
+    roi = _roi(bxs, shape, notes) if use_roi else None
+    if roi is not None:
+        notes["roi"] = [[s.start, s.stop] for s in roi]
+    if st is not None and st.payload.get("roi") != notes.get("roi"):
+        st, state_note = None, "ignored: the region solved (around the boxes) changed"
+    sub = roi or tuple(slice(0, n) for n in shape)
+    sub_shape = tuple(s.stop - s.start for s in sub)
+    img = _check_image(image, roi)
+    large = multiscale is True or (multiscale == "auto"
+                                   and math.prod(sub_shape) > _multiscale.LARGE_VOXELS)
+    _check_memory(sub_shape, img.shape[0], k + 1, large)
+    pri, prior_notes = _check_prior(prior, shape, roi)
+    changed = None if st is None or st.scribbles is None else scr != st.scribbles
     ctx = RefineContext(
         image=normalise(img),
-        scribbles=scr,
-        seeds=seeds,
-        boxes=bxs,
+        scribbles=scr[sub],
+        seeds=seeds[sub],
+        boxes=[(b[0], *(a - s.start for a, s in zip(b[1:4], sub)),
+                *(a - s.start for a, s in zip(b[4:], sub))) for b in bxs],
         spacing=sp,
         n_classes=k + 1,
         device=dev,
         state=st,
-        changed=None if st is None or st.scribbles is None else scr != st.scribbles,
-        options=dict(options),
+        changed=None if changed is None else changed[sub],
+        options=options,
         prior=pri,
     )
+    del img, seeds
     info = {"auto_reason": reason, "state": state_note, "boxes_clipped": clipped, **notes}
     if pri is not None:
         info["prior"] = dict(prior_notes)
     t1 = time.perf_counter()
     yield Progress(0, 1, f"refining with {name} on {dev}")
-    name, out = yield from _run_with_fallback(name, ctx, info)
-    if not isinstance(out, MethodOutput):
-        raise TypeError(f"method {name!r} returned {type(out).__name__}, not MethodOutput")
-    t2 = time.perf_counter()
-    probs, labels, unc = _finalise(out.probabilities)
+    if large:
+        def runner(cctx):
+            return (yield from _run_with_fallback(name, cctx, info))
+
+        name, labels, probs, unc, payload = yield from _multiscale.run(runner, ctx, info)
+        out = MethodOutput(probabilities=probs, payload=payload, info={})
+        t2 = time.perf_counter()
+    else:
+        name, out = yield from _run_with_fallback(name, ctx, info)
+        if not isinstance(out, MethodOutput):
+            raise TypeError(f"method {name!r} returned {type(out).__name__}, not MethodOutput")
+        t2 = time.perf_counter()
+        probs, labels, unc = _finalise(out.probabilities)
+    if roi is not None:
+        labels, probs, unc = _paste(labels, probs, unc, roi, shape)
     t3 = time.perf_counter()
     prior_info = info.pop("prior", None)
     info.update(out.info)
     if prior_info is not None:
         info["prior"] = {**prior_info, **info.get("prior", {})}
+    info["memory_estimate_gb"] = round(_multiscale.estimate_bytes(
+        sub_shape, ctx.image.shape[0], k + 1, large=large) / 2**30, 3)
     info["timings"] = {
         "prepare_s": t1 - t0,
         "method_s": t2 - t1,
@@ -472,7 +582,8 @@ def refine_steps(image, scribbles, *, spacing, boxes=None, prior=None, method="a
         "total_s": t3 - t0,
     }
     new_state = RefineState(
-        method=name, shape=shape, n_classes=k + 1, scribbles=scr, payload=out.payload
+        method=name, shape=shape, n_classes=k + 1, scribbles=scr,
+        payload={**out.payload, "roi": None if roi is None else notes["roi"]},
     )
     return RefineResult(
         labels=labels,

@@ -1,0 +1,270 @@
+"""Full-size scans in bounded memory: coarse solve, fine solve in a narrow band, tiles.
+
+A 512 x 512 x 300 CT has 78.6 M voxels; the graph method's solver needs about 200
+bytes per voxel (class probabilities, conjugate-gradient vectors, edge weights), far
+beyond a laptop's RAM. Above :data:`LARGE_VOXELS`, :func:`run` therefore
+
+1. pools the problem (image by block mean, seeds by "a coarse voxel is a seed of c when
+   its children hold seeds of c and of no other class", boxes scaled, prior pooled)
+   to at most :data:`COARSE_VOXELS` and runs the method there;
+2. upsamples the coarse probabilities tile by tile (:data:`TILE_VOXELS` per tile along
+   Z) and re-solves, at full resolution, only a narrow band where they are uncertain
+   (max probability < :data:`BAND_CONFIDENCE`, dilated by the pooling factor): a random
+   walker with the voxels outside the band (and the scribbles) as Dirichlet boundary
+   and the upsampled probabilities as a weak unary term;
+3. stores probabilities and uncertainty as float16 and labels as uint8.
+
+Incremental calls warm-start the coarse solve from the previous coarse state.
+Peak memory is about :func:`estimate_bytes`; the API refuses, with that estimate, a
+volume whose estimate exceeds the memory available.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .._errors import LabelEffError
+from ._registry import RefineContext
+from ._rw_solver import Problem, contrast_scale, solve
+from ._types import Progress, RefineState
+
+#: Volumes (voxels) above which refinement runs coarse-to-fine in a band.
+LARGE_VOXELS = 16_000_000
+#: Largest coarse problem.
+COARSE_VOXELS = 4_000_000
+#: Voxels per fine tile (a slab of Z slices).
+TILE_VOXELS = 6_000_000
+#: Upsampled probabilities below this maximum are re-solved at full resolution.
+BAND_CONFIDENCE = 0.9
+#: Weight of the upsampled coarse probabilities as unary term in the band.
+BAND_PRIOR_WEIGHT = 0.05
+#: Bytes per voxel of the fine stage's own arrays (input copy, normalised float32,
+#: seeds, labels, float16 probabilities per class, float16 uncertainty), used with the
+#: coarse and tile budgets in :func:`estimate_bytes`.
+_SOLVER_BYTES_PER_VOXEL = 230
+
+
+def factors(shape, spacing, budget: int = COARSE_VOXELS) -> tuple:
+    """Integer pooling factor per axis so that the pooled grid has <= ``budget``
+    voxels, growing first the axis whose pooled spacing is finest."""
+    f = [1, 1, 1]
+    while math.prod(math.ceil(n / k) for n, k in zip(shape, f)) > budget:
+        axis = min((a for a in range(3) if math.ceil(shape[a] / f[a]) > 8),
+                   key=lambda a: spacing[a] * f[a], default=None)
+        if axis is None:
+            break
+        f[axis] += 1
+    return tuple(f)
+
+
+def estimate_bytes(shape, n_channels: int, n_classes: int, *, large: bool) -> int:
+    """Rough peak memory (bytes) of one refinement of a volume of ``shape``.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        (Z, Y, X) of the region solved.
+    n_channels, n_classes : int
+        Image channels C and K + 1.
+    large : bool
+        Whether the coarse-to-fine band path is used.
+    """
+    n = math.prod(shape)
+    per_class = 4 * 7 * n_classes  # x, CG vectors, prior, diag... (float32)
+    solver = n * (per_class + 12 * n_channels + 40)
+    if not large:
+        return solver + n * n_classes * 4  # + float32 probabilities out
+    coarse = min(n, COARSE_VOXELS) * (per_class + 12 * n_channels + 40)
+    tile = min(n, TILE_VOXELS) * (per_class + 12 * n_channels + 40)
+    out = n * (2 * n_classes + 2 + 1)  # float16 probabilities, uncertainty, labels
+    return coarse + tile + out + n * (4 * n_channels + 2 + 4)
+
+
+def available_bytes() -> int | None:
+    """Memory available to this process (Linux ``MemAvailable``), or None."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _pool_mean(a: np.ndarray, f) -> np.ndarray:
+    """(C, Z, Y, X) float -> block means (ceil mode), channel by channel."""
+    out = []
+    for chan in a:
+        t = torch.from_numpy(np.ascontiguousarray(chan, dtype=np.float32))[None, None]
+        out.append(F.avg_pool3d(t, f, f, ceil_mode=True)[0, 0])
+    return torch.stack(out).numpy()
+
+
+def _pool_seeds(seeds: np.ndarray, f, n_classes: int) -> np.ndarray:
+    """Coarse seeds: class c where the block holds seeds of c and of no other class."""
+    count, label = None, None
+    for k in range(n_classes):
+        m = torch.from_numpy(seeds == k)
+        if not bool(m.any()):
+            continue
+        present = F.max_pool3d(m[None, None].float(), f, f, ceil_mode=True)[0, 0] > 0
+        if count is None:
+            count = present.to(torch.int16)
+            label = torch.where(present, k, -1).to(torch.int16)
+        else:
+            count += present
+            label = torch.where(present, torch.tensor(k, dtype=torch.int16), label)
+    if count is None:
+        shape = tuple(math.ceil(n / k) for n, k in zip(seeds.shape, f))
+        return np.full(shape, -1, np.int16)
+    return torch.where(count == 1, label, torch.tensor(-1, dtype=torch.int16)).numpy()
+
+
+def _scale_boxes(boxes, f, shape_c):
+    out = []
+    for c, *b in boxes:
+        lo = [a // k for a, k in zip(b[:3], f)]
+        hi = [min(n, max(l + 1, math.ceil(a / k))) for a, k, n, l in zip(b[3:], f, shape_c, lo)]
+        out.append((c, *lo, *hi))
+    return out
+
+
+def coarse_context(ctx: RefineContext, f) -> RefineContext:
+    """The problem of ``ctx`` pooled by ``f``."""
+    k1 = ctx.n_classes
+    image = _pool_mean(ctx.image, f)
+    shape_c = image.shape[1:]
+    seeds = _pool_seeds(ctx.seeds, f, k1)
+    scr = _pool_seeds(ctx.scribbles.astype(np.int16) - 1, f, k1) + 1
+    prior = None if ctx.prior is None else _pool_mean(ctx.prior, f)
+    state, changed = None, None
+    if ctx.state is not None and "coarse" in ctx.state.payload:
+        prev = ctx.state.payload["coarse"]
+        if tuple(prev["shape"]) == tuple(shape_c) and tuple(prev["factors"]) == tuple(f):
+            state = RefineState(method=ctx.state.method, shape=tuple(shape_c), n_classes=k1,
+                                scribbles=prev["scribbles"], payload=prev["payload"])
+            changed = scr != prev["scribbles"]
+    return RefineContext(
+        image=image, scribbles=scr.astype(np.uint8), seeds=seeds,
+        boxes=_scale_boxes(ctx.boxes, f, shape_c),
+        spacing=tuple(h * k for h, k in zip(ctx.spacing, f)), n_classes=k1,
+        device=ctx.device, state=state, changed=changed, options=dict(ctx.options),
+        prior=prior)
+
+
+def _upsample(coarse: torch.Tensor, f, z0, z1, shape):
+    """Coarse (K + 1, Zc, Yc, Xc) probabilities -> fine slab [z0, z1) of ``shape``."""
+    fz = f[0]
+    c0 = max(0, z0 // fz - 1)
+    c1 = min(coarse.shape[1], -(-z1 // fz) + 1)
+    slab = coarse[:, c0:c1]
+    size = (slab.shape[1] * fz, coarse.shape[2] * f[1], coarse.shape[3] * f[2])
+    up = F.interpolate(slab[None], size=size, mode="trilinear", align_corners=False)[0]
+    off = z0 - c0 * fz
+    return up[:, off:off + (z1 - z0), :shape[1], :shape[2]].contiguous()
+
+
+def _entropy16(p: torch.Tensor) -> torch.Tensor:
+    return (-torch.special.xlogy(p, p).sum(0) / math.log(p.shape[0])).clamp_(0, 1).half()
+
+
+def run(method_gen, ctx: RefineContext, info: dict):
+    """Coarse-to-fine refinement (see module docstring).
+
+    Parameters
+    ----------
+    method_gen : callable
+        ``method_gen(coarse_ctx)`` -> generator returning (name, MethodOutput) (the
+        API's fallback runner).
+    ctx : RefineContext
+        Full-resolution problem.
+    info : dict
+        Updated with ``multiscale`` details.
+
+    Returns
+    -------
+    (name, labels uint8, probabilities float16, uncertainty float16, payload)
+    """
+    shape, k1 = tuple(ctx.seeds.shape), ctx.n_classes
+    f = factors(shape, ctx.spacing)
+    cctx = coarse_context(ctx, f)
+    name, out = yield from method_gen(cctx)
+    coarse = torch.from_numpy(np.asarray(out.probabilities, dtype=np.float32))
+    coarse = coarse / coarse.sum(dim=0, keepdim=True).clamp_min(1e-12)
+    labels = np.empty(shape, np.uint8)
+    probs = np.empty((k1, *shape), np.float16)
+    unc = np.empty(shape, np.float16)
+    tz = max(1, TILE_VOXELS // (shape[1] * shape[2]))
+    halo = f[0] + 1
+    full = torch.from_numpy(np.ascontiguousarray(ctx.image, dtype=np.float32))
+    sigma2 = contrast_scale(full[:, ::max(1, shape[0] // 64)])  # subsample along Z
+    dil = max(f) // 2 + 1
+    band_total, iters = 0, []
+    n_tiles = -(-shape[0] // tz)
+    for t, z0 in enumerate(range(0, shape[0], tz)):
+        z1 = min(shape[0], z0 + tz)
+        h0, h1 = max(0, z0 - halo), min(shape[0], z1 + halo)
+        up = _upsample(coarse, f, h0, h1, shape)
+        seeds = torch.from_numpy(ctx.seeds[h0:h1].astype(np.int64))
+        conf = up.amax(dim=0)
+        band = (conf < BAND_CONFIDENCE)[None, None].float()
+        band = F.max_pool3d(band, 2 * dil + 1, 1, dil)[0, 0] > 0
+        band &= seeds < 0
+        nb = int(band.sum())
+        if nb:
+            # crop to the band's bounding box (plus one voxel) in Y and X
+            ys = torch.nonzero(band.any(dim=2).any(dim=0)).flatten()
+            xs = torch.nonzero(band.any(dim=1).any(dim=0)).flatten()
+            ya, yb = max(0, int(ys[0]) - 1), min(shape[1], int(ys[-1]) + 2)
+            xa, xb = max(0, int(xs[0]) - 1), min(shape[2], int(xs[-1]) + 2)
+            sub = (slice(None), slice(ya, yb), slice(xa, xb))
+            sb = band[sub[1:]]
+            x = up[sub].clone()
+            sd = seeds[sub[1:]]
+            onehot = F.one_hot(sd.clamp_min(0), k1).movedim(-1, 0).float()
+            x = torch.where(sd >= 0, onehot, x)
+            p = Problem(full[:, h0:h1, ya:yb, xa:xb], ~sb, x, ctx.spacing, up[sub])
+            stats = yield from _silent(solve(
+                p, beta=float(ctx.options.get("beta", 8.0)), gamma=BAND_PRIOR_WEIGHT,
+                sigma2=sigma2, h_ref=min(ctx.spacing), tol=1e-3, max_iter=100,
+                coarse_to_fine=False))
+            iters.append(stats[-1]["iterations"])
+            up[sub] = p.x
+            del p, x
+        band_total += nb
+        core = slice(z0 - h0, z0 - h0 + (z1 - z0))
+        pt = up[:, core]
+        pt = pt / pt.sum(dim=0, keepdim=True).clamp_min(1e-12)
+        labels[z0:z1] = pt.argmax(dim=0).to(torch.uint8).numpy()
+        probs[:, z0:z1] = pt.half().numpy()
+        unc[z0:z1] = _entropy16(pt).numpy()
+        yield Progress(t + 1, n_tiles + 1, f"fine band: tile {t + 1}/{n_tiles}")
+    info["multiscale"] = {
+        "factors": list(f), "coarse_shape": list(cctx.seeds.shape),
+        "band_voxels": band_total, "band_fraction": band_total / math.prod(shape),
+        "tile_slices": tz, "band_cg_iterations_max": max(iters) if iters else 0,
+        "probabilities_dtype": "float16",
+    }
+    payload = {"coarse": {"shape": list(cctx.seeds.shape), "factors": list(f),
+                          "scribbles": cctx.scribbles, "payload": out.payload}}
+    info.update({k: v for k, v in out.info.items() if k not in info})
+    return name, labels, probs, unc, payload
+
+
+def _silent(gen):
+    """Run a solver generator, swallowing its messages; returns its value."""
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+        yield from ()
