@@ -62,6 +62,18 @@ def _as_engine_progress(gen):
         gen.close()
 
 
+def _suggest_next(view):
+    """(best VolumeSuggestion or None, problem or None), ranked on ``view``: a read-only
+    ``Project`` of the panel's project, used only by this worker (the ranking's cache of
+    predictions lives on it), so the worker never writes what the GUI thread writes."""
+    view.reload()
+    try:
+        items = view.suggest_volumes(n=1)
+    except LabelEffError as err:
+        return None, str(err)
+    return (items[0] if items else None), None
+
+
 class _TrainState:
     """The ``state`` a training Runner toggles (kept apart from the viewer's busy flag)."""
 
@@ -98,6 +110,10 @@ class ProjectPanel(QGroupBox):
         self._boxes = []
         self._last_event = time.monotonic()
         self.train_runner = Runner(_TrainState(self._on_train_busy))
+        self.next_runner = Runner(_TrainState(lambda busy: None))
+        self._view = None  # read-only view of the project for the next-volume ranking
+        self._closed = False
+        self.destroyed.connect(self._on_destroyed)
         #: Train in a spawned process (``cohort._background``); False: in a thread.
         self.background = True
         self._plan = None
@@ -227,12 +243,20 @@ class ProjectPanel(QGroupBox):
         self.folder.value = str(project.folder)
         self.refresh()
 
+    def _on_destroyed(self, *_) -> None:
+        self._closed = True
+        for runner in (self.train_runner, self.next_runner):
+            if runner.running:
+                runner.cancel()
+
     def close_project(self) -> None:
-        if self.train_runner.running:
-            self.train_runner.cancel()
+        for runner in (self.train_runner, self.next_runner):
+            if runner.running:
+                runner.cancel()
         if self.project is not None:
             self.project.close()
         self.project = None
+        self._view = None
         self.vid = None
         self.refresh()
 
@@ -311,24 +335,36 @@ class ProjectPanel(QGroupBox):
         self._update_enabled()
 
     def refresh_next(self) -> None:
-        """Fill the "next volume" slot from ``Project.suggest_volumes`` (issue 9)."""
+        """Fill the "next volume" slot from ``Project.suggest_volumes`` (issue 9), in
+        the background (ranking predicts every unannotated volume)."""
         self._next = None
         if self.project is None:
             return
-        try:
-            items = self.project.suggest_volumes(n=1)
-        except LabelEffError as err:
-            self.next_label.setText(f"next volume: - ({err})")
+        if self.next_runner.running:
+            self._next_again = True
             return
-        except Exception as err:  # noqa: BLE001 - a ranking failure must not break the panel
-            self.next_label.setText(f"next volume: - ({type(err).__name__}: {err})")
+        self._next_again = False
+        self.next_label.setText("next volume: ranking…")
+        if self._view is None:
+            from ..cohort import Project
+
+            self._view = Project.open(self.project.folder, read_only=True)
+        self.next_runner.start(_suggest_next, self._view, desc="Next volume",
+                               on_returned=self._on_next, on_finished=self._on_next_finished)
+
+    def _on_next(self, found) -> None:
+        if self._closed:
             return
-        if not items:
-            self.next_label.setText("next volume: - (nothing left to annotate)")
+        item, problem = found
+        if item is None:
+            self.next_label.setText(f"next volume: - ({problem or 'nothing to suggest'})")
             return
-        item = items[0]
         self._next = item.volume_id
         self.next_label.setText(f"next volume: {item.volume_id} ({item.reason})")
+
+    def _on_next_finished(self, cancelled: bool) -> None:
+        if not self._closed and getattr(self, "_next_again", False):
+            self.refresh_next()
 
     def selected(self) -> str | None:
         rows = self.table.selectionModel().selectedRows()
@@ -396,7 +432,7 @@ class ProjectPanel(QGroupBox):
         self._baseline = np.array(session.scribbles, copy=True)
         self._boxes = list(session.boxes)
         self._last_event = time.monotonic()
-        self.refresh()
+        self.refresh(next_volume=False)
         if p.published is not None:
             self.show_draft()
 
@@ -422,7 +458,7 @@ class ProjectPanel(QGroupBox):
         state.refined.emit(result)
         if self._show_uncertainty is not None:
             self._show_uncertainty()
-        self.refresh()
+        self.refresh(next_volume=False)
 
     # ---- annotation log ------------------------------------------------------------------------
     def _seconds(self) -> float:
@@ -457,9 +493,10 @@ class ProjectPanel(QGroupBox):
                     slice(a, b) for a, b in zip(region[:3], region[3:]))
                 p.log_scribble_change(self.vid, self._baseline[sl], data[sl], seconds=self._seconds())
                 self._baseline[sl] = data[sl]
-            if p.volume(self.vid).status == "new":
+            was_new = p.volume(self.vid).status == "new"
+            if was_new:
                 p.refresh_status(self.vid, scribbles=self._baseline, boxes=self._boxes)
-            self.refresh(next_volume=False)
+            self.refresh(next_volume=was_new and p.volume(self.vid).status != "new")
         except LabelEffError as err:
             report_error(err, "Project log")
 

@@ -312,7 +312,8 @@ class Project:
 
     Create with :meth:`create`, open with :meth:`open`; :meth:`close` (or ``with``)
     releases the writer lock. Every mutating method needs a writer
-    (``read_only=False``) and saves at once.
+    (``read_only=False``) and saves at once. One object is used from one thread at a
+    time (a worker thread that only reads can open its own ``read_only=True`` view).
     """
 
     def __init__(self, folder: Path, data: dict, lock, read_only: bool):
@@ -394,6 +395,16 @@ class Project:
                 lock.release()
             raise
         return cls(folder, data, lock, read_only)
+
+    def reload(self) -> None:
+        """Re-read ``project.json`` (a read-only view following another writer)."""
+        data, problem = _load(self.folder / PROJECT_FILE)
+        if problem is not None:
+            data = _recover(self.folder, problem, read_only=True)
+        if data.get("published") != self._data.get("published"):
+            self._models.clear()
+        self._data = data
+        self._last_prediction = None
 
     def close(self) -> None:
         """Release the writer lock (idempotent). The object stays readable."""

@@ -116,6 +116,10 @@ class FakeModel:
         self.version = version
         self.calls = 0
 
+    def embed(self, image, spacing):
+        img = np.asarray(image, dtype=np.float32)
+        return np.array([img.mean(), img.std(), (img > 50).mean()], np.float32)
+
     def predict(self, image, spacing):
         self.calls += 1
         img = np.asarray(image, dtype=np.float32)

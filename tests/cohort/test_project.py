@@ -300,3 +300,11 @@ def test_log_scribble_change_and_status_from_memory(images, project):
     project.refresh_status(vid, scribbles=scribbles_for(), boxes=[])
     assert project.volume(vid).status == "weak"
     assert project.labels(vid)["scribbles"].max() == 0  # only the status changed
+
+
+def test_read_only_view_follows_the_writer_with_reload(images, project):
+    view = Project.open(project.folder, read_only=True)
+    project.add(images[0])
+    assert view.volume_ids == []
+    view.reload()
+    assert view.volume_ids == ["case0"]

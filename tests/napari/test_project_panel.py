@@ -55,6 +55,8 @@ def test_project_flow(make_napari_viewer, qtbot, tmp_path, monkeypatch, notes):
     assert state.session.store_path == project.store_path("case0")
     assert [c.name for c in state.classes] == ["background", "ball"]
     assert state.prior is None and "model: none" in panel.model_label.text()
+    qtbot.waitUntil(lambda: not panel.next_runner.running, timeout=30000)
+    assert "train first" in panel.next_label.text()  # no model: no ranking yet
 
     # strokes are saved in the project's store and logged with their class and size
     mid = SHAPE[0] // 2
@@ -90,6 +92,9 @@ def test_project_flow(make_napari_viewer, qtbot, tmp_path, monkeypatch, notes):
     assert project.volume("case0").status == "accepted"
     assert np.array_equal(project.labels("case0")["mask"], state.refined_layer.data)
 
+    # the next-volume slot ranks the unannotated volumes with the model (background)
+    qtbot.waitUntil(lambda: not panel.next_runner.running and panel._next is not None, timeout=60000)
+    assert panel._next in ("case1", "case2") and panel._next in panel.next_label.text()
     # another volume: the draft is shown when it opens
     _open(qtbot, panel, "case1")
     qtbot.waitUntil(lambda: state.prior is not None and not state.busy, timeout=60000)
@@ -98,6 +103,7 @@ def test_project_flow(make_napari_viewer, qtbot, tmp_path, monkeypatch, notes):
 
     shot = viewer.screenshot(str(tmp_path / "panel.png"), canvas_only=False)
     assert shot.shape[0] > 300 and shot.std() > 5
+    qtbot.waitUntil(lambda: not panel.next_runner.running and not state.busy, timeout=60000)
 
 
 class SlowLearner(FakeLearner):
