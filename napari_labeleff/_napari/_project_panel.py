@@ -70,8 +70,12 @@ def _suggest_next(view):
     try:
         items = view.suggest_volumes(n=1)
     except LabelEffError as err:
-        return None, str(err)
-    return (items[0] if items else None), None
+        return None, str(err), {}
+    # the ranking predicted the volumes: their scores, for the table (recorded by the GUI)
+    cache = view.__dict__.get("_volume_al_cache", {})
+    scores = {vid: dict(entry["scores"]) for (_, vid), entry in cache.items()
+              if isinstance(entry, dict) and isinstance(entry.get("scores"), dict)}
+    return (items[0] if items else None), None, scores
 
 
 class _TrainState:
@@ -144,6 +148,8 @@ class ProjectPanel(QGroupBox):
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setMaximumSectionSize(180)  # long ids are elided
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.table.setMinimumHeight(140)
         self.open_volume_btn = QPushButton("Open volume")
         self.accept_btn = QPushButton("Accept mask into project")
@@ -241,6 +247,7 @@ class ProjectPanel(QGroupBox):
         self.close_project()
         self.project = project
         self.folder.value = str(project.folder)
+        self.classes.value = ", ".join(project.class_names)
         self.refresh()
 
     def _on_destroyed(self, *_) -> None:
@@ -353,9 +360,18 @@ class ProjectPanel(QGroupBox):
                                on_returned=self._on_next, on_finished=self._on_next_finished)
 
     def _on_next(self, found) -> None:
-        if self._closed:
+        if self._closed or self.project is None:
             return
-        item, problem = found
+        item, problem, scores = found
+        p = self.project
+        published = str(p.published) if p.published is not None else None
+        fresh = {vid: sc for vid, sc in scores.items()
+                 if published and sc.get("model") == published and vid in p.volume_ids
+                 and p.volume(vid).scores != sc}
+        if fresh and not p.read_only:
+            for vid, sc in fresh.items():
+                self._guard("Record scores", p.record_scores, vid, **sc)
+            self.refresh(next_volume=False)
         if item is None:
             self.next_label.setText(f"next volume: - ({problem or 'nothing to suggest'})")
             return

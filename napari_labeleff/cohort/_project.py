@@ -37,8 +37,6 @@ import json
 import math
 import os
 import re
-import shutil
-import time
 import uuid
 import warnings
 from dataclasses import dataclass, field
@@ -1160,8 +1158,9 @@ class Project:
         self._writer("record scores")
         self.volume(vid)
         for key, value in scores.items():
-            if key != "model" and not isinstance(value, (int, float)):
-                raise LabelEffError(f"score {key}={value!r} must be a number")
+            if key != "model" and value is not None and (
+                    isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise LabelEffError(f"score {key}={value!r} must be a number (or None)")
         self._update_volume(vid, scores=dict(scores))
 
     # ---- training ---------------------------------------------------------------------------------

@@ -95,6 +95,7 @@ def test_project_flow(make_napari_viewer, qtbot, tmp_path, monkeypatch, notes):
     # the next-volume slot ranks the unannotated volumes with the model (background)
     qtbot.waitUntil(lambda: not panel.next_runner.running and panel._next is not None, timeout=60000)
     assert panel._next in ("case1", "case2") and panel._next in panel.next_label.text()
+    assert panel.table.item(2, 4).text() != "-"  # the ranking's predictions fill the table
     # another volume: the draft is shown when it opens
     _open(qtbot, panel, "case1")
     qtbot.waitUntil(lambda: state.prior is not None and not state.busy, timeout=60000)
