@@ -233,6 +233,7 @@ def test_run_training_needs_no_project(project, monkeypatch):
     assert json.loads((project.folder / "project.json").read_text())["published"] == "v0001"
 
 
+@pytest.mark.slow  # ~16 s on an idle 2-core machine, several times that under load
 def test_real_learner_end_to_end(tmp_path):
     """The store with the real learner (tiny budget): spec accepted, checkpoint written,
     evaluated, published, loaded; predict and refine with the prior run on it."""
