@@ -150,6 +150,41 @@ def box_prompts(gt: np.ndarray, seed: int = 0) -> list[tuple]:
     return boxes
 
 
+def box_variant_prompts(gt: np.ndarray, variant: str, seed: int = 0) -> list[tuple]:
+    """Inexact boxes for the robustness study (PROTOCOL.md, issue 10).
+
+    ``exact``: :func:`box_prompts`; ``plus20``: the ground-truth bounding box with each
+    face moved outward by 20% of the extent along that axis; ``minus20``: each face
+    moved inward by 10% of the extent (the box cuts 20% of it per axis); ``shifted``:
+    the ground-truth bounding box moved by 20% of its extent along Y and X.
+    """
+    if variant == "exact":
+        return box_prompts(gt, seed=seed)
+    gt = np.asarray(gt)
+    boxes = []
+    for c, sl in enumerate(ndi.find_objects(gt.astype(np.int32)), start=1):
+        if sl is None:
+            continue
+        lo = np.array([s.start for s in sl])
+        hi = np.array([s.stop for s in sl])
+        ext = hi - lo
+        if variant == "plus20":
+            d = np.ceil(0.2 * ext).astype(int)
+            lo, hi = lo - d, hi + d
+        elif variant == "minus20":
+            d = np.round(0.1 * ext).astype(int)
+            lo, hi = lo + d, np.maximum(hi - d, lo + d + 1)
+        elif variant == "shifted":
+            d = np.round(0.2 * ext).astype(int) * np.array([0, 1, 1])
+            lo, hi = lo + d, hi + d
+        else:
+            raise ValueError(f"box variant {variant!r}; known: exact, plus20, minus20, shifted")
+        lo = np.maximum(lo, 0)
+        hi = np.minimum(hi, gt.shape)
+        boxes.append((c, *map(int, lo), *map(int, hi)))
+    return boxes
+
+
 # ---- corrections -----------------------------------------------------------------------
 def error_components(gt: np.ndarray, pred: np.ndarray, n_classes: int | None = None):
     """Error components of the protocol, largest first.

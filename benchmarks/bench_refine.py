@@ -38,8 +38,8 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from .annotator import (box_prompts, corrective_interaction, dice_per_class,
-                        initial_scribbles, noc)
+from .annotator import (box_prompts, box_variant_prompts, corrective_interaction,
+                        dice_per_class, initial_scribbles, noc)
 from .cases import case_names, load_case
 
 THRESHOLDS = (0.85, 0.90)
@@ -114,8 +114,12 @@ def run_one(case_name, spec, k=10, device="auto", seed=0, budget=None):
     gt, K = case.gt, case.n_structures
     scribbles = (initial_scribbles(gt, seed=seed) if "scribbles" in case.prompt
                  else np.zeros(gt.shape, dtype=np.int16))
-    boxes = box_prompts(gt, seed=seed) if "boxes" in case.prompt else None
+    boxes = (box_variant_prompts(gt, case.box_variant, seed=seed)
+             if "boxes" in case.prompt else None)
     fn = make_method(spec, device)
+    image = case.image
+    if not isinstance(fn, _Ours) and image.ndim == 4:
+        image = image[case.peer_channel]
     if str(device).startswith("cuda"):
         import torch
 
@@ -134,7 +138,7 @@ def run_one(case_name, spec, k=10, device="auto", seed=0, budget=None):
             steps.append(info)
         loads.append(os.getloadavg()[0])
         t0, c0 = time.perf_counter(), time.process_time()
-        pred = fn(case.image, scribbles, case.spacing, boxes)
+        pred = fn(image, scribbles, case.spacing, boxes)
         secs.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
         dice.append(dice_per_class(gt, pred, K).tolist())
@@ -146,7 +150,8 @@ def run_one(case_name, spec, k=10, device="auto", seed=0, budget=None):
         "case": case.name, "method": spec, "prompt": case.prompt, "K": K,
         "label_names": case.label_names, "shape": list(gt.shape),
         "spacing": list(case.spacing), "voxels": int(gt.size), "notes": case.notes,
-        "n_boxes": len(boxes or []), "dice": dice, "mean_dice": mean,
+        "n_boxes": len(boxes or []), "box_variant": case.box_variant,
+        "dice": dice, "mean_dice": mean,
         "interactions": steps, "stopped": stopped,
         "seconds": secs, "sec_median": float(np.median(secs)), "sec_max": max(secs),
         "sec_first": secs[0], "cpu_seconds": cpu,

@@ -17,6 +17,19 @@ Case specs (command-line names):
 ``syn256``                synthetic 256^3 phantom (1 mm, two ellipsoids in a noisy,
                           bias-modulated background) for the speed/memory targets at
                           256^3; not a quality reference
+``ctsmall:<prompt>``      the abdominal CT, small organs: 1 = gallbladder, 2 = pancreas,
+                          3 = right adrenal gland, 4 = left adrenal gland
+``ct512:<prompt>``        the abdominal CT resampled to 300 x 512 x 512 (Z, Y, X; image
+                          trilinear, labels nearest), liver/spleen/kidneys as ``ct``;
+                          cached under ``$LABELEFF_CACHE`` (default /tmp)
+``brats:<pat>:<reg>[:6mm]``  BRATS glioma (``pat`` = 1 or 2), T1c + FLAIR as two channels,
+                          one region: ``wt`` whole tumour (labels 1-4), ``tc`` tumour core
+                          (1, 3, 4), ``et`` enhancing tumour (4); ``:6mm`` resamples the
+                          slice axis (Z) to 6 mm (image block mean, labels by majority);
+                          prompt: scribbles
+``<case>@<variant>``      boxes+scribbles with inexact boxes (PROTOCOL.md): variant
+                          ``exact``, ``plus20``, ``minus20``, ``shifted``; e.g.
+                          ``ct:boxes+scribbles@minus20``
 ========================  =================================================================
 
 Benchmarks read the shared data; tests never do.
@@ -66,6 +79,8 @@ class Case:
     label_names: dict
     prompt: str = "scribbles"
     notes: list = field(default_factory=list)
+    box_variant: str = "exact"
+    peer_channel: int = 0  # single-channel peers get this channel of a (C, Z, Y, X) image
 
     @property
     def n_structures(self) -> int:
@@ -180,10 +195,108 @@ def _synthetic(n: int = 256, seed: int = 0) -> Case:
                 notes=["synthetic phantom for speed and memory at 256^3"])
 
 
+_CT_SMALL = {4: (1, "gallbladder"), 7: (2, "pancreas"), 8: (3, "adrenal_gland_right"),
+             9: (4, "adrenal_gland_left")}
+BOX_VARIANTS = ("exact", "plus20", "minus20", "shifted")
+CACHE = Path(os.environ.get("LABELEFF_CACHE", "/tmp"))
+
+
+def _ct_organs(organs, prompt, name):
+    if prompt not in PROMPTS:
+        raise ValueError(f"ct prompt must be one of {PROMPTS}, got {prompt!r}")
+    (entry,) = _entries("ct_abdomen_example")
+    image, src, spacing = _read(entry)
+    gt = np.zeros_like(src)
+    names = {}
+    for old, (new, label) in organs.items():
+        gt[src == old] = new
+        names[new] = label
+    return image, gt, spacing, dict(sorted(names.items()))
+
+
+def _ct_small(prompt: str) -> Case:
+    image, gt, spacing, names = _ct_organs(_CT_SMALL, prompt, "ctsmall")
+    return Case(f"ctsmall:{prompt}", image, gt, spacing, names, prompt=prompt,
+                notes=["pseudo ground truth (TotalSegmentator output), not manual",
+                       "small organs: gallbladder, pancreas, adrenal glands (3 mm voxels)"])
+
+
+def _ct512(prompt: str) -> Case:
+    """The shipped CT resampled to 300 x 512 x 512 (image trilinear, labels nearest),
+    cached as .npy files."""
+    from scipy import ndimage
+
+    image, gt, spacing, names = _ct_organs(_CT_ORGANS, prompt, "ct512")
+    target = (300, 512, 512)
+    zoom = [t / n for t, n in zip(target, image.shape)]
+    new_spacing = tuple(float(h * n / t) for h, n, t in zip(spacing, image.shape, target))
+    ci, cg = CACHE / "labeleff_ct512_image.npy", CACHE / "labeleff_ct512_gt.npy"
+    if ci.exists() and cg.exists():
+        big, big_gt = np.load(ci, mmap_mode="r"), np.load(cg)
+    else:
+        big = ndimage.zoom(image, zoom, order=1, grid_mode=True, mode="grid-constant",
+                           cval=float(image.min())).astype(np.float32)
+        big_gt = ndimage.zoom(gt, zoom, order=0, grid_mode=True, mode="grid-constant")
+        np.save(ci, big)
+        np.save(cg, big_gt)
+        big = np.load(ci, mmap_mode="r")
+    return Case(f"ct512:{prompt}", big, big_gt, new_spacing, names, prompt=prompt,
+                notes=["the shipped CT resampled to 300 x 512 x 512 (image trilinear, labels "
+                       "nearest); pseudo ground truth", "image memory-mapped (lazy)"])
+
+
+def _brats(arg: str) -> Case:
+    parts = arg.split(":")
+    pat, region = parts[0], parts[1]
+    thick = len(parts) > 2 and parts[2] == "6mm"
+    regions = {"wt": ((1, 2, 3, 4), "whole tumour"), "tc": ((1, 3, 4), "tumour core"),
+               "et": ((4,), "enhancing tumour")}
+    if pat not in ("1", "2") or region not in regions or (len(parts) > 2 and not thick):
+        raise ValueError(f"brats spec {arg!r}: use brats:<1|2>:<wt|tc|et>[:6mm]")
+    entries = {e["case"]: e for e in _entries("brats_dev")}
+    t1c = entries[f"brats_2013_pat000{pat}_1_t1c"]
+    flair = entries[f"brats_2013_pat000{pat}_1_flair"]
+    a, lab, spacing = _read(t1c)
+    b, _, _ = _read(flair)
+    ids, label = regions[region]
+    gt = np.isin(lab, ids).astype(np.uint8)
+    image = np.stack([a, b])
+    notes = ["BRATS 2015 (2013 subset) manual labels; T1c + FLAIR channels"]
+    if thick:
+        # the file's slice axis is the last voxel axis; after read_volume (Z, Y, X) the
+        # axis with 155 planes is the slice axis
+        axis = int(np.argmin(gt.shape))
+        f = max(1, int(round(6.0 / spacing[axis])))
+        n = gt.shape[axis] // f * f
+        sl = [slice(None)] * 3
+        sl[axis] = slice(0, n)
+        gt = gt[tuple(sl)]
+        image = image[(slice(None), *sl)]
+        shp = list(gt.shape)
+        shp[axis:axis + 1] = [n // f, f]
+        gt = (gt.reshape(shp).mean(axis=axis + 1) >= 0.5).astype(np.uint8)
+        image = image.reshape([2, *shp]).mean(axis=axis + 2).astype(np.float32)
+        spacing = tuple(h * f if i == axis else h for i, h in enumerate(spacing))
+        notes.append(f"slice axis resampled to {spacing[axis]:.0f} mm (block mean / majority)")
+    notes.append("peers (single-channel) get FLAIR for the whole tumour, T1c otherwise")
+    return Case(f"brats:{arg}", image.astype(np.float32), gt, spacing, {1: label},
+                notes=notes, peer_channel=1 if region == "wt" else 0)
+
+
 def case_names(spec: str) -> list[str]:
     """Names of the cases a spec stands for, without loading them. Every name is
     itself a spec of exactly one case."""
+    if "@" in spec:
+        base, _, variant = spec.rpartition("@")
+        if variant not in BOX_VARIANTS:
+            raise ValueError(f"box variant {variant!r}; known: {BOX_VARIANTS}")
+        return [f"{n}@{variant}" for n in case_names(base)]
     dataset, _, arg = spec.partition(":")
+    if dataset in ("ctsmall", "ct512") and arg in PROMPTS:
+        return [spec]
+    if dataset == "brats":
+        _brats_check(arg)
+        return [spec]
     if spec in ("mni1", "mni2", "mni1wm", "mni2wm", "syn256"):
         return [spec]
     if dataset == "la" and arg:
@@ -193,13 +306,34 @@ def case_names(spec: str) -> list[str]:
     if dataset == "ct" and arg in PROMPTS:
         return [spec]
     raise ValueError(f"unknown case spec {spec!r}: use mni1, mni2, mni1wm, mni2wm, "
-                     "la:N|ID, acdc:N|ID, ct:boxes|boxes+scribbles|scribbles, syn256")
+                     "la:N|ID, acdc:N|ID, ct:boxes|boxes+scribbles|scribbles, syn256, "
+                     "ctsmall:<prompt>, ct512:<prompt>, brats:<1|2>:<wt|tc|et>[:6mm], "
+                     "<case>@<box variant>")
+
+
+def _brats_check(arg):
+    parts = arg.split(":")
+    if not (2 <= len(parts) <= 3 and parts[0] in ("1", "2") and parts[1] in ("wt", "tc", "et")
+            and (len(parts) == 2 or parts[2] == "6mm")):
+        raise ValueError(f"brats spec {arg!r}: use brats:<1|2>:<wt|tc|et>[:6mm]")
 
 
 def load_case(name: str) -> Case:
     """Load one case by the name :func:`case_names` gives it."""
     (name,) = case_names(name)
+    if "@" in name:
+        base, _, variant = name.rpartition("@")
+        case = load_case(base)
+        case.name, case.box_variant = name, variant
+        case.prompt = "boxes+scribbles"
+        return case
     dataset, _, arg = name.partition(":")
+    if dataset == "ctsmall":
+        return _ct_small(arg)
+    if dataset == "ct512":
+        return _ct512(arg)
+    if dataset == "brats":
+        return _brats(arg)
     if dataset.startswith("mni"):
         return _mni(name)
     if dataset == "syn256":

@@ -8,10 +8,10 @@ beyond a laptop's RAM. Above :data:`LARGE_VOXELS`, :func:`run` therefore
    its children hold seeds of c and of no other class", boxes scaled, prior pooled)
    to at most :data:`COARSE_VOXELS` and runs the method there;
 2. upsamples the coarse probabilities tile by tile (:data:`TILE_VOXELS` per tile along
-   Z) and re-solves, at full resolution, only a narrow band where they are uncertain
-   (max probability < :data:`BAND_CONFIDENCE`, dilated by the pooling factor): a random
-   walker with the voxels outside the band (and the scribbles) as Dirichlet boundary
-   and the upsampled probabilities as a weak unary term;
+   Z) and re-solves, at full resolution, only a narrow band around the label boundaries
+   (within half the pooling factor of a label change): a random walker with the voxels
+   outside the band (and the scribbles) as Dirichlet boundary and the upsampled
+   probabilities as a weak unary term;
 3. stores probabilities and uncertainty as float16 and labels as uint8.
 
 Incremental calls warm-start the coarse solve from the previous coarse state.
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 
 import numpy as np
 import torch
@@ -36,11 +37,12 @@ from ._types import Progress, RefineState
 #: Volumes (voxels) above which refinement runs coarse-to-fine in a band.
 LARGE_VOXELS = 16_000_000
 #: Largest coarse problem.
-COARSE_VOXELS = 4_000_000
+COARSE_VOXELS = 3_000_000
 #: Voxels per fine tile (a slab of Z slices).
-TILE_VOXELS = 6_000_000
-#: Upsampled probabilities below this maximum are re-solved at full resolution.
-BAND_CONFIDENCE = 0.9
+TILE_VOXELS = 3_000_000
+#: Conjugate-gradient iterations of a band solve (the upsampled coarse solution is
+#: already close; the band only sharpens boundaries to the fine image edges).
+BAND_MAX_ITER = 30
 #: Weight of the upsampled coarse probabilities as unary term in the band.
 BAND_PRIOR_WEIGHT = 0.05
 #: Bytes per voxel of the fine stage's own arrays (input copy, normalised float32,
@@ -173,6 +175,20 @@ def _upsample(coarse: torch.Tensor, f, z0, z1, shape):
     return up[:, off:off + (z1 - z0), :shape[1], :shape[2]].contiguous()
 
 
+def _boundary_band(up: torch.Tensor, radius: int) -> torch.Tensor:
+    """Voxels within ``radius`` of a change of the upsampled labels (where two or more
+    classes are present in the (2 radius + 1)^3 neighbourhood)."""
+    lab = up.argmax(dim=0)
+    count = torch.zeros(lab.shape, dtype=torch.uint8)
+    for k in range(up.shape[0]):
+        m = (lab == k)
+        if not bool(m.any()):
+            continue
+        near = F.max_pool3d(m[None, None].float(), 2 * radius + 1, 1, radius)[0, 0] > 0
+        count += near
+    return count > 1
+
+
 def _entropy16(p: torch.Tensor) -> torch.Tensor:
     return (-torch.special.xlogy(p, p).sum(0) / math.log(p.shape[0])).clamp_(0, 1).half()
 
@@ -197,7 +213,9 @@ def run(method_gen, ctx: RefineContext, info: dict):
     shape, k1 = tuple(ctx.seeds.shape), ctx.n_classes
     f = factors(shape, ctx.spacing)
     cctx = coarse_context(ctx, f)
+    t0 = time.perf_counter()
     name, out = yield from method_gen(cctx)
+    t_coarse = time.perf_counter() - t0
     coarse = torch.from_numpy(np.asarray(out.probabilities, dtype=np.float32))
     coarse = coarse / coarse.sum(dim=0, keepdim=True).clamp_min(1e-12)
     labels = np.empty(shape, np.uint8)
@@ -215,10 +233,7 @@ def run(method_gen, ctx: RefineContext, info: dict):
         h0, h1 = max(0, z0 - halo), min(shape[0], z1 + halo)
         up = _upsample(coarse, f, h0, h1, shape)
         seeds = torch.from_numpy(ctx.seeds[h0:h1].astype(np.int64))
-        conf = up.amax(dim=0)
-        band = (conf < BAND_CONFIDENCE)[None, None].float()
-        band = F.max_pool3d(band, 2 * dil + 1, 1, dil)[0, 0] > 0
-        band &= seeds < 0
+        band = _boundary_band(up, dil) & (seeds < 0)
         nb = int(band.sum())
         if nb:
             # crop to the band's bounding box (plus one voxel) in Y and X
@@ -226,7 +241,7 @@ def run(method_gen, ctx: RefineContext, info: dict):
             xs = torch.nonzero(band.any(dim=1).any(dim=0)).flatten()
             ya, yb = max(0, int(ys[0]) - 1), min(shape[1], int(ys[-1]) + 2)
             xa, xb = max(0, int(xs[0]) - 1), min(shape[2], int(xs[-1]) + 2)
-            sub = (slice(None), slice(ya, yb), slice(xa, xb))
+            sub = (slice(None), slice(None), slice(ya, yb), slice(xa, xb))
             sb = band[sub[1:]]
             x = up[sub].clone()
             sd = seeds[sub[1:]]
@@ -235,7 +250,7 @@ def run(method_gen, ctx: RefineContext, info: dict):
             p = Problem(full[:, h0:h1, ya:yb, xa:xb], ~sb, x, ctx.spacing, up[sub])
             stats = yield from _silent(solve(
                 p, beta=float(ctx.options.get("beta", 8.0)), gamma=BAND_PRIOR_WEIGHT,
-                sigma2=sigma2, h_ref=min(ctx.spacing), tol=1e-3, max_iter=100,
+                sigma2=sigma2, h_ref=min(ctx.spacing), tol=1e-3, max_iter=BAND_MAX_ITER,
                 coarse_to_fine=False))
             iters.append(stats[-1]["iterations"])
             up[sub] = p.x
@@ -252,7 +267,8 @@ def run(method_gen, ctx: RefineContext, info: dict):
         "factors": list(f), "coarse_shape": list(cctx.seeds.shape),
         "band_voxels": band_total, "band_fraction": band_total / math.prod(shape),
         "tile_slices": tz, "band_cg_iterations_max": max(iters) if iters else 0,
-        "probabilities_dtype": "float16",
+        "probabilities_dtype": "float16", "coarse_s": t_coarse,
+        "fine_s": time.perf_counter() - t0 - t_coarse,
     }
     payload = {"coarse": {"shape": list(cctx.seeds.shape), "factors": list(f),
                           "scribbles": cctx.scribbles, "payload": out.payload}}
