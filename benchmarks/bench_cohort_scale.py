@@ -25,10 +25,11 @@ modules).
 Usage (from a clean worktree, see the house rules)::
 
     python -m benchmarks.bench_cohort_scale --parts qa dask al --out R.json
-    python -m benchmarks.bench_cohort_scale --report R.json   # docs section only
+    python -m benchmarks.bench_cohort_scale --report R1.json R2.json   # docs only
 
-Results are written after every part; ``--report`` (also run at the end) rewrites the
-``cohort_scale`` section of ``docs/benchmarks.md``.
+Results are written after every part (each part records its own date, load and code
+commit); ``--report`` rewrites the ``cohort_scale`` section of ``docs/benchmarks.md``
+from one or more results files.
 """
 
 from __future__ import annotations
@@ -267,17 +268,21 @@ def _yes(ok):
     return "**met**" if ok else "**not met**"
 
 
+def _provenance(part: dict) -> str:
+    m = part["machine"]
+    return (f"Measured {part['date']} on {m['node']} ({m['cpus']} CPU cores, load average "
+            f"{m['load_start'][0]:.1f} at start, shared with other benchmarks), code commit "
+            f"`{part['commit'][:10]}`" + ("" if part["clean"] else " (tree NOT clean)")
+            + f", command `{part['command']}`.")
+
+
 def section(res: dict) -> str:
-    m = res["machine"]
     lines = ["## Cohort scale: label QA, Dask batch jobs, volume-level active learning", "",
-             f"Measured {res['date']} on {m['node']} ({m['cpus']} CPU cores, load average "
-             f"{m['load_start'][0]:.1f} at start), code commit `{res['commit'][:10]}`"
-             + ("" if res["clean"] else " (tree NOT clean)")
-             + f", command `{res['command']}`; raw results in "
-             "`benchmarks/results/cohort_scale.json`. No GPU: GPU figures unmeasured.", ""]
+             "Raw results in `benchmarks/results/cohort_scale_*.json`. No GPU in these "
+             "runs: GPU figures are unmeasured.", ""]
     qa = res.get("qa")
     if qa:
-        lines += ["### Label QA (20 LA masks, 5 corrupted)", "",
+        lines += ["### Label QA (20 LA masks, 5 corrupted)", "", _provenance(qa), "",
                   f"2-fold models, each trained from scratch for {qa['fold_minutes']} min on "
                   f"the other fold's 10 masks (corrupted ones included); QA took "
                   f"{qa['seconds']:.0f} s in all. Default threshold (robust z) "
@@ -297,7 +302,7 @@ def section(res: dict) -> str:
                   f"{_yes(prec is not None and prec >= 0.8 and qa['recall'] >= 0.8)}.", ""]
     dk = res.get("dask")
     if dk:
-        lines += ["### Dask batch predict (20 LA volumes)", "",
+        lines += ["### Dask batch predict (20 LA volumes)", "", _provenance(dk), "",
                   f"Serial (this process, 1 torch thread): {dk['serial_s']:.1f} s "
                   f"({dk['serial_per_volume_s']:.2f} s per volume); 2-worker LocalCluster "
                   f"(processes, 1 thread each, cluster start included): {dk['local2_s']:.1f} s; "
@@ -311,7 +316,7 @@ def section(res: dict) -> str:
         runs = al["runs"]
         curves = {s: np.mean([r["dice"] for r in runs[s]], axis=0) for s in runs if runs[s]}
         k = len(next(iter(curves.values())))
-        lines += ["### Volume-level active learning (LA)", "",
+        lines += ["### Volume-level active learning (LA)", "", _provenance(al), "",
                   f"Pool of {al['pool']} volumes, test volumes {', '.join(al['tests'])}; "
                   f"start from 2 weakly labelled volumes, +1 per round for {al['rounds']} "
                   f"rounds, each retraining {al['steps']} steps (warm start from the "
@@ -365,21 +370,34 @@ def main(argv=None) -> None:
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=RESULTS)
-    ap.add_argument("--report", type=Path, help="only rewrite the docs section")
+    ap.add_argument("--report", type=Path, nargs="+",
+                    help="only rewrite the docs section from these results files (parts "
+                         "are merged, later files win)")
     args = ap.parse_args(argv)
     if args.report:
-        write_report(json.loads(args.report.read_text()))
+        merged: dict = {}
+        for path in args.report:
+            merged.update({k: v for k, v in json.loads(path.read_text()).items()
+                           if k in ("qa", "dask", "al")})
+        write_report(merged)
         return
     import torch
 
     torch.set_num_threads(args.threads)
     work = args.work or Path(tempfile.mkdtemp(prefix="cohort_scale_"))
     work.mkdir(parents=True, exist_ok=True)
-    res = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
-           "machine": {"node": platform.node(), "cpus": os.cpu_count(),
-                       "load_start": list(os.getloadavg())},
-           "command": "python -m benchmarks.bench_cohort_scale " + " ".join(
-               sys.argv[1:] if argv is None else argv), **_git()}
+    command = "python -m benchmarks.bench_cohort_scale " + " ".join(
+        sys.argv[1:] if argv is None else argv)
+    git = _git()
+
+    def provenance() -> dict:
+        return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                    timespec="minutes"),
+                "machine": {"node": platform.node(), "cpus": os.cpu_count(),
+                            "load_start": list(os.getloadavg())},
+                "command": command, **git}
+
+    res: dict = {}
 
     def save():
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -387,19 +405,20 @@ def main(argv=None) -> None:
 
     folder = work / "qa_project"
     if "qa" in args.parts:
+        prov = provenance()
         res["qa"], folder = run_qa(work, args)
+        res["qa"].update(prov)
         save()
     if "dask" in args.parts:
         if not folder.exists():
             raise SystemExit("the dask part runs on the qa part's project: add --parts qa")
-        res["dask"] = run_dask(folder, work, args)
+        prov = provenance()
+        res["dask"] = {**run_dask(folder, work, args), **prov}
         save()
     if "al" in args.parts:
-        res["al"] = run_al(work, args)
+        prov = provenance()
+        res["al"] = {**run_al(work, args), **prov}
         save()
-    res["machine"]["load_end"] = list(os.getloadavg())
-    save()
-    write_report(res)
 
 
 if __name__ == "__main__":

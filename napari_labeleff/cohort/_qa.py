@@ -18,13 +18,16 @@ Every mask is compared with a model that did **not** train on it, and with the i
     extra component), with its box;
   - ``missing``: fraction of the model's confident structure (p >= 0.9) outside the
     mask (half a structure left out), with the box of that region;
-  - ``slice``: 1 - Dice of the worst axial slice among slices where mask or model
-    hold the structure, with the slice's box;
-  - ``boundary``: where the image's edges are relative to the mask's surface: mean
-    gradient magnitude on voxel shells -4..4 around the surface; a surface lying off
-    the strongest edge (|offset| >= 2 voxels) is doubtful (a dilated, eroded or
-    shifted mask). Feature = |offset| x (0.5 + how much stronger that edge is than
-    the surface's own).
+  - ``excess``: fraction of the mask where the model is confident the structure is
+    absent (probability <= 0.1), with the box of the largest such part;
+  - ``slice``: 1 - Dice of the worst axial slice among the slices holding at least a
+    quarter of the mask's largest slice area, with the slice's box;
+  - ``boundary`` (image only): where the image's strongest edge lies relative to the
+    mask's surface: mean gradient magnitude on voxel shells -6..6 around the surface,
+    signed sub-voxel offset of its peak (positive = outside). What is typical depends
+    on the modality and on how the cohort was delineated, so it is judged against the
+    cohort's median in both directions: a dilated mask has its edge further inside, an
+    eroded one further outside.
 
 * **Score**: each feature becomes a robust z-score over the project's masks
   ((value - median) / max(1.4826 x MAD, floor)), so what is normal for this cohort
@@ -53,10 +56,13 @@ QA_THRESHOLD = 3.5
 #: Below this many masks, fixed references replace the cohort's medians.
 MIN_FOR_ROBUST = 6
 #: feature -> (reference value of a good mask, smallest scale) for the z-scores.
-REFERENCE = {"disagreement": (0.2, 0.06), "unsupported": (0.0, 0.04),
-             "missing": (0.05, 0.05), "slice": (0.4, 0.12), "boundary": (0.3, 0.4)}
+REFERENCE = {"disagreement": (0.2, 0.06), "unsupported": (0.0, 0.02),
+             "missing": (0.05, 0.05), "excess": (0.02, 0.03), "slice": (0.4, 0.12),
+             "boundary": (0.5, 0.5)}
+#: Features whose deviation counts both ways (the others: only upwards).
+TWO_SIDED = ("boundary",)
 FEATURES = tuple(REFERENCE)
-_SHELLS = np.arange(-4, 5)
+_SHELLS = np.arange(-6, 7)
 
 
 @dataclass
@@ -120,19 +126,19 @@ def boundary_profile(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return prof
 
 
-def _boundary_feature(prof: np.ndarray) -> tuple[float, int]:
-    """(feature, offset): offset of the strongest edge from the surface in voxels
-    (shells 0 and 1 hold the surface: offset 0), feature = |offset| x (0.5 + relative
-    gain of that edge over the surface's own gradient) when |offset| >= 2, else 0."""
+def _boundary_feature(prof: np.ndarray) -> float:
+    """Signed offset (voxels, sub-voxel by a parabola through the peak and its
+    neighbours) of the strongest image edge from the mask's surface: the surface lies
+    between shells 0 and 1, so offset = peak shell - 0.5; positive = outside."""
     if np.all(np.isnan(prof)):
-        return 0.0, 0
+        return 0.0
     k = int(np.nanargmax(prof))
-    shell = int(_SHELLS[k])
-    off = shell if shell <= 0 else shell - 1
-    surface = prof[np.isin(_SHELLS, (0, 1))]
-    at_surface = float(np.nanmax(surface)) if not np.all(np.isnan(surface)) else 0.0
-    gain = (prof[k] - at_surface) / max(prof[k], 1e-6)
-    return (float(abs(off) * (0.5 + gain)) if abs(off) >= 2 else 0.0), off
+    shift = 0.0
+    if 0 < k < len(prof) - 1 and not np.isnan(prof[k - 1]) and not np.isnan(prof[k + 1]):
+        den = prof[k - 1] - 2 * prof[k] + prof[k + 1]
+        if den < 0:
+            shift = float(np.clip(0.5 * (prof[k - 1] - prof[k + 1]) / den, -0.5, 0.5))
+    return float(_SHELLS[k] + shift - 0.5)
 
 
 def mask_features(image: np.ndarray, mask: np.ndarray, probs: np.ndarray) -> dict:
@@ -198,7 +204,10 @@ def mask_features(image: np.ndarray, mask: np.ndarray, probs: np.ndarray) -> dic
                     boxes["missing"] = _box(comp == big)
                 notes["missing"] = (f"{100 * frac:.0f}% of what the model confidently "
                                     "calls this structure is outside the mask")
-        per = np.flatnonzero((m | y).reshape(m.shape[0], -1).sum(1) >= 20)
+        area_m = m.reshape(m.shape[0], -1).sum(1)
+        area_y = y.reshape(y.shape[0], -1).sum(1)
+        per = np.flatnonzero((area_m >= 0.25 * area_m.max(initial=0))
+                             & (area_m + area_y >= 20))
         if per.size:
             inter = (m & y).reshape(m.shape[0], -1).sum(1)[per]
             tot = m.reshape(m.shape[0], -1).sum(1)[per] + y.reshape(y.shape[0], -1).sum(1)[per]
@@ -211,12 +220,21 @@ def mask_features(image: np.ndarray, mask: np.ndarray, probs: np.ndarray) -> dic
                 boxes["slice"] = (z, b[0], b[1], z + 1, b[2], b[3]) if b else None
                 notes["slice"] = f"axial slice {z}: Dice with the model {1 - sd[k]:.2f}"
         if n_m:
-            feat, off = _boundary_feature(boundary_profile(image, m))
-            if feat > values["boundary"]:
-                values["boundary"] = feat
-                notes["boundary"] = (f"the strongest image edge lies {abs(off)} voxels "
+            off = _boundary_feature(boundary_profile(image, m))
+            if c == 1 or abs(off) > abs(values["boundary"]):
+                values["boundary"] = off
+                notes["boundary"] = (f"the strongest image edge lies {abs(off):.1f} voxels "
                                      f"{'outside' if off > 0 else 'inside'} the mask's "
                                      "surface")
+            excess = float((m & (p <= 0.1)).sum()) / n_m
+            if excess > values["excess"]:
+                values["excess"] = excess
+                comp, n = ndi.label(m & (p <= 0.1), structure=full)
+                if n:
+                    big = 1 + int(np.argmax(np.bincount(comp.ravel())[1:]))
+                    boxes["excess"] = _box(comp == big)
+                notes["excess"] = (f"{100 * excess:.0f}% of the mask lies where the model "
+                                   "is confident there is no such structure")
     return {"values": values, "boxes": boxes, "notes": notes}
 
 
@@ -231,6 +249,8 @@ def score_features(per_volume: dict, threshold: float = QA_THRESHOLD) -> list[QA
         centre = float(np.median(x)) if robust else ref
         mad = 1.4826 * float(np.median(np.abs(x - centre))) if robust else 0.0
         z[f] = (x - centre) / max(mad, floor)
+        if f in TWO_SIDED:
+            z[f] = np.abs(z[f])
     items = []
     for i, v in enumerate(vids):
         zs = {f: float(z[f][i]) for f in FEATURES}
