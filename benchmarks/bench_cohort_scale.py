@@ -377,7 +377,10 @@ def main(argv=None) -> None:
     if args.report:
         merged: dict = {}
         for path in args.report:
-            merged.update({k: v for k, v in json.loads(path.read_text()).items()
+            res = json.loads(path.read_text())
+            top = {k: res[k] for k in ("date", "machine", "command", "commit", "clean")
+                   if k in res}  # results files of the first layout: one provenance
+            merged.update({k: {**top, **v} for k, v in res.items()
                            if k in ("qa", "dask", "al")})
         write_report(merged)
         return
