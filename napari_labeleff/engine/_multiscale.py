@@ -51,9 +51,11 @@ BAND_PRIOR_WEIGHT = 0.05
 _SOLVER_BYTES_PER_VOXEL = 230
 
 
-def factors(shape, spacing, budget: int = COARSE_VOXELS) -> tuple:
+def factors(shape, spacing, budget: int | None = None) -> tuple:
     """Integer pooling factor per axis so that the pooled grid has <= ``budget``
-    voxels, growing first the axis whose pooled spacing is finest."""
+    (default :data:`COARSE_VOXELS`) voxels, growing first the axis whose pooled
+    spacing is finest."""
+    budget = COARSE_VOXELS if budget is None else budget
     f = [1, 1, 1]
     while math.prod(math.ceil(n / k) for n, k in zip(shape, f)) > budget:
         axis = min((a for a in range(3) if math.ceil(shape[a] / f[a]) > 8),
