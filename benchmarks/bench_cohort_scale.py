@@ -296,7 +296,17 @@ def section(res: dict) -> str:
         clean = [it["score"] for it in qa["items"] if not it["corruption"]]
         prec = qa["precision"]
         lines += ["", f"Clean masks: highest score {max(clean):.1f}, median "
-                  f"{np.median(clean):.1f}.", "",
+                  f"{np.median(clean):.1f}.", ""]
+        first = res.get("qa_first")
+        if first and first.get("commit") != qa.get("commit"):
+            fp = first["precision"]
+            lines += [f"An earlier run with the first feature set (commit "
+                      f"`{first['commit'][:10]}`) gave precision "
+                      f"{'n/a' if fp is None else f'{fp:.2f}'} and recall "
+                      f"{first['recall']:.2f}. The features were then revised after "
+                      "looking at that run's per-mask values on these same 20 volumes, so "
+                      "the run above is not an independent test of the revised QA.", ""]
+        lines += [
                   f"- Precision {'n/a' if prec is None else f'{prec:.2f}'}, recall "
                   f"{qa['recall']:.2f} at the default threshold (target >= 0.8 each): "
                   f"{_yes(prec is not None and prec >= 0.8 and qa['recall'] >= 0.8)}.", ""]
@@ -380,6 +390,8 @@ def main(argv=None) -> None:
             res = json.loads(path.read_text())
             top = {k: res[k] for k in ("date", "machine", "command", "commit", "clean")
                    if k in res}  # results files of the first layout: one provenance
+            if "qa" in res and "qa" in merged and "qa_first" not in merged:
+                merged["qa_first"] = merged["qa"]
             merged.update({k: {**top, **v} for k, v in res.items()
                            if k in ("qa", "dask", "al")})
         write_report(merged)
