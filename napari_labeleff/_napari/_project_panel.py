@@ -17,6 +17,7 @@ at :data:`IDLE_CAP_S`).
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 
@@ -60,6 +61,25 @@ def _as_engine_progress(gen):
             yield p
     finally:
         gen.close()
+
+
+def _if_alive(method):
+    """Callbacks of background work: do nothing once the panel's widgets are gone
+    (napari closed while a task was still running)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        if self._closed:
+            return None
+        try:
+            return method(self, *args, **kwargs)
+        except RuntimeError as err:  # "wrapped C/C++ object ... has been deleted"
+            if "deleted" not in str(err):
+                raise
+            self._closed = True
+            return None
+
+    return wrapper
 
 
 def _suggest_next(view):
@@ -359,8 +379,9 @@ class ProjectPanel(QGroupBox):
         self.next_runner.start(_suggest_next, self._view, desc="Next volume",
                                on_returned=self._on_next, on_finished=self._on_next_finished)
 
+    @_if_alive
     def _on_next(self, found) -> None:
-        if self._closed or self.project is None:
+        if self.project is None:
             return
         item, problem, scores = found
         p = self.project
@@ -378,8 +399,9 @@ class ProjectPanel(QGroupBox):
         self._next = item.volume_id
         self.next_label.setText(f"next volume: {item.volume_id} ({item.reason})")
 
+    @_if_alive
     def _on_next_finished(self, cancelled: bool) -> None:
-        if not self._closed and getattr(self, "_next_again", False):
+        if getattr(self, "_next_again", False):
             self.refresh_next()
 
     def selected(self) -> str | None:
@@ -424,6 +446,7 @@ class ProjectPanel(QGroupBox):
         finally:
             autosave.store_dir = previous
 
+    @_if_alive
     def _on_image_changed(self) -> None:
         """A (project) volume finished binding: check its store, start the draft."""
         state, p = self.state, self.project
@@ -463,6 +486,7 @@ class ProjectPanel(QGroupBox):
             on_returned=lambda res, vid=self.vid: self._on_draft(vid, res),
         )
 
+    @_if_alive
     def _on_draft(self, vid, result) -> None:
         state, p = self.state, self.project
         if vid != self.vid or state.refined_layer is None:
@@ -489,6 +513,7 @@ class ProjectPanel(QGroupBox):
             vid = self.vid
             QTimer.singleShot(0, lambda: self._log_change(vid, kind, region))
 
+    @_if_alive
     def _log_change(self, vid, kind: str, region) -> None:
         p, state = self.project, self.state
         if vid != self.vid or p is None or p.read_only or state.scribbles_layer is None:
@@ -558,6 +583,7 @@ class ProjectPanel(QGroupBox):
             on_returned=self._on_trained, on_finished=self._on_train_finished,
         )
 
+    @_if_alive
     def _on_trained(self, outcome) -> None:
         p = self.project
         if p is None or outcome is None:  # closed meanwhile / the process was cancelled
@@ -569,10 +595,12 @@ class ProjectPanel(QGroupBox):
         if report is not None and report.published and self.vid is not None:
             self.show_draft()
 
+    @_if_alive
     def _on_train_finished(self, cancelled: bool) -> None:
         if cancelled:
             show_info("Training stopped; press Train / resume to continue it")
             self.refresh()
 
+    @_if_alive
     def _on_train_busy(self, busy: bool) -> None:
         self._update_enabled()

@@ -148,6 +148,7 @@ def test_stop_and_resume_training(make_napari_viewer, qtbot, tmp_path, monkeypat
     qtbot.waitUntil(lambda: not panel.train_runner.running, timeout=60000)
     assert learner.resumed_from[0] == 0 and learner.resumed_from[1] > 0
     assert project.published == "v0001"
+    qtbot.waitUntil(lambda: not panel.next_runner.running, timeout=60000)
 
 
 def test_open_errors_are_notifications(make_napari_viewer, qtbot, tmp_path, notes):
