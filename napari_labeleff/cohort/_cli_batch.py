@@ -22,9 +22,9 @@ def _job_options(p, *, out_required: bool, out_help: str) -> None:
                         "process), or a Dask scheduler address, e.g. tcp://host:8786")
     p.add_argument("--workers", type=int, default=2,
                    help="worker processes of the local cluster (default 2; one thread each)")
-    p.add_argument("--device", default="cpu",
-                   help="torch device on the workers: cpu (default), auto (each worker's "
-                        "GPU when it has one), cuda, cuda:N")
+    p.add_argument("--device", default="auto",
+                   help="torch device on the workers: auto (default: each worker's GPU "
+                        "when it has one, else its CPU), cpu, cuda, cuda:N")
     p.add_argument("--volumes", nargs="+", metavar="ID", help="only these volume ids")
     p.add_argument("--timeout", type=float, default=10.0,
                    help="seconds to reach a scheduler address (default 10)")

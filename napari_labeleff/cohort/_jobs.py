@@ -75,6 +75,8 @@ class VolumeResult:
     seconds : float
     model_loads : int
         Models this worker process had loaded when the task finished (cache check).
+    device : str
+        Torch device the model ran on ("" for export).
     """
 
     volume_id: str
@@ -86,6 +88,7 @@ class VolumeResult:
     worker: str = "serial"
     seconds: float = 0.0
     model_loads: int = 0
+    device: str = ""
 
 
 @dataclass
@@ -144,7 +147,7 @@ class JobReport:
 
 
 # ---- worker side ------------------------------------------------------------------------
-def cached_model(checkpoint_dir: str, device: str = "cpu"):
+def cached_model(checkpoint_dir: str, device: str = "auto"):
     """The model of ``checkpoint_dir``, loaded once per process (per device and weights
     file version): every task on a worker after the first reuses it."""
     from ._predict import load_model
@@ -193,7 +196,7 @@ def _geometry(record: dict):
 
 
 def run_task(kind: str, record: dict, *, checkpoint: str | None, out_path: str | None,
-             class_names: tuple, device: str = "cpu", project: str | None = None,
+             class_names: tuple, device: str = "auto", project: str | None = None,
              threads: int = 1) -> VolumeResult:
     """One volume of a job (runs on a worker; also the serial path).
 
@@ -215,6 +218,7 @@ def run_task(kind: str, record: dict, *, checkpoint: str | None, out_path: str |
 
             vol = _read_checked(record)
             model = cached_model(checkpoint, device)
+            res.device = str(model.device)
             probs = np.asarray(model.predict(np.asarray(vol.data), vol.spacing),
                                dtype=np.float32)
             k1 = len(class_names) + 1
@@ -296,7 +300,7 @@ def _connect(scheduler: str, workers: int, timeout: float, threads: int):
 
 
 def job_steps(project, kind: str, *, out=None, scheduler: str = "local", workers: int = 2,
-              volumes=None, device: str = "cpu", threads_per_worker: int = 1,
+              volumes=None, device: str = "auto", threads_per_worker: int = 1,
               connect_timeout: float = CONNECT_TIMEOUT
               ) -> Generator[Progress, None, JobReport]:
     """Run a batch job over a project's volumes, yielding progress.

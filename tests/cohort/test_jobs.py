@@ -48,6 +48,7 @@ def test_local_cluster_predict_equals_serial_and_project_predict(project, tmp_pa
     assert not local.failed, local.failed
     assert set(local.outputs) == set(project.volume_ids)
     assert local.workers == 2 and local.model == str(project.published)
+    assert all(r.device for r in local.results.values())
     # every worker loaded the published model once, whatever number of tasks it ran
     per_worker = {}
     for r in local.results.values():
@@ -61,6 +62,16 @@ def test_local_cluster_predict_equals_serial_and_project_predict(project, tmp_pa
     _assert_written_like_predict(project, tmp_path / "dask")
     # scores were recorded for every volume
     assert all(rec.scores.get("model") == str(project.published) for rec in project.volumes)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+def test_gpu_worker_uses_its_gpu(project, tmp_path):
+    report = run_job(project, "predict", out=tmp_path / "gpu", scheduler="local",
+                     workers=1, device="auto")
+    assert not report.failed
+    assert all(r.device.startswith("cuda") for r in report.results.values())
+    _assert_written_like_predict(project, tmp_path / "gpu")
 
 
 def test_failing_volume_is_reported_and_the_others_finish(project, tmp_path):
