@@ -13,7 +13,8 @@ modules).
           over the 20 volumes serially (this process) and on a 2-worker LocalCluster
           (one thread each): same masks? wall-time ratio; and equality with
           ``Project.predict`` for every volume.
-``al``    volume-level active learning: pool = cases 1-16, test = cases 17-20; start
+``al``    volume-level active learning: pool = cases 1-16 (``--al-pool``), test = cases
+          17-20 (``--al-tests``); start
           from cases 1-2 weakly labelled (the protocol's initial scribbles, 3 axial
           slices per class), then each round the strategy names one pool volume, the
           simulated annotator gives it the same kind of scribbles, and the project
@@ -214,7 +215,7 @@ def run_al(work: Path, args) -> dict:
     from napari_labeleff.cohort import Project
 
     entries = la_entries()
-    pool, tests = entries[:16], entries[16:20]
+    pool, tests = entries[:args.al_pool], entries[16:16 + args.al_tests]
     gts = {}
     out = {"pool": len(pool), "tests": [e["case"] for e in tests], "rounds": args.al_rounds,
            "steps": args.al_steps, "semi": args.al_semi, "threads": args.threads,
@@ -373,6 +374,8 @@ def main(argv=None) -> None:
     ap.add_argument("--qa-minutes", type=float, default=3.0)
     ap.add_argument("--dask-train-minutes", type=float, default=1.0)
     ap.add_argument("--al-rounds", type=int, default=3)
+    ap.add_argument("--al-pool", type=int, default=16, help="pool: the first N cases (<= 16)")
+    ap.add_argument("--al-tests", type=int, default=4, help="test: cases 17.. (<= 4)")
     ap.add_argument("--al-steps", type=int, default=60)
     ap.add_argument("--al-max-minutes", type=float, default=4.0)
     ap.add_argument("--al-semi", action="store_true",
