@@ -124,15 +124,30 @@ def _project(folder: Path):
 def run_qa(work: Path, args) -> tuple[dict, Path]:
     from napari_labeleff.cohort._qa import QA_THRESHOLD
 
+    from napari_labeleff.cohort import Project
+
     folder = work / "qa_project"
-    p = _project(folder)
     truth = {}
-    for i, e in enumerate(la_entries()):
-        vid = p.add(DATA / e["image"])
-        _, gt, _ = _read(e)
-        how = CORRUPT.get(i)
-        p.accept(vid, corrupt(gt, how) if how else gt)
-        truth[vid] = how
+    reused = None
+    if args.reuse_qa_project and folder.exists():
+        # an earlier run's project: same masks, so its cached fold models are reused
+        p = Project.open(folder)
+        for i, e in enumerate(la_entries()):
+            _, gt, _ = _read(e)
+            vid = p.volume_ids[i]
+            how = CORRUPT.get(i)
+            if not np.array_equal(p.labels(vid)["mask"], corrupt(gt, how) if how else gt):
+                raise SystemExit(f"{folder}: the mask of {vid} is not this benchmark's")
+            truth[vid] = how
+        reused = sorted(str(f.parent.name) for f in (folder / "qa").glob("*/fold*/model.pt"))
+    else:
+        p = _project(folder)
+        for i, e in enumerate(la_entries()):
+            vid = p.add(DATA / e["image"])
+            _, gt, _ = _read(e)
+            how = CORRUPT.get(i)
+            p.accept(vid, corrupt(gt, how) if how else gt)
+            truth[vid] = how
     _log(f"qa: 20 masks accepted, corrupted: {[v for v, h in truth.items() if h]}")
     t0 = time.monotonic()
     last = [0.0]
@@ -149,6 +164,7 @@ def run_qa(work: Path, args) -> tuple[dict, Path]:
     bad = {v for v, h in truth.items() if h}
     tp = len(flagged & bad)
     out = {"threshold": QA_THRESHOLD, "folds": 2, "fold_minutes": args.qa_minutes,
+           "fold_models_reused": reused, "fold_models_from": args.reuse_qa_project,
            "seconds": round(seconds, 1), "precision": tp / len(flagged) if flagged else None,
            "recall": tp / len(bad), "flagged": sorted(flagged),
            "items": [{**it.to_dict(), "corruption": truth[it.volume_id]} for it in items]}
@@ -211,7 +227,7 @@ def _train(p, args, seed):
                    pseudo_cache_dir=str(args.pseudo_cache))
 
 
-def run_al(work: Path, args) -> dict:
+def run_al(work: Path, args, save=None) -> dict:
     from napari_labeleff.cohort import Project
 
     entries = la_entries()
@@ -261,6 +277,9 @@ def run_al(work: Path, args) -> dict:
                      f"Dice {run['dice'][-1]:.3f}")
             p.close()
             out["runs"][strategy].append(run)
+            out["seeds_done"] = seed + (strategy == STRATEGIES[-1])
+            if save is not None:
+                save(out)  # partial results survive an interruption
     return out
 
 
@@ -285,8 +304,11 @@ def section(res: dict) -> str:
     if qa:
         lines += ["### Label QA (20 LA masks, 5 corrupted)", "", _provenance(qa), "",
                   f"2-fold models, each trained from scratch for {qa['fold_minutes']} min on "
-                  f"the other fold's 10 masks (corrupted ones included); QA took "
-                  f"{qa['seconds']:.0f} s in all. Default threshold (robust z) "
+                  f"the other fold's 10 masks (corrupted ones included)"
+                  + (f" (the fold models of the earlier run at commit "
+                     f"`{qa['fold_models_from'][:10]}`, reused: same masks)"
+                     if qa.get("fold_models_reused") else "")
+                  + f"; QA took {qa['seconds']:.0f} s. Default threshold (robust z) "
                   f"{qa['threshold']}.", "",
                   "| volume | corruption | score | flagged | reason |", "|---|---|---|---|---|"]
         for it in qa["items"]:
@@ -372,6 +394,9 @@ def main(argv=None) -> None:
                     choices=["qa", "dask", "al"])
     ap.add_argument("--threads", type=int, default=1, help="torch threads for training")
     ap.add_argument("--qa-minutes", type=float, default=3.0)
+    ap.add_argument("--reuse-qa-project", default=None, metavar="COMMIT",
+                    help="reuse the qa project (and its fold models) left in --work by an "
+                         "earlier run of this benchmark at code commit COMMIT")
     ap.add_argument("--dask-train-minutes", type=float, default=1.0)
     ap.add_argument("--al-rounds", type=int, default=3)
     ap.add_argument("--al-pool", type=int, default=16, help="pool: the first N cases (<= 16)")
@@ -435,8 +460,12 @@ def main(argv=None) -> None:
         save()
     if "al" in args.parts:
         prov = provenance()
-        res["al"] = {**run_al(work, args), **prov}
-        save()
+
+        def save_al(partial):
+            res["al"] = {**partial, **prov}
+            save()
+
+        save_al(run_al(work, args, save_al))
 
 
 if __name__ == "__main__":
