@@ -382,7 +382,9 @@ def indistinct(boxes, post: torch.Tensor, scribbled=()) -> list[str]:
         c = box[0]
         if c in scribbled:
             continue
-        m = float(post[c][_slices(_core(box, 0.5))].mean())
+        sl = _slices(_core(box, 0.5))
+        # structure vs background only (other structures may look alike)
+        m = float((post[c][sl] / (post[c][sl] + post[0][sl]).clamp_min(1e-12)).mean())
         if m < DISTINCT_POSTERIOR:
             out.append(f"box {i} (structure {c}): its inside looks like its surroundings "
                        f"(mean posterior {m:.2f}); is the box on the object? Scribble the "
