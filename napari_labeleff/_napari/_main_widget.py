@@ -21,6 +21,7 @@ from ._autosave import Autosave
 from ._classes_panel import ClassesPanel
 from ._export_panel import ExportPanel
 from ._project_panel import ProjectPanel
+from ._qa_panel import LabelQAPanel
 from ._layers import (
     BOX_FEATURES,
     boxes_to_shapes,
@@ -98,14 +99,15 @@ class LabelEffWidget(QWidget):
         self.project_panel = ProjectPanel(
             napari_viewer, self, show_uncertainty=self._show_uncertainty_overlay
         )
+        self.qa_panel = LabelQAPanel(napari_viewer, self.project_panel, self.runner)
 
         body = QWidget()
         col = QVBoxLayout(body)
         form = QFormLayout()
         form.addRow("image", self.image_combo)
         col.addLayout(form)
-        for panel in (self.project_panel, self.classes_panel, self.refine_panel,
-                      self.review_panel, self.export_panel):
+        for panel in (self.project_panel, self.qa_panel, self.classes_panel,
+                      self.refine_panel, self.review_panel, self.export_panel):
             col.addWidget(panel)
         col.addStretch(1)
         scroll = QScrollArea()

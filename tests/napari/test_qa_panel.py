@@ -29,7 +29,8 @@ def test_doubtful_masks_listed_and_opened(make_napari_viewer, qtbot, trained, tm
     widget.runner.mode = "sync"
     ppanel = widget.project_panel
     ppanel.open_project(tmp_path / "proj")
-    qa = LabelQAPanel(viewer, ppanel, widget.runner)
+    qa = widget.qa_panel  # the dock shows it under the project box
+    assert isinstance(qa, LabelQAPanel)
     qa.models.value = "published model"
     assert qa.run_check()
     qtbot.waitUntil(lambda: qa.table.rowCount() > 0, timeout=60000)
