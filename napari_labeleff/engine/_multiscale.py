@@ -42,7 +42,7 @@ COARSE_VOXELS = 3_000_000
 TILE_VOXELS = 3_000_000
 #: Conjugate-gradient iterations of a band solve (the upsampled coarse solution is
 #: already close; the band only sharpens boundaries to the fine image edges).
-BAND_MAX_ITER = 30
+BAND_MAX_ITER = 16
 #: Weight of the upsampled coarse probabilities as unary term in the band.
 BAND_PRIOR_WEIGHT = 0.05
 #: Bytes per voxel of the fine stage's own arrays (input copy, normalised float32,
@@ -245,18 +245,32 @@ def run(method_gen, ctx: RefineContext, info: dict):
             xa, xb = max(0, int(xs[0]) - 1), min(shape[2], int(xs[-1]) + 2)
             sub = (slice(None), slice(None), slice(ya, yb), slice(xa, xb))
             sb = band[sub[1:]]
-            x = up[sub].clone()
             sd = seeds[sub[1:]]
-            onehot = F.one_hot(sd.clamp_min(0), k1).movedim(-1, 0).float()
-            x = torch.where(sd >= 0, onehot, x)
-            p = Problem(full[:, h0:h1, ya:yb, xa:xb], ~sb, x, ctx.spacing, up[sub])
+            block = up[sub]
+            # only the classes present in this block are solved (often 2 or 3)
+            present = torch.nonzero(block.amax(dim=(1, 2, 3)) > 0.01).flatten()
+            if 0 not in present.tolist():
+                present = torch.cat([torch.zeros(1, dtype=present.dtype), present])
+            cls = present.tolist()
+            x = block[present].clone()
+            remap = torch.full((k1,), -1, dtype=torch.long)
+            remap[present] = torch.arange(len(cls))
+            sdr = torch.where(sd >= 0, remap[sd.clamp_min(0)], torch.full_like(sd, -1))
+            sb &= ~((sd >= 0) & (sdr < 0))
+            onehot = F.one_hot(sdr.clamp_min(0), len(cls)).movedim(-1, 0).float()
+            x = torch.where(sdr >= 0, onehot, x)
+            x = x / x.sum(dim=0, keepdim=True).clamp_min(1e-12)
+            prior = block[present].clone()
+            p = Problem(full[:, h0:h1, ya:yb, xa:xb], ~sb, x, ctx.spacing, prior)
             stats = yield from _silent(solve(
                 p, beta=float(ctx.options.get("beta", 8.0)), gamma=BAND_PRIOR_WEIGHT,
                 sigma2=sigma2, h_ref=min(ctx.spacing), tol=1e-3, max_iter=BAND_MAX_ITER,
                 coarse_to_fine=False))
             iters.append(stats[-1]["iterations"])
-            up[sub] = p.x
-            del p, x
+            block.zero_()
+            block[present] = p.x
+            up[sub] = block
+            del p, x, prior
         band_total += nb
         core = slice(z0 - h0, z0 - h0 + (z1 - z0))
         pt = up[:, core]

@@ -86,7 +86,7 @@ def test_coarse_to_fine_band(monkeypatch):
 
 
 def test_too_large_for_memory_is_refused_with_an_estimate(monkeypatch):
-    monkeypatch.setattr(_multiscale, "available_bytes", lambda: 50 * 2**20)
+    monkeypatch.setattr(_multiscale, "available_bytes", lambda: 2**20)
     image, _, scr = make_phantom()
     with pytest.raises(LabelEffError, match=r"refining a region of \(24, 48, 48\) voxels "
                                             r"with 3 classes needs about .* GB of memory, "
