@@ -28,6 +28,18 @@ from qtpy.QtWidgets import (
 from .. import engine
 from ._layers import accept_into
 
+
+def _engine_image(state):
+    """The image handed to the engine: a single lazy layer (dask, zarr) is passed as
+    it is, so that the engine reads only the region it solves (around the boxes) in
+    the worker; anything else is snapshotted in memory."""
+    layers = state.channel_layers or [state.image_layer]
+    data = layers[0].data
+    if len(layers) == 1 and not isinstance(data, np.ndarray) and hasattr(data, "shape") \
+            and len(data.shape) == 3:
+        return data
+    return state.image_snapshot()
+
 DEVICES = ("auto", "cpu", "cuda")
 ACCEPT_SCOPES = ("all classes", "selected class", "region under cursor")
 #: Quiet time after the last stroke before a live refinement starts (ms).
@@ -140,7 +152,7 @@ class RefinePanel(QGroupBox):
         self.progress.setFormat("starting…")
         return self.runner.start(
             engine.refine_steps,
-            state.image_snapshot(),
+            _engine_image(state),
             state.scribbles_snapshot(),
             desc="Refine",
             on_progress=self._on_progress,
