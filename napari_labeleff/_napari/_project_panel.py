@@ -218,6 +218,7 @@ class ProjectPanel(QGroupBox):
         self.next_btn.clicked.connect(self.open_next)
         self.state.image_changed.connect(self._on_image_changed)
         self.state.annotations_changed.connect(self._on_annotations)
+        self.state.classes_changed.connect(self._on_classes_changed)
         self._update_enabled()
 
     # ---- helpers -------------------------------------------------------------------------
@@ -499,6 +500,16 @@ class ProjectPanel(QGroupBox):
         if self._show_uncertainty is not None:
             self._show_uncertainty()
         self.refresh(next_volume=False)
+
+    @_if_alive
+    def _on_classes_changed(self) -> None:
+        """A structure added in the class editor joins the project's list."""
+        p = self.project
+        if self.vid is None or p is None or p.read_only:
+            return
+        names = [c.name for c in self.state.classes[1:]]
+        if self._guard("Project classes", p.adopt_classes, names, vid=self.vid) is None:
+            self.refresh(next_volume=False)
 
     # ---- annotation log ------------------------------------------------------------------------
     def _seconds(self) -> float:

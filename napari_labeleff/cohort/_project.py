@@ -741,21 +741,30 @@ class Project:
         """Session classes == project classes: add the project's missing ones to the
         session; adopt structures the session added at the end (e.g. in the GUI)."""
         names = [c.name for c in session.classes[1:]]
+        self.adopt_classes(names, vid=vid)
+        for name in self.class_names[len(names):]:
+            session.add_class(name)
+
+    def adopt_classes(self, names, *, vid: str | None = None) -> None:
+        """Check a volume's structure list against the project's: the project adopts
+        structures appended at the end (e.g. added in the GUI); a volume may lack the
+        project's newest ones (added after its store was made). Anything else (renamed,
+        removed, reordered) is an error naming both lists."""
+        names = list(names)
         project = self.class_names
-        if names == project:
+        if names == project or project[: len(names)] == names:
             return
         if names[: len(project)] == project:
+            self._writer("add classes")
             data = self._edit()
             data["class_names"] = _check_class_names(names)
             self._commit(data)
-        elif project[: len(names)] == names:
-            for name in project[len(names):]:
-                session.add_class(name)
-        else:
-            raise LabelEffError(
-                f"volume {vid!r}: its classes {names} differ from the project's {project}; "
-                "use the same structures, in the same order, in every volume"
-            )
+            return
+        where = f"volume {vid!r}: its" if vid else "the"
+        raise LabelEffError(
+            f"{where} classes {names} differ from the project's {project}; use the same "
+            "structures, in the same order, in every volume (add new ones at the end)"
+        )
 
     def labels(self, vid: str) -> dict:
         """What is stored for ``vid`` (read now from disk, without the writer lock).
@@ -1185,8 +1194,7 @@ class Project:
         stored = {vid: self.labels(vid) for vid in self.volume_ids}
         for vid, s in stored.items():
             self._refresh(vid, s["scribbles"], s["boxes"])
-            if s["classes"] != self.class_names:
-                self.session(vid).close()  # brings the store's classes in line (or says why not)
+            self.adopt_classes(s["classes"], vid=vid)  # no session needed (the GUI may hold it)
         labelled = [v for v in self.volumes if v.status != "new"]
         if not labelled:
             raise LabelEffError(

@@ -292,3 +292,19 @@ def test_real_learner_in_a_background_process(tmp_path):
         report = p.finish_training(outcome)
         assert report.published and p.published == plan.version
         assert (p.model_dir(plan.version) / "model.pt").exists()
+
+
+def test_class_added_in_the_gui_session_while_it_is_open(project, monkeypatch):
+    """Training while the GUI holds a volume's session: the project adopts a class the
+    session added, without opening the (locked) session itself."""
+    learner = FakeLearner(scores=[0.8]).install(monkeypatch)
+    session = project.session("case0")  # what the GUI holds
+    try:
+        session.add_class("appendage")
+        report = project.train()
+        assert report.published and learner.calls[0].class_names == ("left atrium", "appendage")
+        assert project.class_names == ["left atrium", "appendage"]
+    finally:
+        session.close()
+    with pytest.raises(LabelEffError, match=r"classes \['other'\] differ from the project's"):
+        project.adopt_classes(["other"])
