@@ -170,3 +170,19 @@ def test_open_errors_are_notifications(make_napari_viewer, qtbot, tmp_path, note
     finally:
         panel.close_project()
         holder.close()
+
+
+def test_class_added_in_the_panel_joins_the_project(make_napari_viewer, qtbot, tmp_path, notes):
+    viewer = make_napari_viewer()
+    widget, panel = _panel(viewer)
+    project = panel.create_project(tmp_path / "proj", ["ball"])
+    panel.add_paths(_scans(tmp_path, 1))
+    _open(qtbot, panel, "case0")
+    widget.state.session.add_class("appendage")  # what the class editor does
+    widget.state.classes_changed.emit()
+    assert project.class_names == ["ball", "appendage"]
+    assert "ball, appendage" in panel.info.text()
+    widget.state.session.rename_class(1, "atrium")  # renaming breaks the project's list
+    widget.state.classes_changed.emit()
+    assert project.class_names == ["ball", "appendage"]
+    assert any(sev == "error" and "differ from the project's" in m for sev, m in notes)
