@@ -47,6 +47,7 @@ def test_loose_box_never_hurts_scribbles():
     assert res.info["box_mode"] == "scribble intensity model + box constraints"
 
 
+@pytest.mark.slow  # > 20 s on the loaded 2-core machine
 def test_box_only_on_a_non_convex_structure():
     image, gt, _, box = _shell_case()
     res = refine(image, np.zeros(gt.shape, np.uint8), spacing=SPACING, boxes=[box],
@@ -107,6 +108,7 @@ def test_box_without_object_says_so(binary_phantom):
                method="randomwalk")
 
 
+@pytest.mark.slow  # > 20 s on the loaded 2-core machine
 def test_nested_boxes_of_different_structures(phantom):
     image, gt, scr = phantom
     outer, inner = _variant(gt, 1, "exact"), _variant(gt, 2, "exact")
@@ -115,6 +117,7 @@ def test_nested_boxes_of_different_structures(phantom):
     assert dice(res.labels == 1, gt == 1) > 0.9 and dice(res.labels == 2, gt == 2) > 0.85
 
 
+@pytest.mark.slow  # > 20 s on the loaded 2-core machine
 def test_boxes_of_structures_without_scribbles(phantom):
     """Structure 2 has a box but no scribble: its model comes from the box."""
     image, gt, scr = phantom

@@ -59,6 +59,7 @@ def test_roi_reads_only_the_region_around_the_boxes():
     assert dice(res.labels == 1, full.labels == 1) > 0.98
 
 
+@pytest.mark.slow  # > 20 s on the loaded 2-core machine
 def test_coarse_to_fine_band(monkeypatch):
     monkeypatch.setattr(_multiscale, "COARSE_VOXELS", 12_000)
     monkeypatch.setattr(_multiscale, "TILE_VOXELS", 20_000)
