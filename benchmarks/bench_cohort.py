@@ -100,8 +100,11 @@ def train_arm(cases, work, name, flags, args):
 
     opts = {"max_minutes": args.budget, "device": args.device, "seed": args.seed, "num_threads": args.threads,
             "pseudo_cache_dir": str(work / "pseudo"), **flags}
+    if args.max_steps:
+        opts["max_steps"] = args.max_steps
     t0, c0 = time.monotonic(), os.times()
-    report = _drive(train_in_background(_spec(cases, work, name, opts)), name)
+    folder = f"{name}_{time.strftime('%H%M%S')}"  # a new checkpoint folder per invocation
+    report = _drive(train_in_background(_spec(cases, work, folder, opts)), name)
     wall = time.monotonic() - t0
     c1 = os.times()
     return report, {"wall_s": round(wall, 1), "options": opts,
@@ -243,6 +246,8 @@ def main(argv=None):
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     ap.add_argument("--prior-arms", nargs="*", default=list(ARMS), help="arms evaluated with (b)")
     ap.add_argument("--budget", type=float, default=8.0, help="training minutes per arm")
+    ap.add_argument("--max-steps", type=int, default=0,
+                    help="stop each arm after this many steps (a compute-matched ablation; --budget caps it)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
@@ -264,7 +269,8 @@ def main(argv=None):
                                                                    + (argv or sys.argv[1:])),
            "protocol": {"cohort": "la_mri sorted by case id", "weak": "cases 1-6, initial scribbles (3 axial "
                         "slices per class), no masks", "unlabeled": "cases 7-14", "test": "cases 15-20",
-                        "seed": args.seed, "budget_min_per_arm": args.budget, "threads": args.threads},
+                        "seed": args.seed, "budget_min_per_arm": args.budget, "threads": args.threads,
+                        "max_steps": args.max_steps or None},
            "arms": {}}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -291,7 +297,7 @@ def main(argv=None):
     from napari_labeleff.cohort._train import train_steps
 
     t0 = time.monotonic()
-    prep = _drive(train_steps(_spec(cases, work, "_prep", {
+    prep = _drive(train_steps(_spec(cases, work, f"_prep_{time.strftime('%H%M%S')}", {
         "max_steps": 1, "device": args.device, "semi": False, "num_threads": args.threads,
         "pseudo_cache_dir": str(work / "pseudo")})), "prep")
     pseudo_wall = time.monotonic() - t0

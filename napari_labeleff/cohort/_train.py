@@ -209,7 +209,7 @@ def _pseudo_labels(case, pc, k, cache_dir, band=PSEUDO_BAND):
 
     The graph runs on the ORIGINAL grid with the original scribbles/boxes (thin strokes
     do not survive a coarser grid), then the labels are resampled (nearest).
-    Cached in ``cache_dir`` by the content of the image path and labels snapshot.
+    Cached in ``cache_dir`` by the image path and the content of the weak labels.
     """
     from scipy import ndimage as ndi
 
@@ -217,8 +217,11 @@ def _pseudo_labels(case, pc, k, cache_dir, band=PSEUDO_BAND):
     from ._data import read_image, resample_mask
     from ._spec import read_labels_snapshot
 
-    with open(case.labels_path, "rb") as fh:
-        key = hashlib.sha256(fh.read() + case.image_path.encode() + repr(pc.spacing).encode()).hexdigest()[:16]
+    snap = read_labels_snapshot(case.labels_path, n_classes=k + 1)
+    h = hashlib.sha256(case.image_path.encode() + repr(pc.spacing).encode() + repr(band).encode())
+    for name in ("scribbles", "boxes"):  # array content: a re-written snapshot still hits
+        h.update(np.ascontiguousarray(snap[name]).tobytes())
+    key = h.hexdigest()[:16]
     os.makedirs(cache_dir, exist_ok=True)
     path = os.path.join(cache_dir, f"pseudo_{pc.volume_id}_{key}.npy")
     if os.path.exists(path):

@@ -234,3 +234,26 @@ def test_disk_full_while_saving_is_a_clear_error_and_publishes_nothing(tmp_path,
         run(train_steps(spec))
     assert not os.path.exists(os.path.join(spec.out_dir, "model.pt"))
     assert not [f for f in os.listdir(spec.out_dir) if ".tmp-" in f]
+
+
+def test_pseudo_labels_are_confident_interiors_and_cached_by_content(tmp_path):
+    import time as _time
+
+    from napari_labeleff.cohort._data import prepare_case
+    from napari_labeleff.cohort._train import _pseudo_labels
+    from .learning_synth import slice_scribbles
+
+    spec = make_spec(tmp_path, n_labelled=1, n_val=0, kind="scribbles")
+    case = spec.cases[0]
+    config = {"in_channels": 1, "target_spacing": [1.0, 1.0, 1.0]}
+    pc = prepare_case(case, config, n_classes=2)
+    lab, info = _pseudo_labels(case, pc, 1, str(tmp_path / "cache"))
+    _, gt = make_volume(100)
+    kept = lab > 0
+    assert 0.5 < kept.mean() < 1.0  # a band around the boundary is left out
+    assert ((lab - 1) == gt)[kept].mean() > 0.97
+    assert "cached" not in info
+    _time.sleep(1.1)  # a re-written snapshot (new zip timestamps) with the same labels
+    write_labels_snapshot(case.labels_path, slice_scribbles(gt))
+    lab2, info2 = _pseudo_labels(case, pc, 1, str(tmp_path / "cache"))
+    assert info2 == {"cached": True} and np.array_equal(lab, lab2)
