@@ -342,9 +342,9 @@ def _cmd_refine(args) -> int:
         scribbles = _load_label_volume(args.scribbles, vol)
     else:
         scribbles = np.zeros(vol.shape, np.uint8)
-    image = np.asarray(vol.data)
+    image = vol.data  # lazy data stays lazy: the engine reads only the region it solves
     if vol.channel_axis is not None:
-        image = np.moveaxis(image, vol.channel_axis, 0)
+        image = np.moveaxis(np.asarray(image), vol.channel_axis, 0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         result = _drive(refine_steps(image, scribbles, spacing=vol.spacing, boxes=boxes,
@@ -356,8 +356,10 @@ def _cmd_refine(args) -> int:
     print(f"wrote {written[0]} ({result.method} on {result.device}, "
           f"{result.info['timings']['total_s']:.2f} s; voxels per class {counts.tolist()})")
     if args.probabilities:
-        path = write_volume(args.probabilities, result.probabilities, vol.geometry,
-                            source_path=vol.path)
+        # float16 in memory on large volumes; written as float32 (asked for)
+        path = write_volume(args.probabilities,
+                            np.asarray(result.probabilities, dtype=np.float32),
+                            vol.geometry, source_path=vol.path)
         print(f"wrote probabilities ({result.n_classes} channels) to {path}")
     return 0
 
