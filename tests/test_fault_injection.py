@@ -289,6 +289,7 @@ def _run_harness(tmp_path, seed, n_kills, max_delay=0.35, timeout=900):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # ~35 s per seed on 2 cores; 4 x 130 = 520 kill points run in CI
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
 def test_sigkill_at_random_points_loses_no_completed_operation(tmp_path, seed):

@@ -2,11 +2,13 @@
 
 Goes through the npe2 writer function (:func:`._writer.write_labels`), so the panel and
 napari's File > Save write the same files: the mask plus 3D Slicer / ITK-SNAP label
-tables, atomically, never onto the source image.
+tables, atomically, never onto the source image. An existing mask file is replaced
+only after the user confirmed it.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from napari.utils.notifications import show_info
@@ -16,11 +18,13 @@ from qtpy.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLineEdit,
+    QMessageBox,
     QPushButton,
     QVBoxLayout,
 )
 
 from .._errors import LabelEffError
+from ..io._write import label_table_paths
 from ._reader import layer_name
 from ._writer import write_labels
 
@@ -34,6 +38,13 @@ def default_mask_path(source_path) -> str:
     src = Path(source_path)
     folder = src if src.is_dir() else src.parent
     return str(folder / f"{layer_name(src)}_mask.nii.gz")
+
+
+def _is_source(path, source) -> bool:
+    try:
+        return source is not None and os.path.samefile(path, source)
+    except OSError:
+        return False
 
 
 class ExportPanel(QGroupBox):
@@ -70,6 +81,18 @@ class ExportPanel(QGroupBox):
         layer = self.state.image_layer
         self.path.setText(default_mask_path(layer.metadata.get("source_path")) if layer else "")
 
+    def confirm_overwrite(self, existing) -> bool:
+        """Ask whether to replace the files ``existing`` (list of Path); True = yes."""
+        names = "\n".join(str(p) for p in existing[:4])
+        answer = QMessageBox.question(
+            self,
+            "Replace mask?",
+            f"These files exist already and would be replaced:\n{names}\n\nReplace them?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
+        )
+        return answer == QMessageBox.StandardButton.Yes
+
     def _browse(self) -> None:
         path, _ = QFileDialog.getSaveFileName(
             self, "Save mask", self.path.text(), "NIfTI (*.nii.gz *.nii)"
@@ -87,6 +110,12 @@ class ExportPanel(QGroupBox):
         path = path or self.path.text().strip()
         if not path:
             show_info("Export: choose an output file")
+            return None
+        existing = [p for p in (Path(path), *label_table_paths(path)) if p.exists()]
+        if existing and _is_source(path, layer.metadata.get("source_path")):
+            existing = []  # the writer refuses this one; nothing to ask
+        if existing and not self.confirm_overwrite(existing):
+            show_info(f"Export: kept the existing {existing[0]}; nothing was written")
             return None
         # The layer's metadata is refreshed from the class table on every class change.
         try:

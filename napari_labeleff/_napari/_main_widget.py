@@ -14,10 +14,10 @@ import pandas as pd
 from napari.layers import Image, Labels, Shapes
 from napari.utils.notifications import show_info
 from qtpy.QtCore import Qt, QTimer
-from qtpy.QtWidgets import QComboBox, QFormLayout, QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel, QScrollArea, QVBoxLayout, QWidget
 
 from ..io import Geometry
-from ._autosave import Autosave
+from ._autosave import Autosave, open_session, warn_once
 from ._classes_panel import ClassesPanel
 from ._export_panel import ExportPanel
 from ._project_panel import ProjectPanel
@@ -33,7 +33,7 @@ from ._layers import (
 from ._refine_panel import RefinePanel
 from ._review_panel import ReviewPanel
 from ._state import ViewerState
-from ._worker import Runner
+from ._worker import IOQueue, Runner, report_error
 
 #: Roles of the annotation layers -> state attribute holding them.
 ROLE_ATTR = {
@@ -43,6 +43,9 @@ ROLE_ATTR = {
     "final": "final_layer",
     "uncertainty": "uncertainty_layer",
 }
+#: Volumes at least this large (all channels) are checksummed and their store read in
+#: the background on bind; smaller ones take milliseconds and bind at once.
+BIND_IN_BACKGROUND_BYTES = 16 * 2**20
 LAYER_NAMES = {
     "scribbles": "Scribbles",
     "boxes": "Boxes",
@@ -58,6 +61,15 @@ def set_boxes(layer, boxes) -> None:
     if shapes:
         layer.add_rectangles(shapes)
         layer.features = pd.DataFrame(features)
+
+
+def _same_layer(a, b) -> bool:
+    """True if ``a`` and ``b`` are the same layer. napari hands plugins proxies of its
+    layers (``PublicOnlyProxy``) while events carry the layers themselves, so identity
+    alone misses; the layer's ``unique_id`` does not."""
+    if a is None or b is None:
+        return False
+    return a is b or getattr(a, "unique_id", object()) == getattr(b, "unique_id", None)
 
 
 def image_geometry(layer) -> Geometry:
@@ -81,7 +93,14 @@ class LabelEffWidget(QWidget):
         self.viewer = napari_viewer
         self.state = ViewerState(napari_viewer)
         self.runner = Runner(self.state)
-        self.autosave = Autosave(self.state)
+        self.io = IOQueue()
+        self.autosave = Autosave(self.state, self.io)
+        self._bind_token = None
+        self.banner = QLabel("")
+        self.banner.setWordWrap(True)
+        self.banner.setStyleSheet("QLabel { background: #8a3b00; color: white; padding: 4px; }")
+        self.banner.setVisible(False)
+        self.autosave.banner_changed.connect(self._show_banner)
 
         self.image_combo = QComboBox()
         self.image_combo.setToolTip("The 3D volume to annotate")
@@ -103,6 +122,7 @@ class LabelEffWidget(QWidget):
 
         body = QWidget()
         col = QVBoxLayout(body)
+        col.addWidget(self.banner)
         form = QFormLayout()
         form.addRow("image", self.image_combo)
         col.addLayout(form)
@@ -187,13 +207,19 @@ class LabelEffWidget(QWidget):
         if 0 <= index < len(images) and images[index] is not self.state.image_layer:
             self.bind(images[index])
 
+    def _show_banner(self, text: str) -> None:
+        self.banner.setText(text)
+        self.banner.setVisible(bool(text))
+
     def _on_layer_removed(self, event) -> None:
         layer = event.value
         state = self.state
-        if layer is state.image_layer:
+        if _same_layer(layer, state.image_layer):
             self.unbind()
+        elif _same_layer(layer, state.final_layer):
+            self.autosave.flush()  # painting not yet saved (debounce) is saved now
         for attr in ROLE_ATTR.values():
-            if getattr(state, attr) is layer:
+            if _same_layer(getattr(state, attr), layer):
                 setattr(state, attr, None)
         self._refresh_combo()
         QTimer.singleShot(0, self._auto_bind)
@@ -213,7 +239,11 @@ class LabelEffWidget(QWidget):
     # ---- binding ---------------------------------------------------------------------------
     def bind(self, image) -> None:
         """Annotate ``image``: open its autosave session (restoring earlier work on the
-        same content), then create or adopt its annotation layers."""
+        same content), then create or adopt its annotation layers.
+
+        The checksum of the volume and the reading of its store run in the background
+        (:class:`~._worker.IOQueue`); the layers appear when that is done.
+        """
         if self.state.busy:
             self.runner.cancel()
         self.unbind()
@@ -221,26 +251,61 @@ class LabelEffWidget(QWidget):
         state.image_layer = image
         state.channel_layers = self._channel_layers(image)
         state.geometry = image_geometry(image)
-        state.session = self.autosave.open()
+        token = self._bind_token = object()
+        done = lambda opened: self._finish_bind(token, image, opened)  # noqa: E731
+        nbytes = sum(int(np.prod(ly.data.shape)) * np.dtype(ly.data.dtype).itemsize
+                     for ly in state.channel_layers)
+        if nbytes < BIND_IN_BACKGROUND_BYTES:  # milliseconds: no reason to wait for a frame
+            try:
+                opened = open_session(*self.autosave.open_args())
+            except Exception as err:  # noqa: BLE001 - shown like the worker's errors
+                report_error(err, "Opening the autosave store")
+                return
+            done(opened)
+            return
+        self.io.submit("bind", open_session, *self.autosave.open_args(),
+                       desc="Opening the autosave store", on_done=done)
+
+    def _finish_bind(self, token, image, opened) -> None:
+        session, banner, notes = opened
+        state = self.state
+        if token is not self._bind_token or state.image_layer is not image:
+            session.close()  # the user moved on meanwhile
+            return
+        state.session = session
+        warn_once(notes)
+        self.autosave.set_banner(banner)
         adopted = self._adoptable_layers()
-        if state.session.restored:
+        if session.restored:
             self._notify_restored()
-        else:
+        elif not session.read_only:
             self._seed_session(adopted)
         self._make_layers(adopted)
+        if session.read_only:
+            for attr in ("scribbles_layer", "boxes_layer", "refined_layer", "final_layer"):
+                getattr(state, attr).editable = False
         self.autosave.attach()
         self._connect_layer_events()
         self._apply_classes()
         state.image_changed.emit()
         self._refresh_combo()
 
+    @property
+    def binding(self) -> bool:
+        """True while the bound image's store is being opened in the background."""
+        return self._bind_token is not None and self.state.session is None
+
     def unbind(self) -> None:
         """Detach from the current image; its annotation layers leave the viewer (their
         content is in the autosave store)."""
         state = self.state
+        self._bind_token = None
         if state.image_layer is None:
             return
+        if state.busy:
+            self.runner.cancel()  # its result belongs to this image
         self.autosave.save_scribbles()  # catches edits without paint events (undo)
+        self.autosave.flush()  # debounced / queued mask saves reach the disk first
         self.autosave.detach()
         self._disconnect_layer_events()
         for attr in ROLE_ATTR.values():
@@ -256,6 +321,7 @@ class LabelEffWidget(QWidget):
         state.session = None
         state.result = None
         state.set_suggestions([])
+        self.autosave.set_banner("")
 
     def _adoptable_layers(self) -> dict:
         """Annotation layers already in the viewer for this image (same source path and
@@ -398,8 +464,12 @@ class LabelEffWidget(QWidget):
     def _drop_class(self, c: int) -> None:
         """Remove structure c through the session, then show the relabelled data."""
         state, session = self.state, self.state.session
+        if state.busy:
+            self.runner.cancel()  # its result would use the old class numbers
+        self.autosave.flush()  # the masks in the session are what the layers show
         session.remove_class(c, force=True)
-        state.scribbles_layer.data = session.scribbles
+        if state.scribbles_layer is not None:
+            state.scribbles_layer.data = session.scribbles
         for role in ("refined", "final"):
             layer = getattr(state, ROLE_ATTR[role])
             if layer is not None and role in session.masks:

@@ -184,7 +184,8 @@ class RefinePanel(QGroupBox):
     def _on_result(self, result, snapshot_generation: int) -> None:
         state = self.state
         state.result = result
-        state.refined_layer.data = result.labels
+        if state.refined_layer is not None:  # the user may delete it while refining
+            state.refined_layer.data = result.labels
         self._preview_shown = False
         state.scribbles_dirty = snapshot_generation != self._generation
         if self.show_uncertainty.isChecked():

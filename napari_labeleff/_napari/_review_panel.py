@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import fields
 
 import numpy as np
-from napari.utils.notifications import show_info
+from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -42,6 +42,7 @@ from qtpy.QtWidgets import (
 )
 
 from .. import active
+from .._errors import LabelEffError
 
 AXIS_NAMES = ("Z", "Y", "X")
 HIGHLIGHT_COLOR = "yellow"
@@ -430,7 +431,11 @@ class ReviewPanel(QGroupBox):
         return (None, None) if pos is None else (pos, self.state.suggestions[pos])
 
     def _mark(self, pos, s, status) -> None:
-        self.state.session.add_reviewed(s, status)  # autosaved
+        if self.state.session is not None:
+            try:
+                self.state.session.add_reviewed(s, status)  # autosaved
+            except LabelEffError as err:  # e.g. a read-only session
+                show_error(f"Review: {err}")
         self.state.set_review_status(pos, status)
 
     def annotate_here(self) -> None:
@@ -439,6 +444,9 @@ class ReviewPanel(QGroupBox):
         if s is None:
             return
         layer = self.state.scribbles_layer
+        if layer is None:
+            show_info("Annotate here: the Scribbles layer was deleted; choose the image again")
+            return
         likely = s.classes[0] if s.classes else 1
         self.viewer.layers.selection.active = layer
         layer.mode = "paint"
@@ -454,6 +462,10 @@ class ReviewPanel(QGroupBox):
         if s is None:
             return
         state = self.state
+        if state.result is None or state.scribbles_layer is None:
+            # e.g. after a class was removed: the refinement no longer matches the classes
+            show_info("Looks right: refine again first (the classes or layers changed)")
+            return
         region = suggestion_region(s, state.shape)
         indices, values = active.confirmed_labels(state.result, state.scribbles_layer.data,
                                                   region)

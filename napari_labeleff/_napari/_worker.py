@@ -17,12 +17,17 @@ layers. Results, progress and errors come back to the GUI thread through callbac
 * modes: ``"thread"`` (napari ``create_worker``, the default) or ``"sync"`` (runs in
   the calling thread; deterministic, for tests and for debugging a slow GUI, see
   micro-sam#740).
+
+:class:`IOQueue` is the second channel through the same seam: serial background I/O
+(the checksum and opening of a volume's store on bind, mask saves) that must neither
+freeze the viewer nor wait for a refinement to finish.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+import threading
 import traceback
 import warnings
 from dataclasses import dataclass
@@ -246,3 +251,113 @@ def report_error(error: BaseException, desc: str, trace: str | None = None) -> N
         return
     logger.error("%s failed:\n%s", desc, trace or "".join(traceback.format_exception(error)))
     show_error(f"{desc} failed: {type(error).__name__}: {error}")
+
+
+class _Job:
+    """One queued background I/O call and, once run, its outcome."""
+
+    def __init__(self, key, fn, args, desc, on_done):
+        self.key, self.fn, self.args, self.desc, self.on_done = key, fn, args, desc, on_done
+        self.outcome = None  # _Done / _Failed once run
+        self.ran = threading.Event()
+        self.handled = False
+        self._claim = threading.Lock()
+        self._claimed = False
+
+    def run(self) -> None:
+        """Run ``fn`` (any thread) unless another thread already does; never raises."""
+        with self._claim:
+            if self._claimed:
+                return
+            self._claimed = True
+        try:
+            self.outcome = _Done(self.fn(*self.args))
+        except Exception as exc:  # noqa: BLE001 - reported on the GUI thread
+            self.outcome = _Failed(exc, traceback.format_exc())
+        self.ran.set()
+
+
+class IOQueue:
+    """Serial background I/O for one viewer: checksums, store opening, mask saves.
+
+    Jobs run one at a time, in order, in a napari thread worker (``mode="thread"``) or
+    at once in the calling thread (``mode="sync"``). A job submitted under the key of
+    a job still *waiting* replaces it (only the latest mask needs writing). Callbacks
+    run on the GUI thread. Unlike :class:`Runner` it never sets ``state.busy``: saving
+    must not block refining.
+
+    Parameters
+    ----------
+    mode : {"thread", "sync"}
+    """
+
+    def __init__(self, mode: str = "thread"):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.mode = mode
+        self._waiting: dict = {}
+        self._running: _Job | None = None
+        self._worker = None
+
+    @property
+    def pending(self) -> int:
+        """Jobs waiting or running."""
+        return len(self._waiting) + (self._running is not None)
+
+    def submit(self, key, fn: Callable, *args, desc: str, on_done: Callable | None = None) -> None:
+        """Queue ``fn(*args)``; ``on_done(value)`` is called on the GUI thread on success.
+
+        A failure is reported like :func:`report_error` (LabelEffError: its message).
+        """
+        job = _Job(key, fn, args, desc, on_done)
+        if self.mode == "sync":
+            job.run()
+            self._finish(job)
+            return
+        self._waiting.pop(key, None)
+        self._waiting[key] = job
+        self._kick()
+
+    def _kick(self) -> None:
+        if self._running is not None or not self._waiting:
+            return
+        key = next(iter(self._waiting))
+        job = self._running = self._waiting.pop(key)
+        worker = create_worker(job.run)
+        worker.finished.connect(lambda: self._on_worker_finished(job))
+        self._worker = worker
+        worker.start()
+
+    def _on_worker_finished(self, job: _Job) -> None:
+        self._finish(job)
+        if self._running is job:
+            self._running, self._worker = None, None
+        self._kick()
+
+    def _finish(self, job: _Job) -> None:
+        if job.handled:
+            return
+        job.handled = True
+        if isinstance(job.outcome, _Failed):
+            report_error(job.outcome.error, job.desc, job.outcome.trace)
+        elif job.on_done is not None:
+            job.on_done(job.outcome.value)
+
+    def flush(self, timeout: float = 600.0) -> bool:
+        """Finish every queued job now (GUI thread): wait for the running one, then run
+        the waiting ones here. Returns False if the running job did not end in time."""
+        job = self._running
+        if job is not None:
+            # napari queues a worker's start on the event loop, which we are blocking:
+            # run the job here unless its thread has already started it.
+            job.run()
+            if not job.ran.wait(timeout):
+                return False
+            self._finish(job)
+            self._running = None  # the worker's finished signal finds it handled
+        while self._waiting:
+            key = next(iter(self._waiting))
+            waiting = self._waiting.pop(key)
+            waiting.run()
+            self._finish(waiting)
+        return True
