@@ -58,6 +58,31 @@ def render(doc: dict, source: str, curve: dict | None = None, curve_source: str 
             f"{t['info'].get('peak_rss_mb', 0) / 1024:.2f} | {_f(a['mean_model'])} | {_f(a.get('mean_prior'))} | "
             f"{a['max_predict_s']:.1f} |")
     lines.append(f"| (c) refine, no prior | | | | | | | {_f(doc.get('mean_no_prior'))} | |")
+    if arms:
+        lines += ["", "Reading the numbers:", ""]
+        for name, a in arms.items():
+            t = a["train"]
+            cores = t["child_cpu_s"] / max(t["wall_s"], 1e-9)
+            med = sorted(r["predict_s"] for r in a["test"])[len(a["test"]) // 2]
+            lines.append(f"- `{name}`: the training process got {t['child_cpu_s'] / 60:.1f} CPU-min in "
+                         f"{t['wall_s'] / 60:.1f} wall-min ({cores:.2f} cores on average of the 2), i.e. "
+                         f"{t['steps']} optimiser steps of {t['info'].get('batch_size')} patches "
+                         f"{'x'.join(str(p) for p in t['info'].get('patch_size', []))} at "
+                         f"{t['info'].get('target_spacing', ['?'])[0]} mm"
+                         + (f" (+{t['info'].get('unlabeled_batch')} unlabeled patch(es) and "
+                            f"{t['info'].get('mc_passes')} teacher passes per step)" if t['info'].get('semi') else "")
+                         + (f", after {t['info'].get('pretrain_steps')} pretraining steps"
+                            if t['info'].get('pretrain') else "")
+                         + f"; predict median {med:.1f} s per volume.")
+        lines.append("- Under a wall-time budget the semi-supervised and pretraining arms buy fewer supervised "
+                     "steps (each semi step costs about twice a labelled-only step), so on a machine this busy "
+                     "the ablation compares under-trained networks; it does not show what the terms give at "
+                     "convergence.")
+        priors = [x["mean_prior"] for x in arms.values() if x.get("mean_prior") is not None]
+        if doc.get("mean_no_prior") is not None and priors and max(priors) < doc["mean_no_prior"]:
+            lines.append("- (b) < (c): with a weak model the prior pulls the graph method below its result "
+                         "without a prior; the prior only helps once the model is better than the scribbles' "
+                         "own intensity model.")
     lines += ["", "### Per test case", ""]
     cases = [r["case"] for r in next(iter(arms.values()))["test"]] if arms else []
     header = "| case | " + " | ".join(f"{n} (a)" for n in arms) + " | " + " | ".join(
