@@ -28,6 +28,8 @@ import numpy as np
 import pytest
 
 SHAPE = (24, 80, 70)  # 2 x 2 x 2 scribble chunks
+#: Kills per seed (4 seeds in CI: 520 kill points); raise it for a longer run.
+N_KILLS = int(os.environ.get("LABELEFF_FAULT_KILLS", "130"))
 N_OPS = 2000
 
 
@@ -293,22 +295,13 @@ def _run_harness(tmp_path, seed, n_kills, max_delay=0.35, timeout=900):
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
 def test_sigkill_at_random_points_loses_no_completed_operation(tmp_path, seed):
-    summary = _run_harness(tmp_path, seed, n_kills=130)
+    summary = _run_harness(tmp_path, seed, n_kills=N_KILLS, timeout=max(900, 3 * N_KILLS))
     print(f"fault injection seed {seed}: {summary}")
     assert summary["problems"] == []
-    assert summary["kills"] == 130
+    assert summary["kills"] == N_KILLS
     # kill points whose aftermath was opened and checked (all but the last few)
-    assert summary["verified"] >= 125
+    assert summary["verified"] >= N_KILLS - 5
     assert summary["ops_reached"] > 40  # the kills spread over many kinds of operations
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
-def test_sigkill_long_run(tmp_path):
-    summary = _run_harness(tmp_path, 11, n_kills=1000, max_delay=0.5, timeout=1800)
-    print(f"fault injection long run: {summary}")
-    assert summary["problems"] == []
-    assert summary["verified"] >= 990
 
 
 def test_model_matches_session_without_kills(tmp_path):
