@@ -9,8 +9,12 @@ what it found, and carries on with the script, and SIGKILLs it after a random de
 
 After every kill the next worker's open must find exactly the state after the last
 operation that returned before the kill (or after the one in progress, if it finished
-but had not reported yet): every completed operation is there, bit-exact. The exported
-mask file, if present, must be a complete earlier export (or the one in progress).
+but had not reported yet): every completed operation is there, bit-exact. The one
+allowed in-between state: a brush stroke in progress over several scribble chunks may
+have saved some of its chunks (each chunk is atomic, the stroke is not one transaction;
+every other chunk and every other part of the store must be exactly as before it).
+The exported mask file, if present, must be a complete earlier export (or the one in
+progress).
 """
 
 import hashlib
@@ -198,7 +202,10 @@ def _worker(seed, folder, ops, digests, last_done, out_fd):
         found = _digest_session(s)
         # state index i means "after op i - 1" (0 = before the first op)
         matches = [i for i in (last_done + 1, last_done + 2) if i < len(digests) and digests[i] == found]
-        out.write(f"open {found} {matches[0] if matches else -1}\n")
+        partial = 0
+        if not matches and _partial_stroke_ok(s, ops, last_done + 1):
+            matches, partial = [last_done + 1], 1  # redo the stroke in progress
+        out.write(f"open {found} {matches[0] if matches else -1} {partial}\n")
         if not matches:
             os._exit(3)
         for j in range(matches[0], len(ops)):
@@ -215,6 +222,45 @@ def _worker(seed, folder, ops, digests, last_done, out_fd):
     os._exit(code)
 
 
+def _model_after(ops, n):
+    model = {"classes": [["background", [0.0, 0.0, 0.0]]], "scribbles": np.zeros(SHAPE, np.uint8),
+             "boxes": [], "masks": {}, "reviewed": []}
+    for op in ops[:n]:
+        _apply_model(model, op)
+    return model
+
+
+def _partial_stroke_ok(s, ops, i):
+    """True if the store holds the state before op ``i``, a brush stroke, with some of
+    the scribble chunks it touches already saved: the documented granularity (each
+    chunk is written atomically; a stroke over several chunks is not one transaction).
+    Every completed operation is then still there."""
+    from napari_labeleff.session import SCRIBBLE_CHUNKS
+
+    if i >= len(ops) or ops[i][0] != "stroke":
+        return False
+    before = _model_after(ops, i)
+    after = {**before, "scribbles": before["scribbles"].copy()}
+    _apply_model(after, ops[i])
+    got = {"classes": [[c.name, [float(v) for v in c.color]] for c in s.classes],
+           "boxes": [list(b) for b in s.boxes], "reviewed": s.reviewed}
+    if any(got[k] != before[k] for k in got) or set(s.masks) != set(before["masks"]):
+        return False
+    if any(not np.array_equal(s.masks[k], before["masks"][k]) for k in s.masks):
+        return False
+    grid = [range(0, n, c) for n, c in zip(SHAPE, SCRIBBLE_CHUNKS)]
+    for z in grid[0]:
+        for y in grid[1]:
+            for x in grid[2]:
+                key = (slice(z, z + SCRIBBLE_CHUNKS[0]), slice(y, y + SCRIBBLE_CHUNKS[1]),
+                       slice(x, x + SCRIBBLE_CHUNKS[2]))
+                chunk = s.scribbles[key]
+                if not (np.array_equal(chunk, before["scribbles"][key])
+                        or np.array_equal(chunk, after["scribbles"][key])):
+                    return False
+    return True
+
+
 def harness(seed, n_kills, folder, max_delay):
     """Run ``n_kills`` kill rounds; print a JSON summary on stdout."""
     import napari_labeleff.session  # noqa: F401 - import before forking, use only in children
@@ -224,6 +270,7 @@ def harness(seed, n_kills, folder, max_delay):
     ops, digests, exports = make_script(seed)
     rng = random.Random(seed + 1)
     last_done, kills, verified, problems, opens_killed, cycles = -1, 0, 0, [], 0, 0
+    partial_strokes = 0  # kills inside a multi-chunk stroke that had saved some chunks
     unchecked = 0  # kills since the last successful open (which checks their aftermath)
     export = folder / "export_mask.nii.gz"
     while kills < n_kills and not problems:
@@ -245,7 +292,8 @@ def harness(seed, n_kills, folder, max_delay):
             problems.append(f"cycle {cycles}: {errors[0]}")
             break
         if opened:
-            _, found, index = opened[0].split()
+            _, found, index, partial = opened[0].split()
+            partial_strokes += int(partial)
             if int(index) < 0:
                 problems.append(f"cycle {cycles}: store state {found[:12]} after last completed op "
                                 f"{last_done} matches neither op {last_done} nor {last_done + 1}")
@@ -277,6 +325,7 @@ def harness(seed, n_kills, folder, max_delay):
                 problems.append(f"cycle {cycles}: exported mask matches no export")
                 break
     print(json.dumps({"kills": kills, "verified": verified, "killed_while_opening": opens_killed,
+                      "stroke_partly_saved": partial_strokes,
                       "ops_reached": last_done + 1, "problems": problems}))
 
 
