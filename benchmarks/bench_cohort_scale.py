@@ -365,6 +365,16 @@ def section(res: dict) -> str:
         d = curves["default"]
         never = all(d[i] >= curves["random"][i] - 1e-9 for i in range(1, k))
         gains = {b: d[1:].mean() - curves[b][1:].mean() for b in ("random", "foreground_random")}
+        same = [a["picked"] == b["picked"] for a, b in zip(runs.get("random", []),
+                                                           runs.get("foreground_random", []))]
+        if same and all(same):
+            lines += ["", "The model predicts the atrium in every pool volume, so the "
+                      "foreground-aware random baseline drew exactly the volumes random drew "
+                      "(same seeds): at volume level on this cohort the two coincide."]
+        picks = {s_: [r["picked"] for r in runs[s_]] for s_ in runs}
+        lines += ["", "Volumes picked per seed: " + "; ".join(
+            f"{s_}: " + " / ".join(", ".join(v[:8] for v in p_) for p_ in pk)
+            for s_, pk in picks.items()) + "."]
         lines += ["", "AUC differences over the rounds after the start (round 0 is shared): "
                   + ", ".join(f"default - {b} = {g:+.3f}" for b, g in gains.items()) + ".", "",
                   f"- Default never below random at any round: {_yes(never)}.",
