@@ -51,7 +51,40 @@ def grown(boxes, shape, fraction: float = GROW_FRACTION, extra: int = 0) -> list
     return out
 
 
-def cut_faces(boxes, labels, shape) -> list:
+def cover_scribbles(boxes, scribbles: np.ndarray) -> tuple:
+    """Grow boxes to cover their structure's scribbles: a scribble is the stronger
+    evidence, so a box that leaves out strokes of its structure was drawn too small
+    or shifted. Each structure's strokes outside all its boxes extend its box that is
+    nearest to them (its bounding box with the strokes'). Returns (boxes, grown box
+    indices)."""
+    out, grown = list(boxes), []
+    for c in sorted({b[0] for b in boxes}):
+        idx = [i for i, b in enumerate(out) if b[0] == c]
+        mask = scribbles == c + 1
+        if not mask.any():
+            continue
+        inside = np.zeros(mask.shape, bool)
+        for i in idx:
+            inside[_slices(out[i])] = True
+        outside = mask & ~inside
+        if not outside.any():
+            continue
+        pts = np.argwhere(outside)
+        lo, hi = pts.min(axis=0), pts.max(axis=0) + 1
+        centre = (lo + hi) / 2
+
+        def dist(b):
+            return float(np.linalg.norm(centre - (np.array(b[1:4]) + np.array(b[4:7])) / 2))
+
+        i = min(idx, key=lambda j: dist(out[j]))
+        b = out[i]
+        out[i] = (c, *[int(min(a, v)) for a, v in zip(b[1:4], lo)],
+                  *[int(max(a, v)) for a, v in zip(b[4:7], hi)])
+        grown.append(i)
+    return out, grown
+
+
+def cut_faces(boxes, labels, shape, scribbled=()) -> list:
     """Faces where a box cuts its structure, and the boxes grown there.
 
     A face cuts the structure when the structure's section in the box's face slice is
@@ -84,9 +117,11 @@ def cut_faces(boxes, labels, shape) -> list:
                 continue
             n = box[4 + axis] - box[1 + axis]
             step = max(GROW_MIN_VOXELS, int(math.ceil(GROW_FRACTION * n)))
-            # a structure filling the face rectangle leaks, it is not cut
-            area = hit[0].numel() if axis == 0 else int(np.prod([hit.shape[a] for a in other]))
-            full = FILLED_FACE * area
+            # without scribbles, a structure filling the face rectangle leaks (the box
+            # core model), it is not cut; a scribbled structure's model does not come
+            # from the box, so a filled face means the box is too small
+            area = int(np.prod([hit.shape[a] for a in other]))
+            full = area + 1 if c in scribbled else FILLED_FACE * area
             if box[1 + axis] > 0 and CUT_SECTION * top <= sec[0] < full:
                 lo[axis] = max(0, box[1 + axis] - step)
                 faces.append((i, axis, "low"))

@@ -273,11 +273,16 @@ def _solve_boxes(ctx, image, seeds, x, opts, kw, counter, info):
     """
     k1, shape = ctx.n_classes, tuple(seeds.shape)
     dev = image.device
-    boxes = list(ctx.boxes)
+    boxes, covered = _boxes.cover_scribbles(list(ctx.boxes), ctx.scribbles)
     scr_seeds = torch.from_numpy(ctx.scribbles.astype(np.int64) - 1).to(dev)
     scribbled = {k for k in range(1, k1) if bool((scr_seeds == k).any())}
     boxed = {b[0] for b in boxes}
     box_background = boxed >= set(range(1, k1))
+    if covered:
+        info["boxes_grown_to_scribbles"] = covered
+        if box_background:
+            outside = ~torch.from_numpy(_boxes.union_mask(boxes, shape)).to(dev)
+            seeds = torch.where(outside & (scr_seeds < 0), 0, scr_seeds)
     hist, model = None, None
     if ctx.prior is not None:
         gamma = float(opts["model_prior_weight"])
@@ -369,7 +374,7 @@ def _solve_boxes(ctx, image, seeds, x, opts, kw, counter, info):
     info["prior_weight"] = gamma
     grown_faces = []
     for _ in range(int(opts["box_grow_rounds"])):
-        boxes, faces = _boxes.cut_faces(boxes, x.argmax(dim=0), shape)
+        boxes, faces = _boxes.cut_faces(boxes, x.argmax(dim=0), shape, scribbled)
         if not faces:
             break
         grown_faces += faces

@@ -136,3 +136,12 @@ def test_fit_score_prefers_the_truth(binary_phantom):
     leaked[tuple(slice(a, b) for a, b in zip(box[1:4], box[4:7]))] = 1
     assert _boxes.fit_score([box], gt) < 0.1 < _boxes.fit_score([box], leaked)
     assert _boxes.fit_score([box], np.zeros_like(gt)) > 0.9
+
+
+def test_box_that_leaves_out_scribbles_is_grown_to_cover_them():
+    scr = np.zeros((10, 20, 20), np.uint8)
+    scr[5, 2:4, 2:6] = 2  # a stroke of structure 1 left of its box
+    boxes, grown = _boxes.cover_scribbles([(1, 3, 5, 5, 8, 15, 15)], scr)
+    assert grown == [0] and boxes == [(1, 3, 2, 2, 8, 15, 15)]
+    same, none = _boxes.cover_scribbles([(1, 3, 1, 1, 8, 15, 15)], scr)
+    assert none == [] and same == [(1, 3, 1, 1, 8, 15, 15)]
