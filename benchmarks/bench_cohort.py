@@ -253,6 +253,7 @@ def main(argv=None):
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--tests", type=int, default=6, help="test cases used (of 6)")
     ap.add_argument("--skip-no-prior", action="store_true")
+    ap.add_argument("--no-prior-from", default=None, help="reuse (c) from an earlier results JSON")
     ap.add_argument("--work", default=None, help="work folder (default: a temp folder)")
     ap.add_argument("--out", default="benchmarks/results/cohort_la.json")
     ap.add_argument("--curve", type=int, default=0,
@@ -304,7 +305,13 @@ def main(argv=None):
     doc["pseudo_labels"] = {"wall_s": round(pseudo_wall, 1), "per_case": prep.info["pseudo_labels"]}
     save()
 
-    if not args.skip_no_prior:
+    if args.no_prior_from:
+        prev = json.loads(Path(args.no_prior_from).read_text())
+        doc["no_prior"], doc["mean_no_prior"] = prev["no_prior"], prev["mean_no_prior"]
+        doc["no_prior_from"] = {"file": args.no_prior_from, "commit": prev["meta"].get("git_commit"),
+                                "note": "refine without a prior does not depend on the arms; reused"}
+        save()
+    elif not args.skip_no_prior:
         _log("refine without prior on the test cases")
         doc["no_prior"] = no_prior(tests, args)
         doc["mean_no_prior"] = _mean(doc["no_prior"], "dice_no_prior")

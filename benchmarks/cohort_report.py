@@ -44,7 +44,9 @@ def render(doc: dict, source: str, curve: dict | None = None, curve_source: str 
         "every arm). The graph method's pseudo-labels of the 6 weak volumes are computed once "
         f"({doc.get('pseudo_labels', {}).get('wall_s', 'n/a')} s) and shared by the arms; 'total train min' adds "
         "that time. (a) = the model alone, (b) = `engine.refine` with the initial scribbles and the model's "
-        "probabilities as `prior=`, (c) = the same refine without a prior.",
+        "probabilities as `prior=`, (c) = the same refine without a prior"
+        + (f" (reused from `{doc['no_prior_from']['file']}`, commit {str(doc['no_prior_from']['commit'])[:8]}: it "
+           "does not depend on the arms)" if doc.get("no_prior_from") else "") + ".",
         "",
         "| arm | steps | train min (budget) | total train min | CPU min (child) | peak RSS GB | "
         "(a) model Dice | (b) refine + prior | predict s/volume (max) |",

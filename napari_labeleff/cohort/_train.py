@@ -41,7 +41,7 @@ Options (``TrainSpec.options``)
 ``features``              6 BasicUNet widths (CPU default 8..128, CUDA 16..256)
 ``learning_rate`` (3e-3)  AdamW, decayed linearly to 10% over the budget
 ``val_every`` (None)      validation interval in steps (default: ~5 times per run)
-``num_threads``           torch CPU threads (default: all cores up to 4)
+``num_threads``           torch CPU threads (default: the idle cores by load average, 1..4)
 ``amp`` (None)            mixed precision (default: on with CUDA: bf16, else fp16+GradScaler)
 
 Cancelling (``close()`` on the generator) writes ``run_dir/resume.pt``; running the
@@ -192,7 +192,15 @@ def _set_threads(opts, device):
         return
     n = opts["num_threads"]
     if n is None:
-        n = max(1, min(4, os.cpu_count() or 1))
+        # the idle cores, 1..4: on an oversubscribed machine OpenMP threads wait on each
+        # other at every barrier (measured on 2 cores at load 8: a forward pass took
+        # 2-4 s with 2 threads, 0.7-1 s with 1)
+        cores = os.cpu_count() or 1
+        try:
+            busy = int(os.getloadavg()[0])
+        except OSError:
+            busy = 0
+        n = max(1, min(4, cores - busy))
     torch.set_num_threads(int(n))
 
 
