@@ -242,13 +242,14 @@ def score_features(per_volume: dict, threshold: float = QA_THRESHOLD) -> list[QA
     """Robust z-scores of the features over the project's masks -> ranked items."""
     vids = list(per_volume)
     robust = len(vids) >= MIN_FOR_ROBUST
-    z = {}
+    z, centres = {}, {}
     for f in FEATURES:
         x = np.array([per_volume[v]["values"][f] for v in vids], dtype=float)
         ref, floor = REFERENCE[f]
         centre = float(np.median(x)) if robust else ref
         mad = 1.4826 * float(np.median(np.abs(x - centre))) if robust else 0.0
         z[f] = (x - centre) / max(mad, floor)
+        centres[f] = centre
         if f in TWO_SIDED:
             z[f] = np.abs(z[f])
     items = []
@@ -258,7 +259,12 @@ def score_features(per_volume: dict, threshold: float = QA_THRESHOLD) -> list[QA
         feat = per_volume[v]
         score = zs[worst]
         if feat["notes"][worst]:
-            reason = (f"{feat['notes'][worst]} ({worst} z = {score:.1f}"
+            note = feat["notes"][worst]
+            if worst == "boundary":
+                c = centres["boundary"]
+                note += (f" (typical {'in this project' if robust else 'value'}: "
+                         f"{abs(c):.1f} {'outside' if c > 0 else 'inside'})")
+            reason = (f"{note} ({worst} z = {score:.1f}"
                       f"{'' if robust else ', against fixed references: few masks'})")
         else:
             reason = "nothing doubtful: the mask agrees with the model and the image edges"
