@@ -26,7 +26,7 @@ def _met(ok):
     return "met" if ok else "**not met**"
 
 
-def render(doc: dict, source: str, curve: dict | None = None, curve_source: str = "") -> str:
+def render(doc: dict, source: str, curve: dict | None = None, curve_source: str = "", also=None) -> str:
     meta, proto = doc["meta"], doc["protocol"]
     arms = doc.get("arms", {})
     lines = ["## Cohort learning (hybrid network, left-atrium cohort)", ""]
@@ -136,9 +136,29 @@ def render(doc: dict, source: str, curve: dict | None = None, curve_source: str 
     if curve is None:
         lines.append("- Learning curve: not run in this session (CPU budget).")
     lines.append("- The cardiac cine (ACDC, 3 classes) cohort: not run in this session (CPU budget).")
+    for other, other_source in (also or []):
+        lines += render_compact(other, other_source)
     if curve is not None:
         lines += render_curve(curve, curve_source)
     return "\n".join(lines) + "\n"
+
+
+def render_compact(doc: dict, source: str) -> list:
+    """A short table of another run of the same benchmark (e.g. other threads/budget)."""
+    meta, proto = doc["meta"], doc["protocol"]
+    out = ["", f"### Other run: {proto['threads']} torch thread(s), {proto['budget_min_per_arm']} min per arm", "",
+           f"Measured {meta.get('date')}, commit {meta.get('git_commit', '?')[:8]}"
+           f"{' (+local changes)' if meta.get('git_dirty') else ''}, load average "
+           f"{', '.join(f'{x:.1f}' for x in meta.get('load_avg_start', []))} at start, "
+           f"{', '.join(f'{x:.1f}' for x in meta.get('load_avg_end', []))} at the end; raw results in `{source}`.", "",
+           "| arm | steps | CPU min (child) / wall min | (a) model Dice | (b) refine + prior | predict s (max) |",
+           "|---|---|---|---|---|---|"]
+    for name, a in doc.get("arms", {}).items():
+        t = a["train"]
+        out.append(f"| {name} | {t['steps']} | {t['child_cpu_s'] / 60:.1f} / {t['wall_s'] / 60:.1f} | "
+                   f"{_f(a['mean_model'])} | {_f(a.get('mean_prior'))} | {a['max_predict_s']:.1f} |")
+    out.append(f"| (c) refine, no prior | | | | {_f(doc.get('mean_no_prior'))} | |")
+    return out
 
 
 def render_curve(doc: dict, source: str) -> list:
@@ -179,11 +199,13 @@ def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("results")
     ap.add_argument("--curve", default=None, help="learning-curve results JSON")
+    ap.add_argument("--also", nargs="*", default=[], help="other runs, shown as compact tables")
     ap.add_argument("--doc", default="docs/benchmarks.md")
     args = ap.parse_args(argv)
     doc = json.loads(Path(args.results).read_text())
     curve = json.loads(Path(args.curve).read_text()) if args.curve else None
-    text = f"{START}\n{render(doc, args.results, curve, args.curve or '')}{END}"
+    also = [(json.loads(Path(f).read_text()), f) for f in args.also]
+    text = f"{START}\n{render(doc, args.results, curve, args.curve or '', also)}{END}"
     md = Path(args.doc)
     cur = md.read_text()
     if START in cur and END in cur:
