@@ -57,11 +57,16 @@ DEFAULTS = {
     # weight from this distance on)
     "model_prior_weight": 0.5,
     "prior_release_mm": 15.0,
+    # check the model prior against the user's own strokes: mix it with this scan's
+    # intensity model at the share (of PRIOR_SHARES) that best predicts held-out strokes
+    "prior_check": True,
 }
 _KEY_OPTIONS = ("smooth", "beta", "prior_weight", "prior_trust_low", "prior_trust_high",
                 "box_prior_weight", "box_margin", "box_core", "box_shell", "box_grow_rounds",
                 "box_centre_seeds", "box_select",
-                "model_prior_weight", "prior_release_mm")
+                "model_prior_weight", "prior_release_mm", "prior_check")
+#: Shares of the model prior (vs. the scan's intensity model) tried by ``prior_check``.
+PRIOR_SHARES = (0.0, 0.25, 0.5, 0.75, 1.0)
 _PRIOR_CHECK_SAMPLES = 1 << 16
 #: Intensity-model weights tried for boxed structures without scribbles (the one whose
 #: result fits the boxes best is kept; ``_boxes.fit_score``).
@@ -164,7 +169,7 @@ def _model_prior(ctx, image: torch.Tensor, seeds: torch.Tensor, opts: dict, info
     stroke wins in its neighbourhood, following the image, while the prior keeps the
     rest of the volume.
     """
-    lam = torch.from_numpy(ctx.prior).to(seeds.device)
+    lam = raw = torch.from_numpy(ctx.prior).to(seeds.device)
     known = seeds >= 0
     n_disagree = 0
     if bool(known.any()):
@@ -184,11 +189,86 @@ def _model_prior(ctx, image: torch.Tensor, seeds: torch.Tensor, opts: dict, info
         samples = [(seeds == k) | (trusted & (arg == k)) for k in range(lam.shape[0])]
         local = posterior(fit_histograms(image, samples), image)
         lam = lam * weight[None] + local * (1 - weight)[None]
+    share, scores = 1.0, None
+    if opts["prior_check"]:
+        share, scores = _prior_share(ctx, image, seeds, raw)
+    weight = float(opts["model_prior_weight"])
+    if share < 1.0:
+        # the scan's own intensity model (fitted on every stroke) takes the rest, at
+        # the weight the scribble-only path would give it (its trust ramp)
+        hist = fit_histograms(image, [seeds == k for k in range(lam.shape[0])])
+        ramp = (_prior_trust(hist, image, seeds) - opts["prior_trust_low"]) / max(
+            opts["prior_trust_high"] - opts["prior_trust_low"], 1e-6)
+        own_weight = float(opts["prior_weight"]) * min(max(ramp, 0.0), 1.0)
+        lam = share * lam + (1.0 - share) * posterior(hist, image)
+        weight = share * weight + (1.0 - share) * own_weight
     info["prior"] = {"used_as": "unary term of the random walker (replaces the intensity "
-                                "model)", "weight": float(opts["model_prior_weight"]),
+                                "model)", "weight": weight, "share": share,
+                     "share_scores": scores,
                      "disagreeing_scribbled_voxels": n_disagree,
                      "released_voxels": released, "release_mm": radius}
-    return lam
+    return lam, weight
+
+
+def _stroke_folds(scribbles: np.ndarray, n_classes: int):
+    """Two folds of the user's strokes, per class: alternate connected strokes (or the
+    two halves of a single stroke). Returns a (Z, Y, X) int8 array: -1 unscribbled,
+    else fold 0/1; None when some scribbled class cannot be split."""
+    folds = np.full(scribbles.shape, -1, np.int8)
+    for k in range(n_classes):
+        mask = scribbles == k + 1
+        if not mask.any():
+            continue
+        comp, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+        if n >= 2:
+            folds[mask] = (comp[mask] - 1) % 2
+            continue
+        idx = np.flatnonzero(mask)
+        if idx.size < 2:
+            return None
+        half = np.zeros(idx.size, np.int8)
+        half[idx.size // 2:] = 1
+        folds.reshape(-1)[idx] = half
+    return folds
+
+
+def _prior_share(ctx, image: torch.Tensor, seeds: torch.Tensor, lam: torch.Tensor):
+    """Share of the model prior, against an intensity model fitted on this scan, that
+    best predicts the user's held-out strokes (2 folds, class-balanced mean
+    log-likelihood). A model that explains the strokes worse than the scan's own
+    intensities is trusted less, so a weak model cannot pull the result below what
+    the scribbles alone give. Returns (share, {share: score}) or (1.0, None) when the
+    strokes cannot be split, or some class has no strokes (only the prior knows it, so
+    the intensity model cannot stand in for the prior)."""
+    k1 = lam.shape[0]
+    scr = np.asarray(ctx.scribbles)
+    present = [k for k in range(k1) if (scr == k + 1).any()]
+    if len(present) < k1:
+        return 1.0, None
+    folds = _stroke_folds(scr, k1)
+    if folds is None:
+        return 1.0, None
+    folds_t = torch.from_numpy(folds).to(seeds.device)
+    truth = torch.from_numpy(scr.astype(np.int64) - 1).to(seeds.device)
+    flat = image.reshape(image.shape[0], -1)
+    scores = {a: 0.0 for a in PRIOR_SHARES}
+    for f in (0, 1):
+        train = [(truth == k) & (folds_t == 1 - f) for k in range(k1)]
+        if any(bool((truth == k).any()) and not bool(t.any()) for k, t in enumerate(train)):
+            return 1.0, None
+        hist = fit_histograms(image, train)
+        for k in present:
+            idx = torch.nonzero(((truth == k) & (folds_t == f)).reshape(-1)).flatten()
+            if idx.numel() == 0:
+                continue
+            idx = idx[:: max(1, idx.numel() // _PRIOR_CHECK_SAMPLES)]
+            own = posterior(hist, flat[:, idx])[k]
+            model = lam.reshape(k1, -1)[k, idx]
+            for a in PRIOR_SHARES:
+                mix = (a * model + (1.0 - a) * own).clamp_min(1e-4)
+                scores[a] += float(torch.log(mix).mean()) / (2 * len(present))
+    best = max(PRIOR_SHARES, key=lambda a: (round(scores[a], 6), a))
+    return best, {a: round(v, 4) for a, v in scores.items()}
 
 
 def _local_box(changed, spacing, opts):
@@ -285,8 +365,7 @@ def _solve_boxes(ctx, image, seeds, x, opts, kw, counter, info):
             seeds = torch.where(outside & (scr_seeds < 0), 0, scr_seeds)
     hist, model = None, None
     if ctx.prior is not None:
-        gamma = float(opts["model_prior_weight"])
-        model = _model_prior(ctx, image, seeds, opts, info)
+        model, gamma = _model_prior(ctx, image, seeds, opts, info)
         rounds, mode = 1, "model prior + box constraints"
     elif boxed <= scribbled:
         rounds, mode = 1, "scribble intensity model + box constraints"
@@ -424,8 +503,7 @@ def randomwalk(ctx: RefineContext):
     if ctx.boxes:
         x, hist = yield from _solve_boxes(ctx, image, seeds, x_prev, opts, kw, counter, info)
     elif ctx.prior is not None:
-        kw["gamma"] = float(opts["model_prior_weight"])
-        prior = _model_prior(ctx, image, seeds, opts, info)
+        prior, kw["gamma"] = _model_prior(ctx, image, seeds, opts, info)
         box = None if prev is None else _local_box(ctx.changed, ctx.spacing, opts)
         if box is not None:
             sub_seeds = seeds[box]
