@@ -254,6 +254,8 @@ def main(argv=None):
     ap.add_argument("--tests", type=int, default=6, help="test cases used (of 6)")
     ap.add_argument("--skip-no-prior", action="store_true")
     ap.add_argument("--no-prior-from", default=None, help="reuse (c) from an earlier results JSON")
+    ap.add_argument("--eval-checkpoints", nargs="*", default=[],
+                    help="name=checkpoint_dir: only evaluate these trained checkpoints (a/b), no training")
     ap.add_argument("--work", default=None, help="work folder (default: a temp folder)")
     ap.add_argument("--out", default="benchmarks/results/cohort_la.json")
     ap.add_argument("--curve", type=int, default=0,
@@ -284,6 +286,26 @@ def main(argv=None):
         os.replace(tmp, out)
 
     _log(f"work folder {work}")
+    if args.eval_checkpoints:
+        # re-evaluate trained checkpoints (e.g. after an engine change to refine's prior)
+        _, tests = setup(work, args.seed)
+        tests = tests[: args.tests]
+        doc["protocol"]["test_cases"] = [e["case"] for e in tests]
+        doc["eval_only"] = True
+        if args.no_prior_from:
+            prev = json.loads(Path(args.no_prior_from).read_text())
+            doc["no_prior"], doc["mean_no_prior"] = prev["no_prior"], prev["mean_no_prior"]
+            doc["no_prior_from"] = {"file": args.no_prior_from, "commit": prev["meta"].get("git_commit")}
+        for item in args.eval_checkpoints:
+            name, _, path = item.partition("=")
+            _log(f"evaluating {name}: {path}")
+            rows = evaluate(path, tests, args, prior=True)
+            doc["arms"][name] = {"checkpoint": path, "test": rows, "mean_model": _mean(rows, "dice_model"),
+                                 "mean_prior": _mean(rows, "dice_prior"),
+                                 "max_predict_s": max(r["predict_s"] for r in rows)}
+            save()
+        _log(f"wrote {out}")
+        return
     if args.curve:
         learning_curve(work, args, doc, save)
         _log(f"wrote {out}")

@@ -146,6 +146,16 @@ def render(doc: dict, source: str, curve: dict | None = None, curve_source: str 
 def render_compact(doc: dict, source: str) -> list:
     """A short table of another run of the same benchmark (e.g. other threads/budget)."""
     meta, proto = doc["meta"], doc["protocol"]
+    if doc.get("eval_only"):
+        out = ["", "### Re-evaluation of the same checkpoints with a later engine", "",
+               f"Measured {meta.get('date')}, commit {meta.get('git_commit', '?')[:8]}"
+               f"{' (+local changes)' if meta.get('git_dirty') else ''} (the engine's handling of `prior=` changed "
+               f"after the run above); the checkpoints trained above, evaluated again; raw results in `{source}`.", "",
+               "| arm | (a) model Dice | (b) refine + prior | predict s (max) |", "|---|---|---|---|"]
+        for name, a in doc.get("arms", {}).items():
+            out.append(f"| {name} | {_f(a['mean_model'])} | {_f(a.get('mean_prior'))} | {a['max_predict_s']:.1f} |")
+        out.append(f"| (c) refine, no prior | | {_f(doc.get('mean_no_prior'))} | |")
+        return out
     out = ["", f"### Other run: {proto['threads']} torch thread(s), {proto['budget_min_per_arm']} min per arm", "",
            f"Measured {meta.get('date')}, commit {meta.get('git_commit', '?')[:8]}"
            f"{' (+local changes)' if meta.get('git_dirty') else ''}, load average "
