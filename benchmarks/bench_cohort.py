@@ -296,6 +296,9 @@ def main(argv=None):
             prev = json.loads(Path(args.no_prior_from).read_text())
             doc["no_prior"], doc["mean_no_prior"] = prev["no_prior"], prev["mean_no_prior"]
             doc["no_prior_from"] = {"file": args.no_prior_from, "commit": prev["meta"].get("git_commit")}
+        else:
+            doc["no_prior"] = no_prior(tests, args)
+            doc["mean_no_prior"] = _mean(doc["no_prior"], "dice_no_prior")
         for item in args.eval_checkpoints:
             name, _, path = item.partition("=")
             _log(f"evaluating {name}: {path}")
