@@ -40,6 +40,7 @@ import weakref
 from pathlib import Path
 
 from ._errors import LabelEffError
+from .io._atomic import fsync_dir
 
 LOCK_NAME = "writer.lock"
 # A lock file that cannot be parsed is either being written right now (only on file
@@ -97,19 +98,6 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _fsync_dir(folder: Path) -> None:
-    if os.name == "nt":
-        return
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _read(path: Path) -> dict | None:
@@ -174,7 +162,7 @@ def _release_file(path: str, token: str) -> None:
             lock.unlink()
         except OSError:
             return
-        _fsync_dir(lock.parent)
+        fsync_dir(lock.parent)
 
 
 class StoreLock:
@@ -339,7 +327,7 @@ def _create_exclusive(path: Path, info: dict) -> None:
                 os.close(fd)
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _take_over(path: Path, stale: dict) -> bool:

@@ -21,6 +21,7 @@ import numpy as np
 
 from . import __version__
 from ._errors import LabelEffError
+from ._steps import drain
 from .io import Volume, read_volume, write_labels, write_volume
 from .io._atomic import atomic_write_text
 from .io._write import label_table_paths, smallest_uint
@@ -97,24 +98,19 @@ def _load_boxes(path) -> list[tuple[int, ...]]:
     return boxes
 
 
-def _drive(generator, desc: str):
+def _drive(generator, desc: str, unit: str = "step"):
     """Run a generator of :class:`~napari_labeleff.engine.Progress` with a progress bar
     on stderr and return its return value. Interrupting closes (cancels) it."""
     from tqdm import tqdm
 
-    try:
-        with tqdm(desc=desc, file=sys.stderr, unit="step", dynamic_ncols=True) as bar:
-            while True:
-                try:
-                    progress = next(generator)
-                except StopIteration as stop:
-                    return stop.value
-                bar.total = progress.total
-                bar.n = progress.step
-                bar.set_postfix_str(progress.message, refresh=False)
-                bar.refresh()
-    finally:
-        generator.close()
+    with tqdm(desc=desc, file=sys.stderr, unit=unit, dynamic_ncols=True) as bar:
+        def show(progress):
+            bar.total = progress.total
+            bar.n = progress.step
+            bar.set_postfix_str(progress.message, refresh=False)
+            bar.refresh()
+
+        return drain(generator, show)
 
 
 def _intensity_range(data) -> tuple[float, float] | None:

@@ -22,17 +22,22 @@ import time
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, LineEdit, PushButton
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    LineEdit,
+    PushButton,
+)
 from napari.utils.notifications import show_info, show_warning
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
-    QAbstractItemView,
     QFileDialog,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QPushButton,
-    QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
 )
@@ -40,6 +45,7 @@ from qtpy.QtWidgets import (
 from .._errors import LabelEffError
 from ..engine import Progress
 from ._reader import volume_layer_data
+from ._table import make_table
 from ._worker import Runner, report_error
 
 #: Seconds of inactivity after which the time between two strokes is not counted.
@@ -162,12 +168,7 @@ class ProjectPanel(QGroupBox):
         self.add_files_btn = QPushButton("Add files…")
         self.add_folder_btn = QPushButton("Add folder…")
         self.add_series_btn = QPushButton("Add DICOM series…")
-        self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels(COLUMNS)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.verticalHeader().setVisible(False)
+        self.table = make_table(COLUMNS, fit_columns=False)
         self.table.horizontalHeader().setMaximumSectionSize(180)  # long ids are elided
         self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.table.setMinimumHeight(140)

@@ -11,16 +11,15 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container
 from napari.utils.notifications import show_info
 from qtpy.QtWidgets import (
-    QAbstractItemView,
     QCheckBox,
     QGroupBox,
-    QHeaderView,
     QLabel,
     QPushButton,
-    QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
 )
+
+from ._table import make_table
 
 _COLUMNS = ("volume", "score", "flag", "reason")
 #: folds choice text -> ``label_qa(folds=...)``
@@ -56,16 +55,7 @@ class LabelQAPanel(QGroupBox):
         self.check_btn.clicked.connect(self.run_check)
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
-        self.table = QTableWidget(0, len(_COLUMNS))
-        self.table.setHorizontalHeaderLabels(_COLUMNS)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.verticalHeader().setVisible(False)
-        header = self.table.horizontalHeader()
-        for col in range(len(_COLUMNS) - 1):
-            header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
-        header.setStretchLastSection(True)
+        self.table = make_table(_COLUMNS)
         self.table.itemSelectionChanged.connect(self._on_selection)
         lay = QVBoxLayout(self)
         lay.addWidget(self.form.native)

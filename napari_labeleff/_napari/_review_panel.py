@@ -25,17 +25,14 @@ from dataclasses import fields
 import numpy as np
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import (
-    QAbstractItemView,
     QCheckBox,
     QComboBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QPushButton,
     QSpinBox,
-    QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
@@ -43,6 +40,7 @@ from qtpy.QtWidgets import (
 
 from .. import active
 from .._errors import LabelEffError
+from ._table import make_table
 
 AXIS_NAMES = ("Z", "Y", "X")
 HIGHLIGHT_COLOR = "yellow"
@@ -139,16 +137,7 @@ class ReviewPanel(QGroupBox):
         form.addRow("uncertainty", self.uncertainty)
         form.addRow("suggestions", self.n)
 
-        self.table = QTableWidget(0, len(_COLUMNS))
-        self.table.setHorizontalHeaderLabels(_COLUMNS)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.verticalHeader().setVisible(False)
-        header = self.table.horizontalHeader()
-        for col in range(len(_COLUMNS) - 1):
-            header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
-        header.setStretchLastSection(True)
+        self.table = make_table(_COLUMNS)
         self.table.itemSelectionChanged.connect(self._on_selection)
 
         self.detail = QLabel("")

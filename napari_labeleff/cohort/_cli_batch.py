@@ -80,33 +80,15 @@ def _open(path, read_only=False):
     return Project.open(path, read_only=read_only)
 
 
-def _drive(gen, desc: str, unit: str = "volume"):
-    """Run a generator of engine ``Progress`` with a tqdm bar; return its value."""
-    from tqdm import tqdm
-
-    try:
-        with tqdm(desc=desc, file=sys.stderr, unit=unit, dynamic_ncols=True) as bar:
-            while True:
-                try:
-                    prog = next(gen)
-                except StopIteration as stop:
-                    return stop.value
-                bar.total = prog.total
-                bar.n = prog.step
-                bar.set_postfix_str(prog.message, refresh=False)
-                bar.refresh()
-    finally:
-        gen.close()
-
-
 def _cmd_job(args) -> int:
+    from ..cli import _drive  # here: the main CLI imports this module
     from ._jobs import job_steps
 
     with _open(args.path) as p:
         report = _drive(job_steps(p, args.kind, out=args.out, scheduler=args.scheduler,
                                   workers=args.workers, volumes=args.volumes,
                                   device=args.device, connect_timeout=args.timeout),
-                        f"project {args.kind}")
+                        f"project {args.kind}", unit="volume")
     print(report.summary())
     for vid, path in report.outputs.items():
         print(f"  {vid}: {path}")

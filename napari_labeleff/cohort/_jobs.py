@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from .._errors import LabelEffError
+from .._steps import drain
 from ..engine import Progress
 
 JOB_KINDS = ("predict", "score", "export")
@@ -415,11 +416,4 @@ def _record(project, r: VolumeResult) -> None:
 
 def run_job(project, kind: str, **kwargs) -> JobReport:
     """Blocking :func:`job_steps` (same arguments); returns the :class:`JobReport`."""
-    gen = job_steps(project, kind, **kwargs)
-    try:
-        while True:
-            next(gen)
-    except StopIteration as stop:
-        return stop.value
-    finally:
-        gen.close()
+    return drain(job_steps(project, kind, **kwargs))

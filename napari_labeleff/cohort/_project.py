@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import LabelEffError
+from .._steps import drain
 from ..io import Geometry, can_read, read_volume
 from ..io._atomic import atomic_write_text
 from ..session import STORE_SUFFIX, AnnotationSession, LabelClass, volume_checksum
@@ -1152,14 +1153,7 @@ class Project:
         """``engine.refine`` on the volume with the published model's probabilities as
         ``prior`` (without one when no model is published; ``info["project_prior"]``
         says which). Returns the engine's ``RefineResult``."""
-        gen = self.refine_steps(vid, scribbles, boxes, **kwargs)
-        try:
-            while True:
-                next(gen)
-        except StopIteration as stop:
-            return stop.value
-        finally:
-            gen.close()
+        return drain(self.refine_steps(vid, scribbles, boxes, **kwargs))
 
     def record_scores(self, vid: str, **scores) -> None:
         """Store model-estimated scores of ``vid`` (e.g. from a batch job):
@@ -1329,14 +1323,8 @@ class Project:
     def train(self, *, max_minutes: float = 10.0, device: str = "auto", seed: int = 0,
               **options) -> ProjectTrainReport:
         """Blocking :meth:`train_steps`."""
-        gen = self.train_steps(max_minutes=max_minutes, device=device, seed=seed, **options)
-        try:
-            while True:
-                next(gen)
-        except StopIteration as stop:
-            return stop.value
-        finally:
-            gen.close()
+        return drain(self.train_steps(max_minutes=max_minutes, device=device, seed=seed,
+                                      **options))
 
     # ---- cohort-scale hooks (issue 9) ------------------------------------------------------------
     def suggest_volumes(self, n: int = 3, **kwargs):

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .._errors import LabelEffError
+from .._steps import drain
 from . import _boxes, _multiscale
 from ._device import resolve_device
 from ._registry import METHODS, MethodOutput, RefineContext
@@ -652,10 +653,4 @@ def refine(image, scribbles, *, spacing, boxes=None, prior=None, method="auto",
     """
     gen = refine_steps(image, scribbles, spacing=spacing, boxes=boxes, prior=prior,
                        method=method, device=device, state=state, **options)
-    while True:
-        try:
-            report = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(report)
+    return drain(gen, progress)
