@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
+import pytest
 
 from napari_labeleff.cohort import Project
 from napari_labeleff.io import Geometry, write_volume
@@ -80,3 +81,11 @@ def corrupt(mask: np.ndarray, how: str, rng=None) -> np.ndarray:
     else:
         raise ValueError(how)
     return m.astype(np.uint8)
+
+
+@pytest.fixture
+def project(trained, tmp_path):
+    """A writable copy of the test module's ``trained`` project fixture."""
+    p = copy_project(trained[0], tmp_path)
+    yield p
+    p.close()

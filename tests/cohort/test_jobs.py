@@ -15,7 +15,8 @@ from napari_labeleff.cohort import Project
 from napari_labeleff.cohort._jobs import job_steps, run_job
 from napari_labeleff.io import read_volume
 
-from .scale_synth import copy_project, make_trained_project, write_images
+from .scale_synth import project  # noqa: F401 (fixture)
+from .scale_synth import make_trained_project, write_images
 
 pytestmark = pytest.mark.slow  # each test starts a Dask cluster (several seconds)
 
@@ -26,13 +27,6 @@ def trained(tmp_path_factory):
     p, gts = make_trained_project(folder)
     p.close()
     return folder, gts
-
-
-@pytest.fixture
-def project(trained, tmp_path):
-    p = copy_project(trained[0], tmp_path)
-    yield p
-    p.close()
 
 
 def _assert_written_like_predict(p, out):

@@ -10,7 +10,8 @@ from napari_labeleff.cohort import Project
 from napari_labeleff.cohort._qa import label_qa
 from napari_labeleff.io import Geometry, write_labels
 
-from .scale_synth import TINY, copy_project, corrupt, make_trained_project, write_images
+from .scale_synth import project  # noqa: F401 (fixture)
+from .scale_synth import TINY, corrupt, make_trained_project, write_images
 
 pytestmark = pytest.mark.slow  # a small model is trained once for the module (~30 s)
 
@@ -28,13 +29,6 @@ def trained(tmp_path_factory):
         p.accept(v, corrupt(gts[v], BAD[v]) if v in BAD else gts[v])
     p.close()
     return folder, gts
-
-
-@pytest.fixture
-def project(trained, tmp_path):
-    p = copy_project(trained[0], tmp_path)
-    yield p
-    p.close()
 
 
 def _overlap(a, b) -> bool:

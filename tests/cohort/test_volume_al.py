@@ -7,9 +7,10 @@ import pytest
 from napari_labeleff import LabelEffError
 from napari_labeleff.cohort import Project
 from napari_labeleff.cohort._volume_al import VOLUME_STRATEGIES, suggest_volumes
-from napari_labeleff.io import Geometry, read_volume, write_volume
+from napari_labeleff.io import read_volume, write_volume
 
-from .scale_synth import copy_project, make_trained_project, write_images
+from .scale_synth import project  # noqa: F401 (fixture)
+from .scale_synth import make_trained_project, write_images
 
 pytestmark = pytest.mark.slow  # a tiny model is trained once for the module (~30 s)
 
@@ -20,13 +21,6 @@ def trained(tmp_path_factory):
     p, gts = make_trained_project(folder, n=7, n_accepted=3)
     p.close()
     return folder, gts
-
-
-@pytest.fixture
-def project(trained, tmp_path):
-    p = copy_project(trained[0], tmp_path)
-    yield p
-    p.close()
 
 
 @pytest.mark.parametrize("strategy", VOLUME_STRATEGIES)
