@@ -34,7 +34,9 @@ import pytest
 SHAPE = (24, 80, 70)  # 2 x 2 x 2 scribble chunks
 #: Kills per seed (4 seeds in CI: 520 kill points); raise it for a longer run.
 N_KILLS = int(os.environ.get("LABELEFF_FAULT_KILLS", "130"))
-N_OPS = 2000
+#: Operations in the script: enough that 130 kills at up to 0.35 s apart never reach its end
+#: on a quiet machine (2000 did, in a clean CI run).
+N_OPS = 8000
 
 
 # ---- the script and its model ---------------------------------------------------------
