@@ -67,6 +67,7 @@ import torch
 
 from .._errors import LabelEffError
 from ..engine import resolve_device
+from ..engine._multiscale import available_bytes
 from . import _losses
 from ._data import build_supervision, make_dataset, prepare_case, sample, to_item
 from ._network import (CPU_MAX_VOXELS, CPU_PATCH_CAP, GPU_MAX_VOXELS, GPU_PATCH_CAP,
@@ -162,17 +163,6 @@ def _atomic_text(path, text):
         raise _write_failed(path, tmp, err) from err
 
 
-def _free_memory_bytes() -> int:
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 8 * 2**30
-
-
 def _batch_size(opts, device, patch, features) -> int:
     """Labelled patches per step: the option, else as many (<= 2) as a quarter of the
     free memory holds (measured: ~1.3 KB per voxel per feature of the first level for
@@ -182,7 +172,7 @@ def _batch_size(opts, device, patch, features) -> int:
     if device.type == "cuda":
         free = torch.cuda.mem_get_info(device)[0]
     else:
-        free = _free_memory_bytes()
+        free = available_bytes() or 8 * 2**30
     per = float(np.prod(patch)) * features[0] * 1300.0
     return int(max(1, min(2, (0.25 * free) // max(per, 1.0))))
 
