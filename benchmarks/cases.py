@@ -162,16 +162,8 @@ def _acdc(arg: str) -> list[Case]:
 
 
 def _ct(prompt: str) -> Case:
-    if prompt not in PROMPTS:
-        raise ValueError(f"ct prompt must be one of {PROMPTS}, got {prompt!r}")
-    (entry,) = _entries("ct_abdomen_example")
-    image, src, spacing = _read(entry)
-    gt = np.zeros_like(src)
-    names = {}
-    for old, (new, name) in _CT_ORGANS.items():
-        gt[src == old] = new
-        names[new] = name
-    return Case(f"ct:{prompt}", image, gt, spacing, dict(sorted(names.items())),
+    image, gt, spacing, names = _ct_organs(_CT_ORGANS, prompt)
+    return Case(f"ct:{prompt}", image, gt, spacing, names,
                 prompt=prompt,
                 notes=["pseudo ground truth (TotalSegmentator output), not manual"])
 
@@ -201,7 +193,9 @@ BOX_VARIANTS = ("exact", "plus20", "minus20", "shifted")
 CACHE = Path(os.environ.get("LABELEFF_CACHE", "/tmp"))
 
 
-def _ct_organs(organs, prompt, name):
+def _ct_organs(organs, prompt):
+    """(image, gt renumbered 1..K, spacing, names) of the shipped CT for ``organs``
+    (source id -> (new id, name))."""
     if prompt not in PROMPTS:
         raise ValueError(f"ct prompt must be one of {PROMPTS}, got {prompt!r}")
     (entry,) = _entries("ct_abdomen_example")
@@ -215,7 +209,7 @@ def _ct_organs(organs, prompt, name):
 
 
 def _ct_small(prompt: str) -> Case:
-    image, gt, spacing, names = _ct_organs(_CT_SMALL, prompt, "ctsmall")
+    image, gt, spacing, names = _ct_organs(_CT_SMALL, prompt)
     return Case(f"ctsmall:{prompt}", image, gt, spacing, names, prompt=prompt,
                 notes=["pseudo ground truth (TotalSegmentator output), not manual",
                        "small organs: gallbladder, pancreas, adrenal glands (3 mm voxels)"])
@@ -226,7 +220,7 @@ def _ct512(prompt: str) -> Case:
     cached as .npy files."""
     from scipy import ndimage
 
-    image, gt, spacing, names = _ct_organs(_CT_ORGANS, prompt, "ct512")
+    image, gt, spacing, names = _ct_organs(_CT_ORGANS, prompt)
     target = (300, 512, 512)
     zoom = [t / n for t, n in zip(target, image.shape)]
     new_spacing = tuple(float(h * n / t) for h, n, t in zip(spacing, image.shape, target))

@@ -197,9 +197,8 @@ def _model_prior(ctx, image: torch.Tensor, seeds: torch.Tensor, opts: dict, info
         # the scan's own intensity model (fitted on every stroke) takes the rest, at
         # the weight the scribble-only path would give it (its trust ramp)
         hist = fit_histograms(image, [seeds == k for k in range(lam.shape[0])])
-        ramp = (_prior_trust(hist, image, seeds) - opts["prior_trust_low"]) / max(
-            opts["prior_trust_high"] - opts["prior_trust_low"], 1e-6)
-        own_weight = float(opts["prior_weight"]) * min(max(ramp, 0.0), 1.0)
+        own_weight = _trusted_weight(opts, float(opts["prior_weight"]),
+                                     _prior_trust(hist, image, seeds))
         lam = share * lam + (1.0 - share) * posterior(hist, image)
         weight = share * weight + (1.0 - share) * own_weight
     info["prior"] = {"used_as": "unary term of the random walker (replaces the intensity "
@@ -304,6 +303,37 @@ def _prior_trust(hist: Histograms, image: torch.Tensor, seeds: torch.Tensor) -> 
     return float((means / counts).min())
 
 
+def _trusted_weight(opts: dict, weight: float, trust: float) -> float:
+    """``weight`` scaled by the intensity model's trust: in full at ``prior_trust_high``,
+    not at all at ``prior_trust_low`` (intensity-separable tissues vs. look-alikes)."""
+    ramp = (trust - opts["prior_trust_low"]) / max(
+        opts["prior_trust_high"] - opts["prior_trust_low"], 1e-6)
+    return weight * min(max(ramp, 0.0), 1.0)
+
+
+def _solve_local_or_full(ctx, image, seeds, x_prev, box, prior, kw, counter, info):
+    """Solve inside the sub-box ``box`` with the previous solution ``x_prev`` as its
+    Dirichlet boundary (``prior`` given for the sub-box), or, when ``box`` is None,
+    the whole volume (warm-started from ``x_prev`` if any). Returns the solution."""
+    if box is not None:
+        sub = (slice(None), *box)
+        sub_seeds = seeds[box]
+        frame = _frame(sub_seeds.shape, box, seeds.shape, seeds.device)
+        p = Problem(image[sub], (sub_seeds >= 0) | frame, _set_seeds(x_prev[sub], sub_seeds),
+                    ctx.spacing, prior)
+        yield from _progress(solve(p, coarse_to_fine=False, **kw), counter)
+        x = x_prev.clone()
+        x[sub] = p.x
+        info.update(local=True, local_box=tuple((s.start, s.stop) for s in box))
+        return x
+    init = _set_seeds(x_prev, seeds) if x_prev is not None else _onehot_init(
+        seeds, ctx.n_classes, prior)
+    p = Problem(image, seeds >= 0, init, ctx.spacing, prior)
+    stats = yield from _progress(solve(p, coarse_to_fine=x_prev is None, **kw), counter)
+    info["cg_iterations"] = [s["iterations"] for s in stats]
+    return p.x
+
+
 def _frame(shape, box, full_shape, device):
     """Faces of the sub-box that lie inside the volume (the Dirichlet boundary)."""
     frame = torch.zeros(shape, dtype=torch.bool, device=device)
@@ -392,9 +422,7 @@ def _solve_boxes(ctx, image, seeds, x, opts, kw, counter, info):
                 scr_seeds = torch.where(seeds > 0, seeds, scr_seeds)
             del post
         else:
-            ramp = (trust - opts["prior_trust_low"]) / max(
-                opts["prior_trust_high"] - opts["prior_trust_low"], 1e-6)
-            gammas = [float(opts["prior_weight"]) * min(max(ramp, 0.0), 1.0)]
+            gammas = [_trusted_weight(opts, float(opts["prior_weight"]), trust)]
     else:
         gammas = [gamma]
 
@@ -505,31 +533,15 @@ def randomwalk(ctx: RefineContext):
     elif ctx.prior is not None:
         prior, kw["gamma"] = _model_prior(ctx, image, seeds, opts, info)
         box = None if prev is None else _local_box(ctx.changed, ctx.spacing, opts)
-        if box is not None:
-            sub_seeds = seeds[box]
-            frame = _frame(sub_seeds.shape, box, seeds.shape, device)
-            p = Problem(image[(slice(None), *box)], (sub_seeds >= 0) | frame,
-                        _set_seeds(x_prev[(slice(None), *box)], sub_seeds), ctx.spacing,
-                        prior[(slice(None), *box)])
-            yield from _progress(solve(p, coarse_to_fine=False, **kw), counter)
-            x = x_prev.clone()
-            x[(slice(None), *box)] = p.x
-            info.update(local=True, local_box=tuple((s.start, s.stop) for s in box))
-        else:
-            init = _set_seeds(x_prev, seeds) if x_prev is not None else _onehot_init(
-                seeds, k1, prior)
-            p = Problem(image, seeds >= 0, init, ctx.spacing, prior)
-            stats = yield from _progress(solve(p, coarse_to_fine=x_prev is None, **kw), counter)
-            info["cg_iterations"] = [s["iterations"] for s in stats]
-            x = p.x
+        region = prior if box is None else prior[(slice(None), *box)]
+        x = yield from _solve_local_or_full(ctx, image, seeds, x_prev, box, region, kw,
+                                            counter, info)
     else:
         hist = fit_histograms(image, [seeds == k for k in range(k1)])
         hist_global = hist
         class_counts = torch.bincount(seeds[seeds >= 0], minlength=k1).tolist()
         trust = _prior_trust(hist, image, seeds)
-        ramp = (trust - opts["prior_trust_low"]) / max(
-            opts["prior_trust_high"] - opts["prior_trust_low"], 1e-6)
-        gamma = kw["gamma"] = kw["gamma"] * min(max(ramp, 0.0), 1.0)
+        gamma = kw["gamma"] = _trusted_weight(opts, kw["gamma"], trust)
         info.update(prior_trust=trust, prior_weight=gamma)
         box = None if prev is None else _local_box(ctx.changed, ctx.spacing, opts)
         if box is not None and gamma > 0:
@@ -547,25 +559,14 @@ def randomwalk(ctx: RefineContext):
                 # of flipping far-away voxels of look-alike intensity.
                 info["prior_kept"] = True
                 hist_global = old_hist
-        if box is not None:
-            sub_img = image[(slice(None), *box)]
-            frame = _frame(sub_img.shape[1:], box, seeds.shape, device)
-            sub_seeds = seeds[box]
-            prior = posterior(hist_global, sub_img) if gamma > 0 else None
-            p = Problem(sub_img, (sub_seeds >= 0) | frame,
-                        _set_seeds(x_prev[(slice(None), *box)], sub_seeds), ctx.spacing, prior)
-            yield from _progress(solve(p, coarse_to_fine=False, **kw), counter)
-            x = x_prev.clone()
-            x[(slice(None), *box)] = p.x
-            info.update(local=True, local_box=tuple((s.start, s.stop) for s in box))
+        if gamma <= 0:
+            prior = None
+        elif box is not None:
+            prior = posterior(hist_global, image[(slice(None), *box)])
         else:
-            prior = posterior(hist, image) if gamma > 0 else None
-            init = _set_seeds(x_prev, seeds) if x_prev is not None else _onehot_init(
-                seeds, k1, prior)
-            p = Problem(image, seeds >= 0, init, ctx.spacing, prior)
-            stats = yield from _progress(solve(p, coarse_to_fine=x_prev is None, **kw), counter)
-            info["cg_iterations"] = [s["iterations"] for s in stats]
-            x = p.x
+            prior = posterior(hist, image)
+        x = yield from _solve_local_or_full(ctx, image, seeds, x_prev, box, prior, kw,
+                                            counter, info)
 
     probs = as_numpy(x)
     if ctx.boxes:
