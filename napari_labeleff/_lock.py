@@ -303,28 +303,28 @@ class StoreLock:
         return f"StoreLock({str(self.path)!r}, {state})"
 
 
-def _create_exclusive(path: Path, info: dict) -> None:
-    """Create ``path`` holding ``info`` as JSON; FileExistsError if it exists."""
-    data = json.dumps(info).encode("utf-8")
-    tmp = path.with_name(f".{path.name}.{info['token']}.labeleff-tmp")
-    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+def _write_new(path: Path, data: bytes) -> None:
+    """Create ``path`` (FileExistsError if it exists) holding ``data``, fsynced."""
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     try:
         os.write(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _create_exclusive(path: Path, info: dict) -> None:
+    """Create ``path`` holding ``info`` as JSON; FileExistsError if it exists."""
+    data = json.dumps(info).encode("utf-8")
+    tmp = path.with_name(f".{path.name}.{info['token']}.labeleff-tmp")
+    _write_new(tmp, data)
     try:
         try:
             os.link(tmp, path)  # atomic and exclusive; the content is complete already
         except FileExistsError:
             raise
         except OSError:  # no hard links here (some network or FAT file systems)
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _write_new(path, data)
     finally:
         tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)
