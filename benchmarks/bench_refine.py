@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from .annotator import (box_prompts, box_variant_prompts, corrective_interaction,
+from .annotator import (box_variant_prompts, corrective_interaction,
                         dice_per_class, initial_scribbles, noc)
 from .cases import case_names, load_case
 

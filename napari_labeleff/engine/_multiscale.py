@@ -29,7 +29,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._errors import LabelEffError
 from ._registry import RefineContext
 from ._rw_solver import Problem, contrast_scale, solve
 from ._types import Progress, RefineState
