@@ -132,6 +132,96 @@ def cut_faces(boxes, labels, shape, scribbled=()) -> list:
     return new, faces
 
 
+#: A face cuts its structure when the constrained solve keeps less than this fraction
+#: of the probe's structure in the slab just inside the face.
+DRAINED = 0.5
+#: ... and the probe's structure beyond the face is about as certain as inside the box
+#: (mean probability at least this fraction of the inside's; a leak is less certain).
+CONFIDENT = 0.9
+
+
+def faces_from_probe(boxes, labels, probe, shape, classes) -> tuple:  # noqa: C901
+    """Move the faces that a probe solve shows to cut their structure.
+
+    A box drawn too small or shifted pins hard background right against its object,
+    which then drains away from the face (and never looks cut). The probe is a solve
+    in which the boxes of ``classes`` were grown by :data:`GROW_FRACTION`. A face cuts
+    its structure when, in the slab just inside it (a tenth of the box extent, at least
+    ``GROW_MIN_VOXELS`` slices), the constrained solve keeps less than :data:`DRAINED`
+    of the probe's structure, and the probe's section in the face slice is at least
+    :data:`CUT_SECTION` of its largest section inside the box. The face then moves to
+    where the probe's structure ends, plus one voxel. Faces that only touch the
+    object's tip, or that a leak in the probe crosses while the constrained solve
+    keeps its object, stay where the user drew them.
+
+    Parameters
+    ----------
+    boxes : list of tuple
+        The boxes before growing.
+    labels, probe : Tensor or ndarray, shape (Z, Y, X)
+        Labels of the solve with these boxes and of the probe.
+    shape : tuple of int
+    classes : collection of int
+        Structures whose boxes were grown in the probe.
+
+    Returns
+    -------
+    (new_boxes, faces) : list of tuple, list of (box index, axis, "low" | "high")
+    """
+    def numpy(a):
+        return a.cpu().numpy() if hasattr(a, "cpu") else np.asarray(a)
+
+    labels, probs = numpy(labels), numpy(probe)
+    probe = probs.argmax(axis=0)
+    big = grown(boxes, shape)
+    new, faces = [], []
+    for i, (box, gbox) in enumerate(zip(boxes, big)):
+        c = box[0]
+        lo, hi = list(box[1:4]), list(box[4:7])
+        if c not in classes:
+            new.append(box)
+            continue
+        hit = probe[_slices(box)] == c
+        kept = labels[_slices(box)] == c
+        for axis in range(3):
+            other = tuple(a for a in range(3) if a != axis)
+            sec = hit.sum(axis=other)
+            top = int(sec.max()) if sec.size else 0
+            if top == 0:
+                continue
+            ksec = kept.sum(axis=other)
+            d = max(GROW_MIN_VOXELS, int(math.ceil(0.1 * len(sec))))
+            # the probe's structure in the grown box, within the box's cross-section
+            lateral = [slice(box[1 + a], box[4 + a]) if a != axis
+                       else slice(gbox[1 + a], gbox[4 + a]) for a in range(3)]
+            beyond = (probe[tuple(lateral)] == c).any(axis=other)
+            start = gbox[1 + axis]
+
+            p_in = float(probs[c][_slices(box)][hit].mean())
+
+            def cuts(face, slab, out):
+                if face < CUT_SECTION * top or ksec[slab].sum() >= DRAINED * sec[slab].sum():
+                    return False
+                lat = list(lateral)
+                lat[axis] = out
+                m = probe[tuple(lat)] == c
+                return bool(m.any()) and float(probs[c][tuple(lat)][m].mean()) >= CONFIDENT * p_in
+
+            if box[1 + axis] > 0 and cuts(sec[0], slice(0, d), slice(start, box[1 + axis])):
+                rows = np.flatnonzero(beyond[: box[1 + axis] - start])
+                if rows.size:
+                    lo[axis] = max(0, start + int(rows[0]) - 1)
+                    faces.append((i, axis, "low"))
+            if box[4 + axis] < shape[axis] and cuts(sec[-1], slice(len(sec) - d, None),
+                                                     slice(box[4 + axis], gbox[4 + axis])):
+                rows = np.flatnonzero(beyond[box[4 + axis] - start:])
+                if rows.size:
+                    hi[axis] = min(shape[axis], box[4 + axis] + int(rows[-1]) + 2)
+                    faces.append((i, axis, "high"))
+        new.append((c, *lo, *hi))
+    return new, faces
+
+
 def union_mask(boxes, shape) -> np.ndarray:
     """Boolean (Z, Y, X) mask of the voxels inside at least one box."""
     mask = np.zeros(shape, dtype=bool)

@@ -52,6 +52,7 @@ DEFAULTS = {
     "box_grow_rounds": 2,  # times a face that cuts its structure may move outward
     "box_centre_seeds": True,  # seed box centres of structures without scribbles
     "box_select": True,  # choose box_prior_weight per scan among BOX_PRIOR_WEIGHTS
+    "box_probe": True,  # probe solve with grown boxes to find faces that cut the object
     # prior= (model probabilities): weight of its unary term, and the distance (mm)
     # over which a scribble that disagrees with it releases it (0 at the stroke, full
     # weight from this distance on)
@@ -63,7 +64,7 @@ DEFAULTS = {
 }
 _KEY_OPTIONS = ("smooth", "beta", "prior_weight", "prior_trust_low", "prior_trust_high",
                 "box_prior_weight", "box_margin", "box_core", "box_shell", "box_grow_rounds",
-                "box_centre_seeds", "box_select",
+                "box_centre_seeds", "box_select", "box_probe",
                 "model_prior_weight", "prior_release_mm", "prior_check")
 #: Shares of the model prior (vs. the scan's intensity model) tried by ``prior_check``.
 PRIOR_SHARES = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -374,10 +375,13 @@ def _solve_boxes(ctx, image, seeds, x, opts, kw, counter, info):
       scribbles + box worse than scribbles alone). Structures without scribbles take
       it from the box core, refitted GrabCut-style for ``box_rounds`` rounds.
     * A model prior (``prior=``) replaces the intensity models.
-    * Inexact boxes: a face whose slice still holds a large section of the structure
-      cuts the object; it moves outward (``_boxes.cut_faces``) and the system is solved
-      again (up to ``box_grow_rounds`` times), so the image decides where the object
-      ends. Faces that only touch the object's tip stay.
+    * Inexact boxes: hard background against a face that cuts the object drains the
+      object away from that face, so a probe solve with the scribbled structures'
+      boxes grown shows which faces cut it (``_boxes.faces_from_probe``); those move
+      to where the probe's object ends. Then a face whose slice still holds a large
+      section of the structure moves outward (``_boxes.cut_faces``) and the system is
+      solved again (up to ``box_grow_rounds`` times), so the image decides where the
+      object ends. Faces that only touch the object's tip stay.
     * Tightness: a box slice that misses its structure gets its most likely voxel as
       a seed.
     """
@@ -426,10 +430,13 @@ def _solve_boxes(ctx, image, seeds, x, opts, kw, counter, info):
     else:
         gammas = [gamma]
 
-    def one_pass(gamma, x, samples, n_rounds):
-        """GrabCut-style rounds at one prior weight; returns (x, hist, prior)."""
-        allowed = _boxes.allowed_classes(boxes, shape, k1, dev)
-        fixed = seeds >= 0
+    def one_pass(gamma, x, samples, n_rounds, bxs=None, sds=None):
+        """GrabCut-style rounds at one prior weight (with the current boxes and seeds
+        unless ``bxs``/``sds`` are given); returns (x, hist, prior)."""
+        bxs = boxes if bxs is None else bxs
+        sds = seeds if sds is None else sds
+        allowed = _boxes.allowed_classes(bxs, shape, k1, dev)
+        fixed = sds >= 0
         hist = None
         for r in range(n_rounds):
             if model is not None:
@@ -439,13 +446,13 @@ def _solve_boxes(ctx, image, seeds, x, opts, kw, counter, info):
                 prior = posterior(hist, image) * allowed
             prior = prior / prior.sum(dim=0, keepdim=True).clamp_min(1e-12)
             # copies: the previous state's solution must stay intact
-            init = _set_seeds(x, seeds) if x is not None else _onehot_init(seeds, k1, prior)
+            init = _set_seeds(x, sds) if x is not None else _onehot_init(sds, k1, prior)
             p = Problem(image, fixed, init, ctx.spacing, prior)
             yield from _progress(solve(p, coarse_to_fine=x is None, **{**kw, "gamma": gamma}),
                                  counter)
             x = p.x
             if r + 1 < n_rounds:
-                samples = _boxes.refit_samples(boxes, seeds, x.argmax(dim=0), k1,
+                samples = _boxes.refit_samples(bxs, sds, x.argmax(dim=0), k1,
                                                shell=opts["box_shell"], scribbled=scribbled)
         return x, hist, prior
 
@@ -460,6 +467,13 @@ def _solve_boxes(ctx, image, seeds, x, opts, kw, counter, info):
                                  counter)
             x = p.x
         return x, added
+
+    def background_outside(boxes):
+        """Seeds with hard background outside ``boxes`` (when every structure has one)."""
+        if not box_background:
+            return seeds
+        outside = ~torch.from_numpy(_boxes.union_mask(boxes, shape)).to(dev)
+        return torch.where(outside & (scr_seeds < 0), 0, scr_seeds)
 
     x0 = x
     if len(gammas) > 1:
@@ -479,15 +493,31 @@ def _solve_boxes(ctx, image, seeds, x, opts, kw, counter, info):
         x, hist, prior = yield from one_pass(gamma, x0, samples, rounds)
         x, added = yield from tighten(x, gamma, prior)
     info["prior_weight"] = gamma
-    grown_faces = []
+    probed = (boxed & scribbled) if model is None else boxed
+    if opts["box_probe"] and probed:
+        # probe: solve once with these structures' boxes grown; faces where the
+        # constrained solve drained the object that the probe keeps cut the object
+        big = [g if b[0] in probed else b for b, g in zip(boxes, _boxes.grown(boxes, shape))]
+        xp, _, _ = yield from one_pass(gamma, x, samples, 1, big, background_outside(big))
+        boxes, probe_faces = _boxes.faces_from_probe(boxes, x.argmax(dim=0), xp,
+                                                     shape, probed)
+        del xp
+        info["box_probe_faces"] = [list(f) for f in probe_faces]
+        grown_faces = list(probe_faces)
+        if probe_faces:
+            seeds = background_outside(boxes)
+            x, hist_g, prior = yield from one_pass(gamma, x, samples, 1)
+            hist = hist_g if hist_g is not None else hist
+            x, more = yield from tighten(x, gamma, prior)
+            added += more
+    else:
+        grown_faces = []
     for _ in range(int(opts["box_grow_rounds"])):
         boxes, faces = _boxes.cut_faces(boxes, x.argmax(dim=0), shape, scribbled)
         if not faces:
             break
         grown_faces += faces
-        if box_background:
-            outside = ~torch.from_numpy(_boxes.union_mask(boxes, shape)).to(dev)
-            seeds = torch.where(outside & (scr_seeds < 0), 0, scr_seeds)
+        seeds = background_outside(boxes)
         x = x * _boxes.allowed_classes(boxes, shape, k1, dev)
         x, hist_g, prior = yield from one_pass(gamma, x, samples, 1)
         hist = hist_g if hist_g is not None else hist

@@ -2,6 +2,8 @@
 (too large, too small, shifted), boxes of structures without scribbles, and the
 messages for bad boxes (no object inside, cutting the object, nested/overlapping)."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -145,3 +147,31 @@ def test_box_that_leaves_out_scribbles_is_grown_to_cover_them():
     assert grown == [0] and boxes == [(1, 3, 2, 2, 8, 15, 15)]
     same, none = _boxes.cover_scribbles([(1, 3, 1, 1, 8, 15, 15)], scr)
     assert none == [] and same == [(1, 3, 1, 1, 8, 15, 15)]
+
+
+def test_box_that_cuts_a_noisy_object_is_probed():
+    """A box 20% too small pins hard background against its object, which then drains
+    away from the faces (0.16 Dice here without the probe): the probe solve with the
+    box grown finds the faces that cut the object and moves them."""
+    rng = np.random.default_rng(0)
+    shape = (28, 64, 64)
+    z, y, x = np.meshgrid(*(np.arange(n) * s for n, s in zip(shape, SPACING)), indexing="ij")
+    gt = (((z - 28) / 18) ** 2 + ((y - 32) / 18) ** 2 + ((x - 30) / 14) ** 2 <= 1)
+    image = (gt + rng.normal(0, 0.3, shape)).astype(np.float32)
+    scr = np.zeros(shape, np.uint8)
+    scr[14, 30:34, 24:36] = 2
+    scr[14, 2:5, 4:60] = 1
+    box = _variant(gt.astype(np.uint8), 1, "-20%")
+    exact = _variant(gt.astype(np.uint8), 1, "exact")
+    with pytest.warns(UserWarning, match=r"box 0 \(structure 1\) cuts the object"):
+        res = refine(image, scr, spacing=SPACING, boxes=[box], method="randomwalk")
+    assert res.info["box_probe_faces"] and res.info["box_faces_moved"]
+    assert dice(res.labels == 1, gt) > 0.75
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        without = refine(image, scr, spacing=SPACING, boxes=[box], method="randomwalk",
+                         box_probe=False)
+    assert dice(without.labels == 1, gt) < 0.5
+    # an exact box: no face cuts the object, the probe changes nothing
+    res = refine(image, scr, spacing=SPACING, boxes=[exact], method="randomwalk")
+    assert res.info["box_probe_faces"] == [] and dice(res.labels == 1, gt) > 0.95
