@@ -53,6 +53,8 @@ DEFAULTS = {
     "box_centre_seeds": True,  # seed box centres of structures without scribbles
     "box_select": True,  # choose box_prior_weight per scan among BOX_PRIOR_WEIGHTS
     "box_probe": True,  # probe solve with grown boxes to find faces that cut the object
+    # an incremental call keeps only the label changes connected to the edited strokes
+    "correction_scope": True,
     # prior= (model probabilities): weight of its unary term, and the distance (mm)
     # over which a scribble that disagrees with it releases it (0 at the stroke, full
     # weight from this distance on)
@@ -530,6 +532,51 @@ def _solve_boxes(ctx, image, seeds, x, opts, kw, counter, info):
     return x / x.sum(dim=0, keepdim=True).clamp_min(1e-12), hist
 
 
+def _scope_correction(ctx, x, x_prev, info):
+    """Keep only the label changes connected to the edited strokes.
+
+    A corrective stroke is about the error it is drawn on: a new stroke updates the
+    intensity model globally, and without this the walker also flips voxels far from
+    the stroke that the previous result had right (in the test case of
+    ``tests/engine/test_corrections.py``, as many as the corrected component itself).
+    Changed labels whose connected component (6-connected, with the stroke voxels)
+    does not reach an edited stroke go back to the previous solution. A class's first
+    strokes are not a correction: the model of a new class may change labels anywhere.
+
+    Parameters
+    ----------
+    x, x_prev : Tensor, shape (K + 1, Z, Y, X)
+        This call's and the previous call's probabilities.
+
+    Returns
+    -------
+    Tensor, shape (K + 1, Z, Y, X)
+    """
+    from scipy import ndimage
+
+    changed = ctx.changed
+    if changed is None or not changed.any():
+        return x
+    new_classes = set(np.unique(ctx.scribbles[changed]).tolist()) - {0}
+    kept = set(np.unique(ctx.scribbles[~changed]).tolist())
+    if not new_classes <= kept:
+        info["correction_scope"] = "a class's first strokes: changes kept everywhere"
+        return x
+    diff = (x.argmax(dim=0) != x_prev.argmax(dim=0)).cpu().numpy()
+    if not diff.any():
+        return x
+    lab, _ = ndimage.label(diff | changed)
+    reach = np.unique(lab[changed])
+    revert = diff & ~np.isin(lab, reach[reach > 0])
+    n = int(revert.sum())
+    info["correction_scope"] = f"{n} changed voxel(s) not connected to the edited strokes kept"
+    info["correction_reverted"] = n
+    if n:
+        r = torch.from_numpy(revert).to(x.device)
+        x = torch.where(r, x_prev.to(x.dtype), x)
+    return x
+
+
 @register_method("randomwalk")
 def randomwalk(ctx: RefineContext):
     """Random walker with priors (see module docstring).
@@ -598,6 +645,8 @@ def randomwalk(ctx: RefineContext):
         x = yield from _solve_local_or_full(ctx, image, seeds, x_prev, box, prior, kw,
                                             counter, info)
 
+    if prev is not None and opts["correction_scope"]:
+        x = _scope_correction(ctx, x, x_prev, info)
     probs = as_numpy(x)
     if ctx.boxes:
         info["box_report"] = _boxes.report(ctx.boxes, probs.argmax(axis=0),
