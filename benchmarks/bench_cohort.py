@@ -173,7 +173,9 @@ def learning_curve(work: Path, args, doc, save):
     ``--k``; the final mask is accepted (the refined mask, not the ground truth) and the
     model is trained further (warm start, ``--curve-budget`` minutes, all accepted
     masks) before the next volume."""
+    from napari_labeleff.cohort._predict import evaluate as evaluate_ckpt
     from napari_labeleff.cohort._predict import load_model
+    from napari_labeleff.cohort._project import prior_gate
     from napari_labeleff.cohort._spec import TrainCase, TrainSpec, write_labels_snapshot
     from napari_labeleff.cohort._train import train_steps
     from napari_labeleff.engine import refine
@@ -202,6 +204,12 @@ def learning_curve(work: Path, args, doc, save):
         t0 = time.perf_counter()
         prior = model.predict(image, spacing) if model else None
         dice_model = float(dice_per_class(gt, prior.argmax(0), 1).mean()) if prior is not None else None
+        use_prior = gate = None
+        if prior is not None and args.curve_gate:
+            # the project's rule (Project.refine): the model's Dice on the validation
+            # volumes with full masks decides whether it serves as the prior
+            use_prior, gate = prior_gate(rows[-1]["mask_score"])
+            prior = prior if use_prior else None
         res = refine(image, scr, spacing=spacing, prior=prior)
         curve = [float(dice_per_class(gt, res.labels, 1).mean())]
         interactions = 0
@@ -220,6 +228,7 @@ def learning_curve(work: Path, args, doc, save):
         accepted.append(TrainCase(e["case"], str(img_path), npz, "labelled"))
         row = {"n": n + 1, "case": e["case"], "model_dice": dice_model, "interactions": interactions,
                "drawn_voxels": drawn, "dice_curve": curve, "final_dice": curve[-1],
+               "prior_used": use_prior, "prior_gate": gate,
                "annotate_s": round(seconds, 1)}
         _log(f"curve {n + 1}: {e['case']} model {dice_model if dice_model is None else round(dice_model, 3)}, "
              f"{interactions} interactions, {drawn} voxels, Dice {curve[-1]:.3f}")
@@ -232,6 +241,9 @@ def learning_curve(work: Path, args, doc, save):
         report = _drive(train_steps(spec), f"curve v{n + 1}")
         row["train_s"], row["train_steps"] = round(time.monotonic() - t1, 1), report.steps
         ckpt = report.out_dir
+        # validation as the project does it below VALIDATION_MIN volumes: the accepted
+        # (refined) masks, which the model trained on
+        row["mask_score"] = evaluate_ckpt(ckpt, accepted, device=args.device, masks_only=True)
         rows.append(row)
         save()
 
@@ -261,6 +273,8 @@ def main(argv=None):
     ap.add_argument("--curve", type=int, default=0,
                     help="run only the learning curve over this many volumes")
     ap.add_argument("--curve-budget", type=float, default=1.5, help="training minutes per curve volume")
+    ap.add_argument("--no-curve-gate", dest="curve_gate", action="store_false",
+                    help="use every model as the prior (no check on the accepted masks)")
     ap.add_argument("--k", type=int, default=10, help="corrective interactions per curve volume")
     args = ap.parse_args(argv)
     import torch

@@ -494,7 +494,8 @@ class ProjectPanel(QGroupBox):
         if vid != self.vid or state.refined_layer is None:
             return
         pred = p.predict(vid)  # cached by the draft: records the quality estimate
-        state.prior = pred.probabilities
+        # later refinements use the model only where the project trusts it
+        state.prior = pred.probabilities if p.prior_use()[0] else None
         state.result = result
         state.refined_layer.data = result.labels
         state.refined.emit(result)

@@ -238,11 +238,13 @@ def load_model(checkpoint_dir, device="auto") -> LoadedModel:
     return LoadedModel(net, config, dev, version, tuple(config["class_names"]))
 
 
-def evaluate(checkpoint_dir, cases, *, device="auto") -> float:
+def evaluate(checkpoint_dir, cases, *, device="auto", masks_only=False) -> float | None:
     """Mean Dice of a checkpoint on cases with labels.
 
     Cases with a full mask are scored against it; cases with scribbles only on their
-    scribbled voxels (held-out weak labels, :func:`scribble_dice`).
+    scribbled voxels (held-out weak labels, :func:`scribble_dice`), unless
+    ``masks_only`` (then they are skipped, and None is returned when no case has a
+    mask).
 
     Parameters
     ----------
@@ -252,8 +254,8 @@ def evaluate(checkpoint_dir, cases, *, device="auto") -> float:
 
     Returns
     -------
-    float
-        Mean over the scored cases.
+    float or None
+        Mean over the scored cases (None: ``masks_only`` and no case has a mask).
 
     Raises
     ------
@@ -269,13 +271,16 @@ def evaluate(checkpoint_dir, cases, *, device="auto") -> float:
             continue
         image, spacing = read_image(case.image_path)
         labels = read_labels_snapshot(case.labels_path, shape=image.shape[1:], n_classes=model.n_classes)
-        if labels["mask"] is None and not labels["scribbles"].any():
+        if labels["mask"] is None and (masks_only or not labels["scribbles"].any()):
             continue
         pred = model.predict(image, spacing).argmax(axis=0).astype(np.uint8)
         if labels["mask"] is not None:
             scores.append(mean_dice(pred, labels["mask"], model.n_classes))
         else:
             scores.append(scribble_dice(pred, labels["scribbles"], model.n_classes))
+    if not scores and masks_only:
+        return None
     if not scores:
         raise LabelEffError("evaluate: none of the cases has a mask or scribbles to score against")
     return float(np.mean(scores))
+

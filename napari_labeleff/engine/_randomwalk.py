@@ -55,6 +55,9 @@ DEFAULTS = {
     "box_probe": True,  # probe solve with grown boxes to find faces that cut the object
     # an incremental call keeps only the label changes connected to the edited strokes
     "correction_scope": True,
+    # choose the intensity-model weight (0 or the trusted one) on the first call by
+    # how well each predicts the user's held-out strokes
+    "prior_select": True,
     # prior= (model probabilities): weight of its unary term, and the distance (mm)
     # over which a scribble that disagrees with it releases it (0 at the stroke, full
     # weight from this distance on)
@@ -66,7 +69,7 @@ DEFAULTS = {
 }
 _KEY_OPTIONS = ("smooth", "beta", "prior_weight", "prior_trust_low", "prior_trust_high",
                 "box_prior_weight", "box_margin", "box_core", "box_shell", "box_grow_rounds",
-                "box_centre_seeds", "box_select", "box_probe",
+                "box_centre_seeds", "box_select", "box_probe", "prior_select",
                 "model_prior_weight", "prior_release_mm", "prior_check")
 #: Shares of the model prior (vs. the scan's intensity model) tried by ``prior_check``.
 PRIOR_SHARES = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -271,6 +274,66 @@ def _prior_share(ctx, image: torch.Tensor, seeds: torch.Tensor, lam: torch.Tenso
                 scores[a] += float(torch.log(mix).mean()) / (2 * len(present))
     best = max(PRIOR_SHARES, key=lambda a: (round(scores[a], 6), a))
     return best, {a: round(v, 4) for a, v in scores.items()}
+
+
+#: Largest grid (voxels) on which ``prior_select`` compares weights (block means above).
+_SELECT_MAX_VOXELS = 1 << 20
+
+
+def _select_weight(ctx, image: torch.Tensor, seeds: torch.Tensor, kw: dict, gamma: float,
+                   counter):
+    """Choose the intensity-model weight, 0 or ``gamma``, by held-out strokes.
+
+    How much to trust the scribbles' intensity model differs from scan to scan (a
+    lesion core whose intensities the background shares wants the pure walker; a
+    bright tumour in FLAIR wants the model). The trust ramp measures the model on the
+    strokes it was fitted on; here each half of the user's strokes (``_stroke_folds``)
+    is left out in turn, the walker is solved from the other half on a grid of at
+    most ``_SELECT_MAX_VOXELS`` (block means), and the weight whose labels agree best
+    with the left-out strokes (class-balanced accuracy) is kept; ties keep ``gamma``.
+    Seeds that are not strokes (the assumed border background) stay in both halves.
+
+    Returns
+    -------
+    (weight, {weight: score}) or (gamma, None) when the strokes cannot be split.
+    """
+    from . import _multiscale
+
+    k1 = ctx.n_classes
+    scr = np.asarray(ctx.scribbles)
+    folds = _stroke_folds(scr, k1)
+    if folds is None:
+        return gamma, None
+    shape = tuple(seeds.shape)
+    f = 1
+    while math.prod(math.ceil(n / f) for n in shape) > _SELECT_MAX_VOXELS:
+        f += 1
+    fac = (f, f, f)
+    img = torch.from_numpy(_multiscale._pool_mean(image.cpu().numpy(), fac)).to(image.device)
+    spacing = tuple(h * f for h in ctx.spacing)
+    seeds_np = seeds.cpu().numpy()
+    candidates = sorted({0.0, float(gamma)})
+    scores = dict.fromkeys(candidates, 0.0)
+    for fold in (0, 1):
+        train = np.where(folds == fold, -1, seeds_np)
+        train_c = torch.from_numpy(_multiscale._pool_seeds(train, fac, k1).astype(np.int64))
+        train_c = train_c.to(image.device)
+        if any(bool((train_c == k).any()) is False and bool((train == k).any())
+               for k in range(k1)):
+            return gamma, None  # a class vanished on the coarse grid
+        held = np.nonzero(folds == fold)
+        truth = scr[held].astype(np.int64) - 1
+        coarse = tuple(torch.from_numpy(h // f).to(image.device) for h in held)
+        hist = fit_histograms(img, [train_c == k for k in range(k1)])
+        prior = posterior(hist, img)
+        for g in candidates:
+            p = Problem(img, train_c >= 0, _onehot_init(train_c, k1, prior), spacing, prior)
+            yield from _progress(solve(p, coarse_to_fine=True, **{**kw, "gamma": g}), counter)
+            pred = p.x.argmax(dim=0)[coarse].cpu().numpy()
+            acc = [float(np.mean(pred[truth == k] == k)) for k in np.unique(truth)]
+            scores[g] += float(np.mean(acc)) / 2
+    best = max(candidates, key=lambda g: (round(scores[g], 3), g == gamma))
+    return best, {g: round(v, 4) for g, v in scores.items()}
 
 
 def _local_box(changed, spacing, opts):
@@ -605,6 +668,7 @@ def randomwalk(ctx: RefineContext):
             "nothing constrains the random walker: no scribbles, no box background and "
             "model_prior_weight=0; scribble, draw boxes or use model_prior_weight > 0")
     hist = hist_global = None
+    pure_walker = False
     if ctx.boxes:
         x, hist = yield from _solve_boxes(ctx, image, seeds, x_prev, opts, kw, counter, info)
     elif ctx.prior is not None:
@@ -619,6 +683,14 @@ def randomwalk(ctx: RefineContext):
         class_counts = torch.bincount(seeds[seeds >= 0], minlength=k1).tolist()
         trust = _prior_trust(hist, image, seeds)
         gamma = kw["gamma"] = _trusted_weight(opts, kw["gamma"], trust)
+        if prev is None and opts["prior_select"] and gamma > 0:
+            chosen, scores = yield from _select_weight(ctx, image, seeds, kw, gamma, counter)
+            info["prior_select_scores"] = scores
+            pure_walker = chosen == 0.0
+        else:  # incremental calls keep the first call's choice
+            pure_walker = prev is not None and prev.get("pure_walker", False)
+        if pure_walker:
+            gamma = kw["gamma"] = 0.0
         info.update(prior_trust=trust, prior_weight=gamma)
         box = None if prev is None else _local_box(ctx.changed, ctx.spacing, opts)
         if box is not None and gamma > 0:
@@ -662,6 +734,7 @@ def randomwalk(ctx: RefineContext):
         "prior_key": _prior_key(ctx.prior),
         "boxes": list(ctx.boxes),
         "class_counts": class_counts,
+        "pure_walker": pure_walker,
         "options": {k: opts[k] for k in _KEY_OPTIONS},
     }
     return MethodOutput(probabilities=probs, payload=payload, info=info)

@@ -57,13 +57,16 @@ class FakeLearner:
     ----------
     scores : list of float
         Validation score of each new checkpoint, in training order.
+    mask_score : float or None
+        Every checkpoint's score on validation volumes with full masks.
     steps : int
         Progress steps per run.
     calls : list of TrainSpec
     """
 
-    def __init__(self, scores=(0.8,), steps=4):
+    def __init__(self, scores=(0.8,), steps=4, mask_score=None):
         self.scores = list(scores)
+        self.mask_score = mask_score
         self.steps = steps
         self.calls = []
         self.resumed_from = []
@@ -81,15 +84,16 @@ class FakeLearner:
         out.mkdir(parents=True, exist_ok=True)
         score = self.scores.pop(0) if self.scores else 0.5
         (out / "model.pt").write_bytes(b"fake weights")
-        (out / "config.json").write_text(json.dumps({"class_names": list(spec.class_names), "score": score}))
+        (out / "config.json").write_text(json.dumps({"class_names": list(spec.class_names), "score": score,
+                                                          "mask_score": self.mask_score}))
         return TrainReport(out_dir=str(out), val_score=score, epochs=1, seconds=0.1,
                            version=out.name)
 
     @staticmethod
-    def evaluate(folder, cases, device="auto"):
+    def evaluate(folder, cases, device="auto", masks_only=False):
         config = json.loads((Path(folder) / "config.json").read_text())  # damaged: raises
         assert all(c.labels_path for c in cases)
-        return float(config["score"])
+        return config.get("mask_score") if masks_only else float(config["score"])
 
     @staticmethod
     def load_model(folder, device="auto"):

@@ -198,13 +198,41 @@ def test_refine_uses_the_model_as_prior(project, monkeypatch):
         project.refine("case2", empty)  # no model, no scribbles: nothing to refine from
     project.train()
     res = project.refine("case2", empty)  # the draft: the prior regularised by the graph
-    assert res.info["project_prior"] == "prior from model v0001"
+    assert res.info["project_prior"].startswith("prior from model v0001: used unchecked")
     assert "prior" in res.info
     assert np.mean(res.labels == ball()) > 0.95
     s = np.zeros(SHAPE, np.uint8)
     s[4, 6, 7] = 1  # a background stroke inside the ball wins locally
     res2 = project.refine("case2", s)
     assert res2.labels[4, 6, 7] == 0
+
+
+def test_a_model_weak_on_full_masks_is_not_used_as_prior(project, monkeypatch):
+    """A model whose validation Dice on full masks is below PRIOR_MIN_DICE would pull
+    refine below the scribbles alone: refine leaves it out (except as the draft of a
+    volume with nothing drawn), unless use_prior=True."""
+    FakeLearner(scores=[0.8], mask_score=0.5).install(monkeypatch)
+    project.train()
+    assert project.models[-1]["mask_score"] == 0.5
+    use, why = project.prior_use()
+    assert not use and "0.500 < 0.8" in why
+    s = np.zeros(SHAPE, np.uint8)
+    s[4, 8, 8], s[0, 0, 0] = 2, 1
+    res = project.refine("case2", s)
+    assert "prior" not in res.info and "not used" in res.info["project_prior"]
+    forced = project.refine("case2", s, use_prior=True)
+    assert "prior" in forced.info
+    draft = project.refine("case2", np.zeros(SHAPE, np.uint8))
+    assert "nothing drawn yet" in draft.info["project_prior"] and "prior" in draft.info
+
+
+def test_a_model_good_on_full_masks_is_used_as_prior(project, monkeypatch):
+    FakeLearner(scores=[0.9], mask_score=0.9).install(monkeypatch)
+    project.train()
+    s = np.zeros(SHAPE, np.uint8)
+    s[4, 8, 8], s[0, 0, 0] = 2, 1
+    res = project.refine("case2", s)
+    assert "prior" in res.info and res.info["project_prior"].endswith("full masks 0.900")
 
 
 def test_log_records_the_published_model(project, monkeypatch):
