@@ -188,6 +188,7 @@ class LoadedModel:
         out = resample_image(probs.numpy(), target, sp, out_shape=shape)
         np.clip(out, 0.0, None, out=out)
         out /= np.maximum(out.sum(axis=0, keepdims=True), 1e-8)
+        keep_largest(out, self.config.get("single_component") or [])
         return out.astype(np.float32, copy=False)
 
     def embed(self, image, spacing) -> np.ndarray:
@@ -206,6 +207,36 @@ class LoadedModel:
         with torch.no_grad(), autocast(self.device):
             f = encode(self.net, torch.as_tensor(np.asarray(x))[None].to(self.device))
         return f[0].float().cpu().numpy()
+
+
+def keep_largest(probs: np.ndarray, single) -> None:
+    """Structures known to be one object keep only their largest predicted component.
+
+    ``single[c - 1]`` is True when the training labels showed structure c as one
+    connected object (``_train.single_component_classes``); elsewhere its probability
+    goes to the other classes (in place; MONAI ``KeepLargestConnectedComponent`` on the
+    argmax labels).
+
+    Parameters
+    ----------
+    probs : ndarray, shape (K + 1, Z, Y, X), float32
+        Sums to 1 per voxel; modified in place.
+    single : sequence of bool, length K
+    """
+    from monai.transforms import KeepLargestConnectedComponent
+
+    applied = [c for c, flag in enumerate(single, start=1) if flag is True]
+    if not applied:
+        return
+    labels = probs.argmax(axis=0)
+    # (the transform may edit its input in place: it gets a copy)
+    kept = np.asarray(KeepLargestConnectedComponent(applied_labels=applied, is_onehot=False,
+                                                    connectivity=3)(labels[None].copy()))[0]
+    for c in applied:
+        drop = (labels == c) & (kept != c)
+        if drop.any():
+            probs[c][drop] = 0.0
+    probs /= np.maximum(probs.sum(axis=0, keepdims=True), 1e-8)
 
 
 def load_model(checkpoint_dir, device="auto") -> LoadedModel:

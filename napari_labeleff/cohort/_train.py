@@ -200,6 +200,42 @@ def _ramp(frac: float) -> float:
     return float(math.exp(-5.0 * (1.0 - t) ** 2))
 
 
+#: A structure counts as one connected object when, in every dense label map that
+#: holds it, its largest 26-connected component has at least this share of its voxels.
+SINGLE_COMPONENT = 0.95
+
+
+def single_component_classes(label_maps, k: int) -> list[bool]:
+    """Per structure 1..K, whether the training labels show it as one connected object
+    (then prediction keeps only its largest component; ``_predict``).
+
+    Parameters
+    ----------
+    label_maps : list of ndarray, shape (z, y, x)
+        Dense labels 0..K (-1 = unknown), from masks or graph pseudo-labels; scribbles
+        alone say nothing about connectivity and are not passed.
+    k : int
+        Number of structures.
+
+    Returns
+    -------
+    list of bool, length K
+        False for a structure no dense map holds.
+    """
+    from scipy import ndimage as ndi
+
+    out = []
+    for c in range(1, k + 1):
+        shares = []
+        for lab in label_maps:
+            cc, n = ndi.label(lab == c, structure=np.ones((3, 3, 3), bool))
+            if n:
+                sizes = np.bincount(cc.ravel())[1:]
+                shares.append(sizes.max() / sizes.sum())
+        out.append(bool(shares) and bool(min(shares) >= SINGLE_COMPONENT))
+    return out
+
+
 def _pseudo_labels(case, pc, k, cache_dir, band=PSEUDO_BAND):
     """Graph-method labels for a weakly labelled volume, at the target spacing, in the
     scribble convention, with a band of ``band`` voxels around every predicted boundary
@@ -407,6 +443,7 @@ def train_steps(spec: TrainSpec) -> Generator[TrainProgress, None, TrainReport]:
     prepared = {}
     n_cases = len(spec.cases)
     pseudo_info = {}
+    dense = set()  # volumes whose supervision is dense (graph pseudo-labels)
     for i, c in enumerate(spec.cases):
         yield TrainProgress(i, n_cases, f"preparing {c.volume_id} ({c.role})", stage="prepare")
         pc = prepare_case(c, config, n_classes=n_classes)
@@ -420,11 +457,16 @@ def train_steps(spec: TrainSpec) -> Generator[TrainProgress, None, TrainReport]:
                     yield TrainProgress(i, n_cases, f"graph pseudo-labels for {c.volume_id}", stage="prepare")
                     pseudo, pseudo_info[c.volume_id] = _pseudo_labels(
                         c, pc, k, opts["pseudo_cache_dir"] or spec.run_dir)
+                    if pseudo is not None:
+                        dense.add(c.volume_id)
                 build_supervision(pc, pseudo=pseudo, pseudo_weight=PSEUDO_WEIGHT)
         prepared[c.volume_id] = pc
     lab_cases = [pc for pc in prepared.values() if pc.role == "labelled"]
     if not lab_cases:
         raise LabelEffError("nothing to train on: the labelled volumes hold no scribbles, boxes or masks")
+    config["single_component"] = single_component_classes(
+        [pc.mask if pc.mask is not None else pc.lab.astype(np.int16) - 1
+         for pc in lab_cases if pc.mask is not None or pc.volume_id in dense], k)
     val_cases = [pc for pc in prepared.values() if pc.role == "validation"
                  and (pc.mask is not None or (pc.scribbles is not None and pc.scribbles.any()))]
     unl_cases = [pc for pc in prepared.values() if pc.role == "unlabeled"]

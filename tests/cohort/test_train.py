@@ -29,6 +29,7 @@ def run(gen):
 
 def _val_dice(out_dir, seeds=(300, 301)):
     model = load_model(out_dir, device="cpu")
+    model.config["single_component"] = []  # the network alone, without post-processing
     scores = []
     for s in seeds:
         image, gt = make_volume(s)
@@ -49,6 +50,7 @@ def test_training_learns_what_a_threshold_cannot(tmp_path):
         assert os.path.exists(os.path.join(spec.out_dir, f))
     config = json.load(open(os.path.join(spec.out_dir, "config.json")))
     assert config["class_names"] == ["ball"] and config["n_classes"] == 2
+    assert config["single_component"] == [True]  # the masks show one ball
     trained = _val_dice(spec.out_dir)
     thresholds = []
     for s in (300, 301):
