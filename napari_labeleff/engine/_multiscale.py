@@ -14,7 +14,9 @@ beyond a laptop's RAM. Above :data:`LARGE_VOXELS`, :func:`run` therefore
    probabilities as a weak unary term;
 3. stores probabilities and uncertainty as float16 and labels as uint8.
 
-Incremental calls warm-start the coarse solve from the previous coarse state.
+Incremental calls warm-start the coarse solve from the previous coarse state and
+solve the band again only in tiles where the coarse solution moved (by more than
+:data:`REUSE_TOL`) or the scribbles changed; the other tiles keep the previous result.
 Peak memory is about :func:`estimate_bytes`; the API refuses, with that estimate, a
 volume whose estimate exceeds the memory available.
 """
@@ -214,11 +216,22 @@ def run(method_gen, ctx: RefineContext, info: dict):
     shape, k1 = tuple(ctx.seeds.shape), ctx.n_classes
     f = factors(shape, ctx.spacing)
     cctx = coarse_context(ctx, f)
+    prev = _previous_fine(ctx, cctx, k1, shape)
     t0 = time.perf_counter()
     name, out = yield from method_gen(cctx)
     t_coarse = time.perf_counter() - t0
     coarse = torch.from_numpy(np.asarray(out.probabilities, dtype=np.float32))
     coarse = coarse / coarse.sum(dim=0, keepdim=True).clamp_min(1e-12)
+    moved = changed_rows = None
+    if prev is not None:
+        # coarse rows whose solution moved, and fine slices whose scribbles changed:
+        # only tiles that touch them are solved again, the others keep their result
+        old = torch.from_numpy(prev["coarse"])
+        moved = ((coarse - old).abs().amax(dim=0) > REUSE_TOL) | (
+            coarse.argmax(dim=0) != old.argmax(dim=0))
+        moved = moved.flatten(1).any(dim=1).numpy()
+        changed_rows = (np.zeros(shape[0], bool) if ctx.changed is None
+                        else ctx.changed.any(axis=(1, 2)))
     labels = np.empty(shape, np.uint8)
     probs = np.empty((k1, *shape), np.float16)
     unc = np.empty(shape, np.float16)
@@ -227,11 +240,22 @@ def run(method_gen, ctx: RefineContext, info: dict):
     full = torch.from_numpy(np.ascontiguousarray(ctx.image, dtype=np.float32))
     sigma2 = contrast_scale(full[:, ::max(1, shape[0] // 64)])  # subsample along Z
     dil = max(f) // 2 + 1
-    band_total, iters = 0, []
+    band_total, iters, reused = 0, [], 0
     n_tiles = -(-shape[0] // tz)
     for t, z0 in enumerate(range(0, shape[0], tz)):
         z1 = min(shape[0], z0 + tz)
         h0, h1 = max(0, z0 - halo), min(shape[0], z1 + halo)
+        if prev is not None:
+            c0, c1 = max(0, h0 // f[0] - 1), min(len(moved), -(-h1 // f[0]) + 1)
+            if not moved[c0:c1].any() and not changed_rows[h0:h1].any():
+                old = prev["probs"][:, z0:z1]
+                pt = torch.from_numpy(old.astype(np.float32))
+                labels[z0:z1] = pt.argmax(dim=0).to(torch.uint8).numpy()
+                probs[:, z0:z1] = old
+                unc[z0:z1] = _entropy16(pt).numpy()
+                reused += 1
+                yield Progress(t + 1, n_tiles + 1, f"fine band: tile {t + 1}/{n_tiles} kept")
+                continue
         up = _upsample(coarse, f, h0, h1, shape)
         seeds = torch.from_numpy(ctx.seeds[h0:h1].astype(np.int64))
         band = _boundary_band(up, dil) & (seeds < 0)
@@ -284,11 +308,31 @@ def run(method_gen, ctx: RefineContext, info: dict):
         "tile_slices": tz, "band_cg_iterations_max": max(iters) if iters else 0,
         "probabilities_dtype": "float16", "coarse_s": t_coarse,
         "fine_s": time.perf_counter() - t0 - t_coarse,
+        "tiles": n_tiles, "tiles_kept": reused,
     }
+    # the fine probabilities are kept by reference (the result's own array: callers
+    # must not edit it in place), the coarse ones as a copy
     payload = {"coarse": {"shape": list(cctx.seeds.shape), "factors": list(f),
-                          "scribbles": cctx.scribbles, "payload": out.payload}}
+                          "scribbles": cctx.scribbles, "payload": out.payload},
+               "fine": {"probs": probs, "coarse": coarse.numpy()}}
     info.update({k: v for k, v in out.info.items() if k not in info})
     return name, labels, probs, unc, payload
+
+
+#: Largest change of a coarse probability for which a tile keeps its fine result.
+REUSE_TOL = 0.05
+
+
+def _previous_fine(ctx, cctx, k1, shape):
+    """The previous call's fine result when this call can reuse its tiles, else None."""
+    if cctx.state is None or ctx.state is None:
+        return None
+    fine = ctx.state.payload.get("fine")
+    if fine is None or tuple(fine["probs"].shape) != (k1, *shape):
+        return None
+    if tuple(fine["coarse"].shape[1:]) != tuple(cctx.seeds.shape):
+        return None
+    return fine
 
 
 def _silent(gen):

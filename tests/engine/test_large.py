@@ -100,3 +100,25 @@ def test_estimate_grows_with_size_and_is_bounded_on_the_band_path():
     big = _multiscale.estimate_bytes((300, 512, 512), 1, 5, large=False)
     band = _multiscale.estimate_bytes((300, 512, 512), 1, 5, large=True)
     assert small < big and band < 4 * 2**30 < big
+
+
+def test_incremental_band_path_solves_only_the_tiles_that_changed(monkeypatch):
+    """A correction on a few slices re-solves only the tiles around it; the others keep
+    the previous fine result (no other difference from solving every tile again)."""
+    monkeypatch.setattr(_multiscale, "COARSE_VOXELS", 12_000)
+    monkeypatch.setattr(_multiscale, "TILE_VOXELS", 5_000)
+    image, gt, scr = make_phantom(shape=(40, 48, 48))
+    first = refine(image, scr, spacing=SPACING, method="randomwalk", multiscale=True)
+    more = scr.copy()
+    more[20, 30:33, 20:23] = 2
+    inc = refine(image, more, spacing=SPACING, method="randomwalk", multiscale=True,
+                 state=first.state)
+    ms = inc.info["multiscale"]
+    assert 0 < ms["tiles_kept"] < ms["tiles"]
+    kept = np.flatnonzero((inc.labels == first.labels).all(axis=(1, 2)))
+    assert kept.size  # whole slices unchanged
+    monkeypatch.setattr(_multiscale, "REUSE_TOL", -1.0)  # every tile solved again
+    again = refine(image, more, spacing=SPACING, method="randomwalk", multiscale=True,
+                   state=first.state)
+    assert again.info["multiscale"]["tiles_kept"] == 0
+    assert np.mean(again.labels == inc.labels) > 0.999
