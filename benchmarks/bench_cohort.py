@@ -49,19 +49,22 @@ ARMS = {
     "semi+pretrain": {"semi": True, "pretrain": True},
 }
 SPLIT = {"weak": (0, 6), "unlabeled": (6, 14), "test": (14, 20)}
+#: Cohorts (a dataset of ../shared/data with 20 volumes) and their structures.
+COHORTS = {"la_mri": ("left atrium",),
+           "acdc": ("RV cavity", "LV myocardium", "LV cavity")}
 
 
 def _log(msg):
     print(time.strftime("%H:%M:%S"), msg, flush=True)
 
 
-def setup(work: Path, seed: int):
+def setup(work: Path, seed: int, dataset: str = "la_mri"):
     """Write the weak cases' labels snapshots; return (train cases, test entries)."""
     from napari_labeleff.cohort._spec import TrainCase, write_labels_snapshot
 
-    entries = sorted(_entries("la_mri"), key=lambda e: e["case"])
+    entries = sorted(_entries(dataset), key=lambda e: e["case"])
     if len(entries) < 20:
-        raise SystemExit(f"need 20 LA cases in {DATA}, found {len(entries)}")
+        raise SystemExit(f"need 20 {dataset} cases in {DATA}, found {len(entries)}")
     cases = []
     a, b = SPLIT["weak"]
     for e in entries[a:b]:
@@ -76,10 +79,10 @@ def setup(work: Path, seed: int):
     return cases, entries[a:b]
 
 
-def _spec(cases, work, name, options):
+def _spec(cases, work, name, options, class_names=COHORTS["la_mri"]):
     from napari_labeleff.cohort._spec import TrainSpec
 
-    return TrainSpec(cases=tuple(cases), class_names=("left atrium",), out_dir=str(work / "models" / name),
+    return TrainSpec(cases=tuple(cases), class_names=tuple(class_names), out_dir=str(work / "models" / name),
                      run_dir=str(work / "runs" / name), options=options)
 
 
@@ -104,7 +107,7 @@ def train_arm(cases, work, name, flags, args):
         opts["max_steps"] = args.max_steps
     t0, c0 = time.monotonic(), os.times()
     folder = f"{name}_{time.strftime('%H%M%S')}"  # a new checkpoint folder per invocation
-    report = _drive(train_in_background(_spec(cases, work, folder, opts)), name)
+    report = _drive(train_in_background(_spec(cases, work, folder, opts, COHORTS[args.dataset])), name)
     wall = time.monotonic() - t0
     c1 = os.times()
     return report, {"wall_s": round(wall, 1), "options": opts,
@@ -125,6 +128,7 @@ def evaluate(ckpt, tests, args, *, prior: bool):
 
     torch.set_num_threads(args.threads)
     model = load_model(ckpt, device=args.device)
+    K = len(COHORTS[args.dataset])
     rows = []
     for e in tests:
         image, gt, spacing = _test_case(e)
@@ -132,13 +136,14 @@ def evaluate(ckpt, tests, args, *, prior: bool):
         probs = model.predict(image, spacing)
         t_pred = time.perf_counter() - t0
         pred = probs.argmax(0).astype(np.uint8)
-        row = {"case": e["case"], "dice_model": float(dice_per_class(gt, pred, 1).mean()),
+        row = {"case": e["case"], "dice_model": float(dice_per_class(gt, pred, K).mean()),
+               "dice_model_per_class": dice_per_class(gt, pred, K).round(4).tolist(),
                "predict_s": round(t_pred, 2)}
         if prior:
             scr = initial_scribbles(gt, seed=args.seed)
             t0 = time.perf_counter()
             res = refine(image, scr, spacing=spacing, prior=probs)
-            row["dice_prior"] = float(dice_per_class(gt, res.labels, 1).mean())
+            row["dice_prior"] = float(dice_per_class(gt, res.labels, K).mean())
             row["refine_prior_s"] = round(time.perf_counter() - t0, 2)
             row["prior_info"] = {k: v for k, v in res.info.items() if k in ("prior", "method")}
         rows.append(row)
@@ -153,13 +158,14 @@ def no_prior(tests, args):
     from napari_labeleff.engine import refine
 
     torch.set_num_threads(args.threads)
+    K = len(COHORTS[args.dataset])
     rows = []
     for e in tests:
         image, gt, spacing = _test_case(e)
         scr = initial_scribbles(gt, seed=args.seed)
         t0 = time.perf_counter()
         res = refine(image, scr, spacing=spacing)
-        rows.append({"case": e["case"], "dice_no_prior": float(dice_per_class(gt, res.labels, 1).mean()),
+        rows.append({"case": e["case"], "dice_no_prior": float(dice_per_class(gt, res.labels, K).mean()),
                      "refine_s": round(time.perf_counter() - t0, 2), "method": res.method})
         _log(f"  {e['case']}: refine, no prior {rows[-1]['dice_no_prior']:.3f}")
     return rows
@@ -255,6 +261,8 @@ def _mean(rows, key):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dataset", default="la_mri", choices=list(COHORTS),
+                    help="cohort: la_mri (left atrium) or acdc (cardiac cine, 3 structures)")
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     ap.add_argument("--prior-arms", nargs="*", default=list(ARMS), help="arms evaluated with (b)")
     ap.add_argument("--budget", type=float, default=8.0, help="training minutes per arm")
@@ -284,7 +292,8 @@ def main(argv=None):
     work.mkdir(parents=True, exist_ok=True)
     doc = {"meta": machine_info(args.device), "command": " ".join(["python -m benchmarks.bench_cohort"]
                                                                    + (argv or sys.argv[1:])),
-           "protocol": {"cohort": "la_mri sorted by case id", "weak": "cases 1-6, initial scribbles (3 axial "
+           "protocol": {"cohort": f"{args.dataset} sorted by case id", "dataset": args.dataset,
+                        "class_names": list(COHORTS[args.dataset]), "weak": "cases 1-6, initial scribbles (3 axial "
                         "slices per class), no masks", "unlabeled": "cases 7-14", "test": "cases 15-20",
                         "seed": args.seed, "budget_min_per_arm": args.budget, "threads": args.threads,
                         "max_steps": args.max_steps or None},
@@ -302,7 +311,7 @@ def main(argv=None):
     _log(f"work folder {work}")
     if args.eval_checkpoints:
         # re-evaluate trained checkpoints (e.g. after an engine change to refine's prior)
-        _, tests = setup(work, args.seed)
+        _, tests = setup(work, args.seed, args.dataset)
         tests = tests[: args.tests]
         doc["protocol"]["test_cases"] = [e["case"] for e in tests]
         doc["eval_only"] = True
@@ -324,10 +333,12 @@ def main(argv=None):
         _log(f"wrote {out}")
         return
     if args.curve:
+        if args.dataset != "la_mri":
+            raise SystemExit("the learning curve runs on la_mri only")
         learning_curve(work, args, doc, save)
         _log(f"wrote {out}")
         return
-    cases, tests = setup(work, args.seed)
+    cases, tests = setup(work, args.seed, args.dataset)
     tests = tests[: args.tests]
     doc["protocol"]["test_cases"] = [e["case"] for e in tests]
     doc["protocol"]["train_cases"] = {c.volume_id: c.role for c in cases}
@@ -339,7 +350,7 @@ def main(argv=None):
     t0 = time.monotonic()
     prep = _drive(train_steps(_spec(cases, work, f"_prep_{time.strftime('%H%M%S')}", {
         "max_steps": 1, "device": args.device, "semi": False, "num_threads": args.threads,
-        "pseudo_cache_dir": str(work / "pseudo")})), "prep")
+        "pseudo_cache_dir": str(work / "pseudo")}, COHORTS[args.dataset])), "prep")
     pseudo_wall = time.monotonic() - t0
     doc["pseudo_labels"] = {"wall_s": round(pseudo_wall, 1), "per_case": prep.info["pseudo_labels"]}
     save()
