@@ -13,6 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
+from napari_labeleff.cohort._project import PRIOR_MIN_DICE
+
 START, END = "<!-- cohort:start -->", "<!-- cohort:end -->"
 TARGETS = {"model": 0.82, "prior": 0.90, "prior_gain": 0.05, "semi_gain": 0.02, "train_min": 15.0,
            "ram_gb": 4.0, "predict_s": 10.0}
@@ -135,8 +137,10 @@ def render(doc: dict, source: str, curve: dict | None = None, curve_source: str 
     lines.append("- GPU targets (training <= 2 min, prediction <= 1 s): unmeasured (no GPU in this session).")
     if curve is None:
         lines.append("- Learning curve: not run in this session (CPU budget).")
-    lines.append("- The cardiac cine (ACDC, 3 classes) cohort: not run in this session (CPU budget).")
-    for other, other_source in (also or []):
+    others = list(also or [])
+    if not any(o.get("protocol", {}).get("dataset") == "acdc" for o, _ in others):
+        lines.append("- The cardiac cine (ACDC, 3 classes) cohort: not run (CPU budget).")
+    for other, other_source in others:
         lines += render_compact(other, other_source)
     if curve is not None:
         lines += render_curve(curve, curve_source)
@@ -156,7 +160,9 @@ def render_compact(doc: dict, source: str) -> list:
             out.append(f"| {name} | {_f(a['mean_model'])} | {_f(a.get('mean_prior'))} | {a['max_predict_s']:.1f} |")
         out.append(f"| (c) refine, no prior | | {_f(doc.get('mean_no_prior'))} | |")
         return out
-    out = ["", f"### Other run: {proto['threads']} torch thread(s), {proto['budget_min_per_arm']} min per arm", "",
+    title = (f"Cardiac cine cohort (ACDC, {', '.join(proto['class_names'])})"
+             if proto.get("dataset") == "acdc" else "Other run")
+    out = ["", f"### {title}: {proto['threads']} torch thread(s), {proto['budget_min_per_arm']} min per arm", "",
            f"Measured {meta.get('date')}, commit {meta.get('git_commit', '?')[:8]}"
            f"{' (+local changes)' if meta.get('git_dirty') else ''}, load average "
            f"{', '.join(f'{x:.1f}' for x in meta.get('load_avg_start', []))} at start, "
@@ -168,6 +174,16 @@ def render_compact(doc: dict, source: str) -> list:
         out.append(f"| {name} | {t['steps']} | {t['child_cpu_s'] / 60:.1f} / {t['wall_s'] / 60:.1f} | "
                    f"{_f(a['mean_model'])} | {_f(a.get('mean_prior'))} | {a['max_predict_s']:.1f} |")
     out.append(f"| (c) refine, no prior | | | | {_f(doc.get('mean_no_prior'))} | |")
+    if proto.get("dataset") == "acdc":
+        out += ["", f"Same protocol as the left atrium (6 weak, 8 unlabeled, 6 test volumes, sorted by case id: "
+                "the two frames of a patient fall in the same split); the files carry no spacing, so 1 mm is "
+                "assumed on every axis. Mean Dice over the 3 structures; per structure, model alone:", "",
+                "| arm | " + " | ".join(proto["class_names"]) + " |", "|---|" + "---|" * len(proto["class_names"])]
+        for name, a in doc.get("arms", {}).items():
+            per = [r["dice_model_per_class"] for r in a.get("test", []) if "dice_model_per_class" in r]
+            if per:
+                means = [sum(p[i] for p in per) / len(per) for i in range(len(proto["class_names"]))]
+                out.append(f"| {name} | " + " | ".join(_f(m) for m in means) + " |")
     return out
 
 
@@ -182,18 +198,32 @@ def render_curve(doc: dict, source: str) -> list:
            f"scribbles, refine (with the current model as `prior=` from the 2nd volume on), corrective "
            f"interactions until Dice 0.90 or {c['k']}; the refined mask is accepted and the model trained further "
            f"({c['budget_min_per_volume']} min per volume, warm start, all accepted masks).", "",
-           "| # | case | model Dice before | interactions | drawn voxels | final Dice | train steps |",
-           "|---|---|---|---|---|---|---|"]
+           "| # | case | model Dice before | prior used | interactions | drawn voxels | final Dice | "
+           "train steps | model Dice on accepted masks after |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        out.append(f"| {r['n']} | {r['case'][:8]} | {_f(r['model_dice'])} | {r['interactions']} | "
-                   f"{r['drawn_voxels']} | {_f(r['final_dice'])} | {r.get('train_steps', '')} |")
+        used = {True: "yes", False: "no (gate)", None: "-" if r["n"] == 1 else "yes"}[r.get("prior_used")]
+        out.append(f"| {r['n']} | {r['case'][:8]} | {_f(r['model_dice'])} | {used} | {r['interactions']} | "
+                   f"{r['drawn_voxels']} | {_f(r['final_dice'])} | {r.get('train_steps', '')} | "
+                   f"{_f(r.get('mask_score'))} |")
     if len(rows) >= 2:
         steps = [r.get("train_steps", 0) for r in rows]
         later = [r["final_dice"] for r in rows[1:]]
-        out += ["", f"The model trained {min(steps)}-{max(steps)} steps per volume on this machine; from the 2nd "
-                f"volume on refine used it as a prior and ended at mean Dice {sum(later) / len(later):.3f} after "
-                f"the corrections vs {rows[0]['final_dice']:.3f} on the 1st volume without a prior, so the "
-                "accepted masks (the training data of the next round) were poor as well."]
+        gated = [r for r in rows[1:] if r.get("prior_used") is not None]
+        if gated:
+            used = sum(bool(r["prior_used"]) for r in gated)
+            scores = [r["mask_score"] for r in rows[:-1] if r.get("mask_score") is not None]
+            out += ["", f"The model trained {min(steps)}-{max(steps)} steps per volume. The project's rule "
+                    "(`Project.prior_use`: a model whose Dice on the accepted masks is below "
+                    f"{PRIOR_MIN_DICE} is not used as the prior) let it serve as the prior on {used} of "
+                    f"{len(gated)} volumes (its Dice on the accepted masks: "
+                    f"{', '.join(f'{x:.2f}' for x in scores)}). Volumes 2-{len(rows)} ended at mean Dice "
+                    f"{sum(later) / len(later):.3f} after the corrections vs {rows[0]['final_dice']:.3f} on the 1st."]
+        else:
+            out += ["", f"The model trained {min(steps)}-{max(steps)} steps per volume on this machine; from the "
+                    f"2nd volume on refine used it as a prior and ended at mean Dice {sum(later) / len(later):.3f} "
+                    f"after the corrections vs {rows[0]['final_dice']:.3f} on the 1st volume without a prior, so "
+                    "the accepted masks (the training data of the next round) were poor as well."]
         first, last = rows[0], rows[-1]
         ri = last["interactions"] / max(first["interactions"], 1)
         rv = last["drawn_voxels"] / max(first["drawn_voxels"], 1)
