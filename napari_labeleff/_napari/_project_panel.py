@@ -354,11 +354,12 @@ class ProjectPanel(QGroupBox):
                 self.table.selectRow(i)
         self.table.resizeColumnsToContents()
         published = p.published
-        self.model_label.setText(
-            "model: none yet (train after annotating a few volumes)" if published is None else
-            f"model: {published} (validation score "
-            f"{'-' if published.score is None else f'{published.score:.3f}'})"
-        )
+        if published is None:
+            text = "model: none yet (train after annotating a few volumes)"
+        else:
+            score = "-" if published.score is None else f"{published.score:.3f}"
+            text = f"model: {published} (validation score {score}); as refine prior: {p.prior_use()[1]}"
+        self.model_label.setText(text)
         if next_volume:
             self.refresh_next()
         self._update_enabled()

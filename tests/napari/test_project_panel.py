@@ -74,6 +74,7 @@ def test_project_flow(make_napari_viewer, qtbot, tmp_path, monkeypatch, notes):
     qtbot.waitUntil(lambda: not panel.train_runner.running, timeout=60000)
     assert project.published == "v0001", notes
     assert "v0001 (validation score 0.800)" in panel.model_label.text()
+    assert "as refine prior: used unchecked" in panel.model_label.text()
     assert learner.calls[0].cases[0].labels_path  # the strokes went into the snapshot
     # the published model's draft and uncertainty appear for the open volume
     qtbot.waitUntil(lambda: state.prior is not None and not state.busy, timeout=60000)
@@ -123,6 +124,26 @@ class SlowLearner(FakeLearner):
             return stop.value
         finally:
             gen.close()
+
+
+def test_a_weak_model_is_a_draft_but_not_a_prior(make_napari_viewer, qtbot, tmp_path, monkeypatch, notes):
+    """A model below PRIOR_MIN_DICE on full masks: the draft shows, later refinements
+    run without it, and the panel says why."""
+    FakeLearner(scores=[0.8], mask_score=0.5).install(monkeypatch)
+    viewer = make_napari_viewer()
+    widget, panel = _panel(viewer)
+    state = widget.state
+    project = panel.create_project(tmp_path / "proj", ["ball"])
+    panel.add_paths(_scans(tmp_path, 2))
+    s = np.zeros(SHAPE, np.uint8)
+    s[6, 10:13, 10:13], s[6, 0, :] = 2, 1
+    project.set_weak_labels("case0", scribbles=s)
+    project.train()
+    panel.refresh()
+    assert "not used: the model's validation Dice on full masks 0.500" in panel.model_label.text()
+    _open(qtbot, panel, "case1")
+    qtbot.waitUntil(lambda: not state.busy and np.any(state.refined_layer.data), timeout=60000)
+    assert state.prior is None and "nothing drawn yet" in state.result.info["project_prior"]
 
 
 def test_stop_and_resume_training(make_napari_viewer, qtbot, tmp_path, monkeypatch, notes):
