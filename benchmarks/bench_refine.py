@@ -86,7 +86,8 @@ class _Ours:
     def info(self):
         r = self.result
         keep = {k: v for k, v in r.info.items()
-                if isinstance(v, (str, int, float, bool, list, type(None)))}
+                if isinstance(v, (str, int, float, bool, list, type(None)))
+                or k in ("multiscale", "timings", "prior_select_scores")}
         return {"method": r.method, "device": r.device, **keep}
 
 
@@ -249,6 +250,9 @@ def main(argv=None):
                    help="ours:<method> (auto, randomwalk, hybrid, ...) and peers:all or "
                         "peers:<name>[,<name>...]")
     p.add_argument("--k", type=int, default=10, help="corrective interactions (10)")
+    p.add_argument("--peer-k", type=int, default=None,
+                   help="corrective interactions for the peers (default: --k); they run in the "
+                        "same invocation, on the same weak labels")
     p.add_argument("--device", default="auto", help="device for our engine (auto/cpu/cuda)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--budget", type=float, default=None,
@@ -264,14 +268,16 @@ def main(argv=None):
     cases = [n for spec in a.cases for n in case_names(spec)]
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"meta": {**machine_info(a.device), "k": a.k, "seed": a.seed,
+    peer_k = a.k if a.peer_k is None else a.peer_k
+    doc = {"meta": {**machine_info(a.device), "k": a.k, "peer_k": peer_k, "seed": a.seed,
                     "budget_s": a.budget, "isolated": not a.in_process,
                     "command": " ".join(["python -m benchmarks.bench_refine", *sys.argv[1:]]
                                         if argv is None else argv)},
            "runs": []}
     for case in cases:
         for spec in methods:
-            args = (case, spec, a.k, a.device, a.seed, a.budget)
+            k = a.k if spec.startswith("ours:") else peer_k
+            args = (case, spec, k, a.device, a.seed, a.budget)
             r = run_one(*args) if a.in_process else run_isolated(args, a.timeout)
             doc["runs"].append(r)
             doc["meta"]["load_avg_end"] = os.getloadavg()

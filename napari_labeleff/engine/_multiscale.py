@@ -319,8 +319,10 @@ def run(method_gen, ctx: RefineContext, info: dict):
     return name, labels, probs, unc, payload
 
 
-#: Largest change of a coarse probability for which a tile keeps its fine result.
-REUSE_TOL = 0.05
+#: A tile keeps its fine result when no coarse label in its rows changed and no coarse
+#: probability moved by more than this (the band follows label boundaries; small
+#: shifts of the probabilities far from them do not move it).
+REUSE_TOL = 0.25
 
 
 def _previous_fine(ctx, cctx, k1, shape):
