@@ -429,7 +429,7 @@ def _sample_trust(hist: Histograms, image: torch.Tensor, samples) -> float:
     return worst
 
 
-def _solve_boxes(ctx, image, seeds, x, opts, kw, counter, info):
+def _solve_boxes(ctx, image, seeds, x, opts, kw, counter, info, prev_boxes=None):
     """Boxes with the graph method; returns (x, histograms or None).
 
     * Each structure may appear only inside its boxes; outside every box is background
@@ -449,19 +449,23 @@ def _solve_boxes(ctx, image, seeds, x, opts, kw, counter, info):
       object ends. Faces that only touch the object's tip stay.
     * Tightness: a box slice that misses its structure gets its most likely voxel as
       a seed.
+
+    An incremental call (``prev_boxes``: the boxes the previous call ended with)
+    starts from those boxes and skips the probe.
     """
     k1, shape = ctx.n_classes, tuple(seeds.shape)
     dev = image.device
-    boxes, covered = _boxes.cover_scribbles(list(ctx.boxes), ctx.scribbles)
+    start = list(ctx.boxes) if prev_boxes is None else [tuple(b) for b in prev_boxes]
+    boxes, covered = _boxes.cover_scribbles(start, ctx.scribbles)
     scr_seeds = torch.from_numpy(ctx.scribbles.astype(np.int64) - 1).to(dev)
     scribbled = {k for k in range(1, k1) if bool((scr_seeds == k).any())}
     boxed = {b[0] for b in boxes}
     box_background = boxed >= set(range(1, k1))
     if covered:
         info["boxes_grown_to_scribbles"] = covered
-        if box_background:
-            outside = ~torch.from_numpy(_boxes.union_mask(boxes, shape)).to(dev)
-            seeds = torch.where(outside & (scr_seeds < 0), 0, scr_seeds)
+    if box_background and boxes != list(ctx.boxes):
+        outside = ~torch.from_numpy(_boxes.union_mask(boxes, shape)).to(dev)
+        seeds = torch.where(outside & (scr_seeds < 0), 0, scr_seeds)
     hist, model = None, None
     if ctx.prior is not None:
         model, gamma = _model_prior(ctx, image, seeds, opts, info)
@@ -559,7 +563,7 @@ def _solve_boxes(ctx, image, seeds, x, opts, kw, counter, info):
         x, added = yield from tighten(x, gamma, prior)
     info["prior_weight"] = gamma
     probed = (boxed & scribbled) if model is None else boxed
-    if opts["box_probe"] and probed:
+    if opts["box_probe"] and probed and prev_boxes is None:
         # probe: solve once with these structures' boxes grown; faces where the
         # constrained solve drained the object that the probe keeps cut the object
         big = [g if b[0] in probed else b for b, g in zip(boxes, _boxes.grown(boxes, shape))]
@@ -590,7 +594,8 @@ def _solve_boxes(ctx, image, seeds, x, opts, kw, counter, info):
         added += more
     allowed = _boxes.allowed_classes(boxes, shape, k1, dev)
     info.update(box_rounds=rounds, tightness_seeds=added, box_mode=mode,
-                box_faces_moved=[list(f) for f in grown_faces])
+                box_faces_moved=[list(f) for f in grown_faces],
+                boxes_solved=[[int(v) for v in b] for b in boxes])
     x = x * allowed
     return x / x.sum(dim=0, keepdim=True).clamp_min(1e-12), hist
 
@@ -670,7 +675,10 @@ def randomwalk(ctx: RefineContext):
     hist = hist_global = None
     pure_walker = False
     if ctx.boxes:
-        x, hist = yield from _solve_boxes(ctx, image, seeds, x_prev, opts, kw, counter, info)
+        x, hist = yield from _solve_boxes(ctx, image, seeds, x_prev, opts, kw, counter, info,
+                                          None if prev is None else prev.get("boxes_solved"))
+        if prev is not None:  # faces moved by earlier calls stay moved
+            info["box_faces_moved"] = prev.get("box_faces_moved", []) + info["box_faces_moved"]
     elif ctx.prior is not None:
         prior, kw["gamma"] = _model_prior(ctx, image, seeds, opts, info)
         box = None if prev is None else _local_box(ctx.changed, ctx.spacing, opts)
@@ -735,6 +743,8 @@ def randomwalk(ctx: RefineContext):
         "boxes": list(ctx.boxes),
         "class_counts": class_counts,
         "pure_walker": pure_walker,
+        "boxes_solved": info.get("boxes_solved"),
+        "box_faces_moved": info.get("box_faces_moved", []),
         "options": {k: opts[k] for k in _KEY_OPTIONS},
     }
     return MethodOutput(probabilities=probs, payload=payload, info=info)

@@ -175,3 +175,23 @@ def test_box_that_cuts_a_noisy_object_is_probed():
     # an exact box: no face cuts the object, the probe changes nothing
     res = refine(image, scr, spacing=SPACING, boxes=[exact], method="randomwalk")
     assert res.info["box_probe_faces"] == [] and dice(res.labels == 1, gt) > 0.95
+
+
+def test_incremental_calls_start_from_the_boxes_the_first_call_ended_with():
+    """The probe runs once: a later call keeps the moved faces (and says so) without
+    probing again."""
+    image, gt, scr = make_phantom(n_structures=1)
+    box = _variant(gt, 1, "-20%")
+    with pytest.warns(UserWarning, match="cuts the object"):
+        first = refine(image, scr, spacing=SPACING, boxes=[box], method="randomwalk")
+    assert first.info["box_faces_moved"]
+    more = scr.copy()
+    more[12, 2:4, 2:8] = 1
+    with pytest.warns(UserWarning, match="cuts the object"):
+        again = refine(image, more, spacing=SPACING, boxes=[box], method="randomwalk",
+                       state=first.state)
+    assert again.info["warm_start"] and "box_probe_faces" not in again.info
+    assert again.info["boxes_solved"] == first.info["boxes_solved"] != [list(box)]
+    assert again.info["box_faces_moved"][: len(first.info["box_faces_moved"])] == \
+        first.info["box_faces_moved"]
+    assert dice(again.labels == 1, gt == 1) >= dice(first.labels == 1, gt == 1) - 0.01
