@@ -318,7 +318,7 @@ def _select_weight(ctx, image: torch.Tensor, seeds: torch.Tensor, kw: dict, gamm
         train = np.where(folds == fold, -1, seeds_np)
         train_c = torch.from_numpy(_multiscale._pool_seeds(train, fac, k1).astype(np.int64))
         train_c = train_c.to(image.device)
-        if any(bool((train_c == k).any()) is False and bool((train == k).any())
+        if any(bool((train == k).any()) and not bool((train_c == k).any())
                for k in range(k1)):
             return gamma, None  # a class vanished on the coarse grid
         held = np.nonzero(folds == fold)
