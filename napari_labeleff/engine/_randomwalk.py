@@ -429,7 +429,7 @@ def _sample_trust(hist: Histograms, image: torch.Tensor, samples) -> float:
     return worst
 
 
-def _solve_boxes(ctx, image, seeds, x, opts, kw, counter, info, prev_boxes=None):
+def _solve_boxes(ctx, image, seeds, x, opts, kw, counter, info, prev=None):
     """Boxes with the graph method; returns (x, histograms or None).
 
     * Each structure may appear only inside its boxes; outside every box is background
@@ -450,11 +450,13 @@ def _solve_boxes(ctx, image, seeds, x, opts, kw, counter, info, prev_boxes=None)
     * Tightness: a box slice that misses its structure gets its most likely voxel as
       a seed.
 
-    An incremental call (``prev_boxes``: the boxes the previous call ended with)
-    starts from those boxes and skips the probe.
+    An incremental call (``prev``: the previous call's payload) starts from the boxes
+    that call ended with and its intensity-model weight, and skips the probe and the
+    weight choice.
     """
     k1, shape = ctx.n_classes, tuple(seeds.shape)
     dev = image.device
+    prev_boxes = None if prev is None else prev.get("boxes_solved")
     start = list(ctx.boxes) if prev_boxes is None else [tuple(b) for b in prev_boxes]
     boxes, covered = _boxes.cover_scribbles(start, ctx.scribbles)
     scr_seeds = torch.from_numpy(ctx.scribbles.astype(np.int64) - 1).to(dev)
@@ -482,7 +484,9 @@ def _solve_boxes(ctx, image, seeds, x, opts, kw, counter, info, prev_boxes=None)
         info["prior_trust"] = trust
         if mode.startswith("box-core"):
             gammas = [float(opts["box_prior_weight"])]
-            if opts["box_select"]:
+            if prev is not None and prev.get("box_gamma") is not None:
+                gammas = [float(prev["box_gamma"])]  # chosen by the first call
+            elif opts["box_select"]:
                 gammas = sorted({*BOX_PRIOR_WEIGHTS, *gammas})
             post = posterior(hist, image)
             for msg in _boxes.indistinct(boxes, post, scribbled):
@@ -676,7 +680,7 @@ def randomwalk(ctx: RefineContext):
     pure_walker = False
     if ctx.boxes:
         x, hist = yield from _solve_boxes(ctx, image, seeds, x_prev, opts, kw, counter, info,
-                                          None if prev is None else prev.get("boxes_solved"))
+                                          prev)
         if prev is not None:  # faces moved by earlier calls stay moved
             info["box_faces_moved"] = prev.get("box_faces_moved", []) + info["box_faces_moved"]
     elif ctx.prior is not None:
@@ -744,6 +748,7 @@ def randomwalk(ctx: RefineContext):
         "class_counts": class_counts,
         "pure_walker": pure_walker,
         "boxes_solved": info.get("boxes_solved"),
+        "box_gamma": info.get("prior_weight") if ctx.boxes else None,
         "box_faces_moved": info.get("box_faces_moved", []),
         "options": {k: opts[k] for k in _KEY_OPTIONS},
     }

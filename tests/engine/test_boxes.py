@@ -195,3 +195,19 @@ def test_incremental_calls_start_from_the_boxes_the_first_call_ended_with():
     assert again.info["box_faces_moved"][: len(first.info["box_faces_moved"])] == \
         first.info["box_faces_moved"]
     assert dice(again.labels == 1, gt == 1) >= dice(first.labels == 1, gt == 1) - 0.01
+
+
+def test_box_only_incremental_call_keeps_the_chosen_weight(binary_phantom):
+    """The intensity-model weight of box-only structures is chosen once (three solves);
+    later calls reuse it."""
+    image, gt, _ = binary_phantom
+    box = _variant(gt, 1, "exact")
+    empty = np.zeros(gt.shape, np.uint8)
+    first = refine(image, empty, spacing=SPACING, boxes=[box], method="randomwalk")
+    assert len(first.info["box_weight_scores"]) == 3
+    more = empty.copy()
+    more[12, 0:3, 0:10] = 1  # a background stroke: structure 1 still has only its box
+    again = refine(image, more, spacing=SPACING, boxes=[box], method="randomwalk",
+                   state=first.state)
+    assert again.info["warm_start"] and "box_weight_scores" not in again.info
+    assert again.info["prior_weight"] == first.info["prior_weight"]
