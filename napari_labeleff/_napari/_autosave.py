@@ -132,8 +132,10 @@ class Autosave:
         """Arguments of :func:`open_session` for the bound image (GUI thread)."""
         state = self.state
         layers = state.channel_layers or [state.image_layer]
-        return (tuple(layer.data for layer in layers), state.geometry,
-                state.image_layer.metadata.get("source_path"), self.store_dir)
+        meta = state.image_layer.metadata
+        # shipped samples: no store next to the package's file (the user data dir)
+        path = None if meta.get("labeleff_sample") else meta.get("source_path")
+        return (tuple(layer.data for layer in layers), state.geometry, path, self.store_dir)
 
     def attach(self) -> None:
         state = self.state

@@ -79,7 +79,9 @@ class ExportPanel(QGroupBox):
 
     def _on_image_changed(self) -> None:
         layer = self.state.image_layer
-        self.path.setText(default_mask_path(layer.metadata.get("source_path")) if layer else "")
+        meta = layer.metadata if layer else {}
+        source = None if meta.get("labeleff_sample") else meta.get("source_path")
+        self.path.setText(default_mask_path(source) if layer else "")
 
     def confirm_overwrite(self, existing) -> bool:
         """Ask whether to replace the files ``existing`` (list of Path); True = yes."""

@@ -23,6 +23,11 @@ def sample_layers(key: str) -> list[tuple]:
     sample = load_sample(key)
     volume = sample.volume
     image = volume_layer_data(volume, layer_name(volume.path))
+    # a shipped sample lives in the package: its autosave store goes to the user data
+    # dir and its export defaults to the home folder, never next to the file
+    metas = image[1]["metadata"]
+    for meta in metas if isinstance(metas, list) else [metas]:
+        meta["labeleff_sample"] = key
     geometry = volume.geometry
     source = str(volume.path)
     names = dict(enumerate(sample.class_names))

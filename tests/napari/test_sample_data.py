@@ -36,3 +36,22 @@ def test_ct_sample_boxes_are_engine_boxes(make_napari_viewer, qtbot, tmp_path):
     assert widget.state.boxes_layer is layers[2]
     assert sorted(widget.state.boxes_snapshot()) == sorted(sample.boxes)
     assert sorted(widget.state.session.boxes) == sorted(sample.boxes)
+
+
+def test_a_sample_saves_and_exports_outside_the_package(make_napari_viewer, qtbot):
+    """The shipped file lives in the package: its autosave store goes to the user data
+    dir and the export path defaults to the home folder (a store used to appear next
+    to sample_data/brain_image.nii.gz)."""
+    from pathlib import Path
+
+    from napari_labeleff.session import user_store_dir
+
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-labeleff", "LabelEff")
+    viewer.open_sample("napari-labeleff", "brain")
+    qtbot.waitUntil(lambda: widget.state.session is not None, timeout=20000)
+    sample = load_sample("brain")
+    store = Path(widget.state.session.store_path)
+    assert store.parent == user_store_dir()
+    assert not list(Path(sample.volume.path).parent.glob("*.labeleff.zarr"))
+    assert Path(widget.export_panel.path.text()).parent == Path.home()
