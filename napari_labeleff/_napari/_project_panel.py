@@ -40,6 +40,7 @@ from qtpy.QtWidgets import (
     QPushButton,
     QTableWidgetItem,
     QVBoxLayout,
+    QWidget,
 )
 
 from .._errors import LabelEffError
@@ -183,7 +184,17 @@ class ProjectPanel(QGroupBox):
         self.next_label.setWordWrap(True)
         self.next_btn = QPushButton("Open next")
 
-        lay = QVBoxLayout(self)
+        # collapsed until a project is open: single-volume work starts at the top
+        self.body = QWidget()
+        self.setCheckable(True)
+        self.setChecked(False)
+        self.body.setVisible(False)
+        self.toggled.connect(self.body.setVisible)
+        self.setToolTip("Tick to show the project tools: a cohort of scans, training, next volume")
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(self.body)
+        lay = QVBoxLayout(self.body)
         lay.addWidget(self.open_form.native)
         lay.addWidget(self.info)
         add_row = QHBoxLayout()
@@ -268,6 +279,7 @@ class ProjectPanel(QGroupBox):
     def _set_project(self, project) -> None:
         self.close_project()
         self.project = project
+        self.setChecked(True)
         self.folder.value = str(project.folder)
         self.classes.value = ", ".join(project.class_names)
         self.refresh()

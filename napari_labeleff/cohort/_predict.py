@@ -168,7 +168,7 @@ class LoadedModel:
         target = tuple(float(t) for t in self.config["target_spacing"])
         return normalise(resample_image(img, sp, target)), sp, img.shape[1:]
 
-    def predict(self, image, spacing) -> np.ndarray:
+    def predict(self, image, spacing, *, keep_largest: bool = True) -> np.ndarray:
         """Class probabilities on the image's own grid.
 
         Parameters
@@ -176,6 +176,9 @@ class LoadedModel:
         image : array_like, shape (Z, Y, X) or (C, Z, Y, X)
         spacing : sequence of 3 float
             (Z, Y, X) mm.
+        keep_largest : bool
+            Structures the training labels showed as one object keep only their
+            largest component (:func:`_keep_largest`); False: the network's raw output.
 
         Returns
         -------
@@ -188,7 +191,8 @@ class LoadedModel:
         out = resample_image(probs.numpy(), target, sp, out_shape=shape)
         np.clip(out, 0.0, None, out=out)
         out /= np.maximum(out.sum(axis=0, keepdims=True), 1e-8)
-        keep_largest(out, self.config.get("single_component") or [])
+        if keep_largest:
+            _keep_largest(out, self.config.get("single_component") or [])
         return out.astype(np.float32, copy=False)
 
     def embed(self, image, spacing) -> np.ndarray:
@@ -209,7 +213,7 @@ class LoadedModel:
         return f[0].float().cpu().numpy()
 
 
-def keep_largest(probs: np.ndarray, single) -> None:
+def _keep_largest(probs: np.ndarray, single) -> None:
     """Structures known to be one object keep only their largest predicted component.
 
     ``single[c - 1]`` is True when the training labels showed structure c as one

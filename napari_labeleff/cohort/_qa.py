@@ -398,7 +398,10 @@ def label_qa(project, *, threshold: float = QA_THRESHOLD, folds: int = 2,
         vol = project.read_image(v, verify=False)
         image = np.asarray(vol.data, dtype=np.float32)
         model = cached_model(ckpts[v], device)
-        probs = np.asarray(model.predict(image, vol.spacing), dtype=np.float32)
+        # the network's raw opinion: keeping only the largest component would cut a
+        # fragmented prediction and blame the mask for it
+        probs = np.asarray(model.predict(image, vol.spacing, keep_largest=False),
+                           dtype=np.float32)
         mask = project.labels(v)["mask"]
         img = np.moveaxis(image, vol.channel_axis, 0) if vol.channel_axis is not None \
             else image

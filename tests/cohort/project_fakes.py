@@ -124,7 +124,7 @@ class FakeModel:
         img = np.asarray(image, dtype=np.float32)
         return np.array([img.mean(), img.std(), (img > 50).mean()], np.float32)
 
-    def predict(self, image, spacing):
+    def predict(self, image, spacing, keep_largest=True):
         self.calls += 1
         img = np.asarray(image, dtype=np.float32)
         img = img[0] if img.ndim == 4 else img
