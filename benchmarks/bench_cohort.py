@@ -195,7 +195,7 @@ def learning_curve(work: Path, args, doc, save):
     accepted, ckpt, rows = [], None, []
     doc["curve"] = {"order": [entries[i]["case"] for i in order], "k": args.k,
                     "budget_min_per_volume": args.curve_budget, "resolution": "2x2x2 block-downsampled (1.25 mm)",
-                    "rows": rows}
+                    "gate": args.curve_gate, "gate_independent": False, "rows": rows}
     for n, i in enumerate(order):
         e = entries[i]
         image, gt, spacing = _read(e)
@@ -214,7 +214,7 @@ def learning_curve(work: Path, args, doc, save):
         if prior is not None and args.curve_gate:
             # the project's rule (Project.refine): the model's Dice on the validation
             # volumes with full masks decides whether it serves as the prior
-            use_prior, gate = prior_gate(rows[-1]["mask_score"])
+            use_prior, gate = prior_gate(rows[-1]["mask_score"], independent=False)
             prior = prior if use_prior else None
         res = refine(image, scr, spacing=spacing, prior=prior)
         curve = [float(dice_per_class(gt, res.labels, 1).mean())]
@@ -248,7 +248,7 @@ def learning_curve(work: Path, args, doc, save):
         row["train_s"], row["train_steps"] = round(time.monotonic() - t1, 1), report.steps
         ckpt = report.out_dir
         # validation as the project does it below VALIDATION_MIN volumes: the accepted
-        # (refined) masks, which the model trained on
+        # (refined) masks, which the model trained on (not independent: the gate says no)
         row["mask_score"] = evaluate_ckpt(ckpt, accepted, device=args.device, masks_only=True)
         rows.append(row)
         save()

@@ -4,7 +4,7 @@ Writes the text between ``<!-- cohort:start -->`` and ``<!-- cohort:end -->`` in
 ``docs/benchmarks.md`` (appended when the markers are absent)::
 
     python -m benchmarks.cohort_report benchmarks/results/cohort_la.json \\
-        --curve benchmarks/results/cohort_la_curve.json
+        --curve benchmarks/results/cohort_la_curve.json ...
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def _met(ok):
     return "met" if ok else "**not met**"
 
 
-def render(doc: dict, source: str, curve: dict | None = None, curve_source: str = "", also=None) -> str:
+def render(doc: dict, source: str, curves=(), also=None) -> str:
     meta, proto = doc["meta"], doc["protocol"]
     arms = doc.get("arms", {})
     lines = ["## Cohort learning (hybrid network, left-atrium cohort)", ""]
@@ -78,10 +78,14 @@ def render(doc: dict, source: str, curve: dict | None = None, curve_source: str 
                          + (f", after {t['info'].get('pretrain_steps')} pretraining steps"
                             if t['info'].get('pretrain') else "")
                          + f"; predict median {med:.1f} s per volume.")
-        lines.append("- Under a wall-time budget the semi-supervised and pretraining arms buy fewer supervised "
-                     "steps (each semi step costs about twice a labelled-only step), so on a machine this busy "
-                     "the ablation compares under-trained networks; it does not show what the terms give at "
-                     "convergence.")
+        steps = {n: x["train"]["steps"] for n, x in arms.items()}
+        if "labelled" in steps and len(steps) > 1:
+            ratio = ", ".join(f"`{n}` {steps['labelled'] / max(v, 1):.1f}x fewer"
+                              for n, v in steps.items() if n != "labelled")
+            lines.append("- Under a wall-time budget the semi-supervised and pretraining arms buy fewer "
+                         f"supervised steps than `labelled` ({ratio}), so the ablation compares networks "
+                         "trained for different numbers of steps; it does not show what the terms give at "
+                         "convergence.")
         priors = [x["mean_prior"] for x in arms.values() if x.get("mean_prior") is not None]
         if doc.get("mean_no_prior") is not None and priors and max(priors) < doc["mean_no_prior"]:
             lines.append("- (b) < (c): with a weak model the prior pulls the graph method below its result "
@@ -135,14 +139,14 @@ def render(doc: dict, source: str, curve: dict | None = None, curve_source: str 
         lines.append(f"- Predict one LA volume <= {TARGETS['predict_s']:.0f} s on CPU: max {pmax:.1f} s: "
                      f"{_met(pmax <= TARGETS['predict_s'])}.")
     lines.append("- GPU targets (training <= 2 min, prediction <= 1 s): unmeasured (no GPU in this session).")
-    if curve is None:
+    if not curves:
         lines.append("- Learning curve: not run in this session (CPU budget).")
     others = list(also or [])
     if not any(o.get("protocol", {}).get("dataset") == "acdc" for o, _ in others):
         lines.append("- The cardiac cine (ACDC, 3 classes) cohort: not run (CPU budget).")
     for other, other_source in others:
         lines += render_compact(other, other_source)
-    if curve is not None:
+    for curve, curve_source in curves:
         lines += render_curve(curve, curve_source)
     return "\n".join(lines) + "\n"
 
@@ -191,7 +195,9 @@ def render_curve(doc: dict, source: str) -> list:
     c = doc["curve"]
     rows = c["rows"]
     meta = doc["meta"]
-    out = ["", "### Learning curve", "",
+    title = "Learning curve" if c.get("gate_independent") is False else \
+        "Learning curve, earlier run (the prior check accepted a score on the training volumes)"
+    out = ["", f"### {title}", "",
            f"Measured {meta.get('date')} (load average {', '.join(f'{x:.1f}' for x in meta.get('load_avg_start', []))} "
            f"at start), command `{doc.get('command')}`, raw results in `{source}`. Volumes of the training split in a "
            f"seeded order ({len(rows)} of {len(c['order'])} planned), {c['resolution']}; on each: the initial "
@@ -213,10 +219,12 @@ def render_curve(doc: dict, source: str) -> list:
         if gated:
             used = sum(bool(r["prior_used"]) for r in gated)
             scores = [r["mask_score"] for r in rows[:-1] if r.get("mask_score") is not None]
+            rule = (f"Dice >= {PRIOR_MIN_DICE} on held-out volumes with full masks; a score measured on "
+                    "its own training volumes does not count" if c.get("gate_independent") is False else
+                    f"Dice >= {PRIOR_MIN_DICE} on the validation masks, here the accepted masks it trained on")
             out += ["", f"The model trained {min(steps)}-{max(steps)} steps per volume. The project's rule "
-                    "(`Project.prior_use`: a model whose Dice on the accepted masks is below "
-                    f"{PRIOR_MIN_DICE} is not used as the prior) let it serve as the prior on {used} of "
-                    f"{len(gated)} volumes (its Dice on the accepted masks: "
+                    f"for using the model as the prior (`Project.prior_use`: {rule}) let it serve as the "
+                    f"prior on {used} of {len(gated)} volumes (its Dice on the accepted masks: "
                     f"{', '.join(f'{x:.2f}' for x in scores)}). Volumes 2-{len(rows)} ended at mean Dice "
                     f"{sum(later) / len(later):.3f} after the corrections vs {rows[0]['final_dice']:.3f} on the 1st."]
         else:
@@ -238,14 +246,14 @@ def render_curve(doc: dict, source: str) -> list:
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("results")
-    ap.add_argument("--curve", default=None, help="learning-curve results JSON")
+    ap.add_argument("--curve", nargs="*", default=[], help="learning-curve results JSON(s)")
     ap.add_argument("--also", nargs="*", default=[], help="other runs, shown as compact tables")
     ap.add_argument("--doc", default="docs/benchmarks.md")
     args = ap.parse_args(argv)
     doc = json.loads(Path(args.results).read_text())
-    curve = json.loads(Path(args.curve).read_text()) if args.curve else None
+    curves = [(json.loads(Path(f).read_text()), f) for f in args.curve]
     also = [(json.loads(Path(f).read_text()), f) for f in args.also]
-    text = f"{START}\n{render(doc, args.results, curve, args.curve or '', also)}{END}"
+    text = f"{START}\n{render(doc, args.results, curves, also)}{END}"
     md = Path(args.doc)
     cur = md.read_text()
     if START in cur and END in cur:

@@ -1165,7 +1165,8 @@ class Project:
         published = self.published
         if published is None:
             return False, "no published model"
-        return prior_gate(published.record.get("mask_score"))
+        record = published.record
+        return prior_gate(record.get("mask_score"), record.get("validation_independent", True))
 
     def refine(self, vid: str, scribbles, boxes=None, **kwargs):
         """``engine.refine`` on the volume with the published model's probabilities as
@@ -1600,19 +1601,27 @@ def _volume_entries(folder: Path, recursive: bool) -> list[Path]:
     return out
 
 
-#: A published model is used as refine's prior only when its Dice on validation
-#: volumes with full masks is at least this: on the left-atrium tuning cases the graph
-#: method reaches 0.77-0.85 from the initial scribbles alone, and models below that
-#: pulled refine down (0.33 vs 0.85 in the learning-curve run of session 2).
+#: A published model is used as refine's prior only when its Dice on held-out
+#: validation volumes with full masks is at least this: on the left-atrium tuning cases
+#: the graph method reaches 0.77-0.85 from the initial scribbles alone, and models below
+#: that pulled refine down (0.33 vs 0.85 in the learning-curve run of session 2).
 PRIOR_MIN_DICE = 0.8
 
 
-def prior_gate(mask_score):
+def prior_gate(mask_score, independent: bool = True):
     """Whether a model validated at ``mask_score`` (Dice on full masks, or None when
-    no validation volume had one) may serve as refine's prior; returns (use, note)."""
+    no validation volume had one) may serve as refine's prior; returns (use, note).
+
+    A score measured on the model's own training volumes (``independent=False``) says
+    little (0.87-0.92 there while the prior lowered refine on the next volumes of the
+    learning-curve run): the model is then not used as the prior."""
     if mask_score is None:
         return True, ("used unchecked: no validation volume has a full mask (accept or "
                       "import masks to let the project check the model)")
+    if not independent:
+        return False, (f"not used: its Dice on full masks ({mask_score:.3f}) comes from "
+                       "the volumes it trained on; with 5 or more labelled volumes (or one "
+                       "set as validation) the project holds some out to check it")
     if mask_score < PRIOR_MIN_DICE:
         return False, (f"not used: the model's validation Dice on full masks "
                        f"{mask_score:.3f} < {PRIOR_MIN_DICE} (a weaker model pulls refine "

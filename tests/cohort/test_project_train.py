@@ -212,6 +212,7 @@ def test_a_model_weak_on_full_masks_is_not_used_as_prior(project, monkeypatch):
     refine below the scribbles alone: refine leaves it out (except as the draft of a
     volume with nothing drawn), unless use_prior=True."""
     FakeLearner(scores=[0.8], mask_score=0.5).install(monkeypatch)
+    project.set_role("case1", "validation")
     project.train()
     assert project.models[-1]["mask_score"] == 0.5
     use, why = project.prior_use()
@@ -227,7 +228,11 @@ def test_a_model_weak_on_full_masks_is_not_used_as_prior(project, monkeypatch):
 
 
 def test_a_model_good_on_full_masks_is_used_as_prior(project, monkeypatch):
-    FakeLearner(scores=[0.9], mask_score=0.9).install(monkeypatch)
+    FakeLearner(scores=[0.9, 0.9], mask_score=0.9).install(monkeypatch)
+    project.train()  # validated on its own training volumes: not trusted
+    use, why = project.prior_use()
+    assert not use and "comes from the volumes it trained on" in why
+    project.set_role("case1", "validation")  # a held-out volume with a mask
     project.train()
     s = np.zeros(SHAPE, np.uint8)
     s[4, 8, 8], s[0, 0, 0] = 2, 1

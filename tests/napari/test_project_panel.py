@@ -140,7 +140,7 @@ def test_a_weak_model_is_a_draft_but_not_a_prior(make_napari_viewer, qtbot, tmp_
     project.set_weak_labels("case0", scribbles=s)
     project.train()
     panel.refresh()
-    assert "not used: the model's validation Dice on full masks 0.500" in panel.model_label.text()
+    assert "as refine prior: not used: its Dice on full masks (0.500)" in panel.model_label.text()
     _open(qtbot, panel, "case1")
     qtbot.waitUntil(lambda: not state.busy and np.any(state.refined_layer.data), timeout=60000)
     assert state.prior is None and "nothing drawn yet" in state.result.info["project_prior"]
