@@ -1173,10 +1173,11 @@ class Project:
         ``prior`` (without one when no model is published; ``info["project_prior"]``
         says which). Returns the engine's ``RefineResult``.
 
-        ``use_prior=None`` (default) lets the project decide: a model whose Dice on
-        validation volumes with full masks is below
-        :data:`PRIOR_MIN_DICE` is not used (it would
-        pull refine below the scribbles alone); True or False force the choice."""
+        ``use_prior=None`` (default) lets the project decide (:meth:`prior_use`,
+        :func:`prior_gate`): a model whose Dice on held-out validation volumes with full
+        masks is below :data:`PRIOR_MIN_DICE`, or was scored only on the volumes it
+        trained on, is not used (it would pull refine below the scribbles alone), except
+        as the draft of a volume with nothing drawn yet; True or False force the choice."""
         return drain(self.refine_steps(vid, scribbles, boxes, **kwargs))
 
     def record_scores(self, vid: str, **scores) -> None:
