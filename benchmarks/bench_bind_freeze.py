@@ -230,7 +230,6 @@ def markdown(report: dict) -> str:
         bg = report["runs"]["background"][phase]
         rows.append(f"| {label} | {cells[0]} | {cells[1]} | {bg['frames_over_50ms']} | {bg['wall_s']:.1f} |")
     return "\n".join([
-        MARK_START,
         f"Measured by `benchmarks/bench_bind_freeze.py` on a {' x '.join(map(str, SHAPE[::-1]))} "
         f"(X x Y x Z) int16 volume, commit `{(m['commit'] or 'unknown')[:10]}`, {m['date'][:10]}: "
         f"{m['cores']} CPU cores (shared; load average before the run "
@@ -243,7 +242,6 @@ def markdown(report: dict) -> str:
         *rows,
         "",
         _verdict(report),
-        MARK_END,
     ])
 
 
@@ -261,12 +259,6 @@ def _verdict(report: dict) -> str:
         "happen on the GUI thread. What moved to the background (checksum, store opening, "
         "mask saves) shows in the difference between the two freeze columns."
     )
-
-
-def update_docs(text: str) -> None:
-    doc = GUIDE.read_text()
-    start, end = doc.index(MARK_START), doc.index(MARK_END) + len(MARK_END)
-    GUIDE.write_text(doc[:start] + text + doc[end:])
 
 
 def main(argv=None) -> int:
@@ -301,7 +293,9 @@ def main(argv=None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
     if args.update_docs:
-        update_docs(markdown(report))
+        from benchmarks.report import write_section
+
+        write_section(markdown(report), doc=GUIDE, start=MARK_START, end=MARK_END)
     print(markdown(report))
     return 0
 
