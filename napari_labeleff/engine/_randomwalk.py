@@ -465,9 +465,16 @@ def _solve_boxes(ctx, image, seeds, x, opts, kw, counter, info, prev=None):
     box_background = boxed >= set(range(1, k1))
     if covered:
         info["boxes_grown_to_scribbles"] = covered
-    if box_background and boxes != list(ctx.boxes):
+
+    def background_outside(boxes):
+        """Seeds with hard background outside ``boxes`` (when every structure has one)."""
+        if not box_background:
+            return seeds
         outside = ~torch.from_numpy(_boxes.union_mask(boxes, shape)).to(dev)
-        seeds = torch.where(outside & (scr_seeds < 0), 0, scr_seeds)
+        return torch.where(outside & (scr_seeds < 0), 0, scr_seeds)
+
+    if boxes != list(ctx.boxes):
+        seeds = background_outside(boxes)
     hist, model = None, None
     if ctx.prior is not None:
         model, gamma = _model_prior(ctx, image, seeds, opts, info)
@@ -540,13 +547,6 @@ def _solve_boxes(ctx, image, seeds, x, opts, kw, counter, info, prev=None):
                                  counter)
             x = p.x
         return x, added
-
-    def background_outside(boxes):
-        """Seeds with hard background outside ``boxes`` (when every structure has one)."""
-        if not box_background:
-            return seeds
-        outside = ~torch.from_numpy(_boxes.union_mask(boxes, shape)).to(dev)
-        return torch.where(outside & (scr_seeds < 0), 0, scr_seeds)
 
     x0 = x
     if len(gammas) > 1:
