@@ -249,7 +249,7 @@ def learning_curve(work: Path, args, doc, save):
         ckpt = report.out_dir
         # validation as the project does it below VALIDATION_MIN volumes: the accepted
         # (refined) masks, which the model trained on (not independent: the gate says no)
-        row["mask_score"] = evaluate_ckpt(ckpt, accepted, device=args.device, masks_only=True)
+        row["mask_score"] = evaluate_ckpt(ckpt, accepted, device=args.device, with_mask_score=True)[1]
         rows.append(row)
         save()
 

@@ -273,13 +273,13 @@ def load_model(checkpoint_dir, device="auto") -> LoadedModel:
     return LoadedModel(net, config, dev, version, tuple(config["class_names"]))
 
 
-def evaluate(checkpoint_dir, cases, *, device="auto", masks_only=False) -> float | None:
+def evaluate(checkpoint_dir, cases, *, device="auto", with_mask_score=False):
     """Mean Dice of a checkpoint on cases with labels.
 
     Cases with a full mask are scored against it; cases with scribbles only on their
-    scribbled voxels (held-out weak labels, :func:`scribble_dice`), unless
-    ``masks_only`` (then they are skipped, and None is returned when no case has a
-    mask).
+    scribbled voxels (held-out weak labels, :func:`scribble_dice`). With
+    ``with_mask_score`` the mean over the cases with full masks alone comes too (from
+    the same predictions; None when no case has a mask).
 
     Parameters
     ----------
@@ -289,8 +289,8 @@ def evaluate(checkpoint_dir, cases, *, device="auto", masks_only=False) -> float
 
     Returns
     -------
-    float or None
-        Mean over the scored cases (None: ``masks_only`` and no case has a mask).
+    float, or (float, float or None) with ``with_mask_score``
+        Mean over the scored cases (and over those with full masks).
 
     Raises
     ------
@@ -298,7 +298,7 @@ def evaluate(checkpoint_dir, cases, *, device="auto", masks_only=False) -> float
         No case with labels, damaged checkpoint or snapshot, class list mismatch.
     """
     model = load_model(checkpoint_dir, device=device)
-    scores = []
+    scores, mask_scores = [], []
     for case in cases:
         if not isinstance(case, TrainCase):
             raise LabelEffError(f"evaluate needs TrainCase objects, got {type(case).__name__}")
@@ -306,16 +306,17 @@ def evaluate(checkpoint_dir, cases, *, device="auto", masks_only=False) -> float
             continue
         image, spacing = read_image(case.image_path)
         labels = read_labels_snapshot(case.labels_path, shape=image.shape[1:], n_classes=model.n_classes)
-        if labels["mask"] is None and (masks_only or not labels["scribbles"].any()):
+        if labels["mask"] is None and not labels["scribbles"].any():
             continue
         pred = model.predict(image, spacing).argmax(axis=0).astype(np.uint8)
         if labels["mask"] is not None:
-            scores.append(mean_dice(pred, labels["mask"], model.n_classes))
+            mask_scores.append(mean_dice(pred, labels["mask"], model.n_classes))
+            scores.append(mask_scores[-1])
         else:
             scores.append(scribble_dice(pred, labels["scribbles"], model.n_classes))
-    if not scores and masks_only:
-        return None
     if not scores:
         raise LabelEffError("evaluate: none of the cases has a mask or scribbles to score against")
+    if with_mask_score:
+        return float(np.mean(scores)), (float(np.mean(mask_scores)) if mask_scores else None)
     return float(np.mean(scores))
 

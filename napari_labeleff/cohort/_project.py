@@ -1407,27 +1407,26 @@ def run_training(plan: TrainPlan, *, background: bool = False):
         return None
     cases = list(plan.validation)
     yield Progress(0, 2, f"validating {plan.version} on {len(cases)} volume(s)")
-    score, error = _evaluate(evaluate, plan.spec.out_dir, cases)
-    mask_score = None
-    if error is None:
-        mask_score = evaluate(plan.spec.out_dir, cases, masks_only=True)
+    score, mask_score, error = _evaluate(evaluate, plan.spec.out_dir, cases)
     previous_score = previous_error = None
     if plan.previous_dir is not None:
         yield Progress(1, 2, f"validating the published {plan.previous}")
-        previous_score, previous_error = _evaluate(evaluate, plan.previous_dir, cases)
+        previous_score, _, previous_error = _evaluate(evaluate, plan.previous_dir, cases)
     yield Progress(2, 2, "validated")
     return TrainOutcome(plan, report, score, previous_score, error, previous_error,
                         mask_score)
 
 
 def _evaluate(evaluate, folder, cases):
+    """(score, score on full masks only or None, error or None) of one checkpoint."""
     try:
-        score = float(evaluate(folder, cases))
+        score, mask_score = evaluate(folder, cases, with_mask_score=True)
+        score = float(score)
     except Exception as err:  # noqa: BLE001 - a damaged checkpoint is reported, not raised
-        return None, f"{type(err).__name__}: {err}"
+        return None, None, f"{type(err).__name__}: {err}"
     if not math.isfinite(score):
-        return None, f"score {score}"
-    return score, None
+        return None, None, f"score {score}"
+    return score, mask_score, None
 
 
 # ---- helpers --------------------------------------------------------------------------------

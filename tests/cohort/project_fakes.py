@@ -90,10 +90,11 @@ class FakeLearner:
                            version=out.name)
 
     @staticmethod
-    def evaluate(folder, cases, device="auto", masks_only=False):
+    def evaluate(folder, cases, device="auto", with_mask_score=False):
         config = json.loads((Path(folder) / "config.json").read_text())  # damaged: raises
         assert all(c.labels_path for c in cases)
-        return config.get("mask_score") if masks_only else float(config["score"])
+        score = float(config["score"])
+        return (score, config.get("mask_score")) if with_mask_score else score
 
     @staticmethod
     def load_model(folder, device="auto"):
