@@ -39,12 +39,11 @@ from qtpy.QtWidgets import (
     QLabel,
     QPushButton,
     QTableWidgetItem,
-    QVBoxLayout,
-    QWidget,
 )
 
 from .._errors import LabelEffError
 from ..engine import Progress
+from ._collapsible import collapsible
 from ._reader import volume_layer_data
 from ._table import make_table
 from ._worker import Runner, report_error
@@ -184,17 +183,9 @@ class ProjectPanel(QGroupBox):
         self.next_label.setWordWrap(True)
         self.next_btn = QPushButton("Open next")
 
-        # collapsed until a project is open: single-volume work starts at the top
-        self.body = QWidget()
-        self.setCheckable(True)
-        self.setChecked(False)
-        self.body.setVisible(False)
-        self.toggled.connect(self.body.setVisible)
-        self.setToolTip("Tick to show the project tools: a cohort of scans, training, next volume")
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(self.body)
-        lay = QVBoxLayout(self.body)
+        # folded until a project is open: single-volume work starts at the top
+        lay = collapsible(
+            self, "Tick to show the project tools: a cohort of scans, training, next volume")
         lay.addWidget(self.open_form.native)
         lay.addWidget(self.info)
         add_row = QHBoxLayout()

@@ -16,9 +16,9 @@ from qtpy.QtWidgets import (
     QLabel,
     QPushButton,
     QTableWidgetItem,
-    QVBoxLayout,
 )
 
+from ._collapsible import collapsible
 from ._table import make_table
 
 _COLUMNS = ("volume", "score", "flag", "reason")
@@ -57,7 +57,7 @@ class LabelQAPanel(QGroupBox):
         self.summary.setWordWrap(True)
         self.table = make_table(_COLUMNS)
         self.table.itemSelectionChanged.connect(self._on_selection)
-        lay = QVBoxLayout(self)
+        lay = collapsible(self, "Tick to check a project's accepted and imported masks")
         lay.addWidget(self.form.native)
         lay.addWidget(self.show_all)
         lay.addWidget(self.check_btn)

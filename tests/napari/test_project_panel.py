@@ -45,7 +45,11 @@ def test_project_flow(make_napari_viewer, qtbot, tmp_path, monkeypatch, notes):
 
     vol = read_volume(scans[0])
     AnnotationSession.open(vol.data, vol.geometry, store_dir=user_store_dir()).close()
+    # project tools and label QA stay folded until needed
+    assert not panel.isChecked() and not panel.table.isVisibleTo(panel)
+    assert not widget.qa_panel.isChecked()
     project = panel.create_project(tmp_path / "proj", ["ball"])
+    assert panel.isChecked() and panel.table.isVisibleTo(panel)
     assert panel.add_paths(scans) == ["case0", "case1", "case2"]
     assert panel.table.rowCount() == 3
     assert [panel.table.item(i, 1).text() for i in range(3)] == ["new"] * 3
