@@ -6,8 +6,14 @@ prompts (``_boxes``), and incremental updates from ``state``:
 
 * same boxes and options as the previous call: warm start from its solution;
 * the changed scribbles fit in a padded sub-box (at most ``local_max_fraction`` of the
-  volume) and the intensity model barely moved: re-solve only inside that sub-box, with
-  the previous solution as Dirichlet boundary on its faces (``info["local"]``).
+  volume): re-solve only inside that sub-box, with the previous solution as Dirichlet
+  boundary on its faces (``info["local"]``), growing it while the changed labels reach
+  its faces (``info["local_growths"]``);
+* a stroke that moves the intensity model a lot updates it everywhere, unless held-out
+  earlier strokes say it is a local exception (``_stroke_generalizes``,
+  ``info["prior_kept"]``);
+* label changes that form islands away from the edited strokes are reverted
+  (``_scope_correction``).
 """
 
 from __future__ import annotations
@@ -276,8 +282,66 @@ def _prior_share(ctx, image: torch.Tensor, seeds: torch.Tensor, lam: torch.Tenso
     return best, {a: round(v, 4) for a, v in scores.items()}
 
 
-#: Largest grid (voxels) on which ``prior_select`` compares weights (block means above).
+#: Largest grid (voxels) on which held-out stroke checks solve (block means above).
 _SELECT_MAX_VOXELS = 1 << 20
+
+
+def _heldout_scores(ctx, image, seeds, folds, candidates, kw, counter):
+    """Score candidate intensity models by the walker's labels on held-out strokes.
+
+    For each fold f of ``folds`` ((Z, Y, X) int8, -1 = never held out), the strokes of
+    fold f are removed from the seeds, the walker is solved on a grid of at most
+    ``_SELECT_MAX_VOXELS`` voxels (block means) once per candidate, and its labels
+    are compared with the removed strokes (class-balanced accuracy, averaged over the
+    two folds).
+
+    Parameters
+    ----------
+    candidates : callable
+        ``candidates(image_c, train_c, new_c)`` -> {name: (gamma, Histograms)} on the
+        coarse grid; ``train_c`` are the coarse training seeds ((Z', Y', X') int64, -1
+        unseeded), ``new_c`` the coarse voxels of strokes drawn since the previous
+        call (bool; all False on a first call).
+
+    Returns
+    -------
+    {name: score}, or None when a class vanishes on the coarse grid.
+    """
+    from . import _multiscale
+
+    k1 = ctx.n_classes
+    shape = tuple(seeds.shape)
+    f = 1
+    while math.prod(math.ceil(n / f) for n in shape) > _SELECT_MAX_VOXELS:
+        f += 1
+    fac = (f, f, f)
+    img = torch.from_numpy(_multiscale._pool_mean(image.cpu().numpy(), fac)).to(image.device)
+    spacing = tuple(h * f for h in ctx.spacing)
+    seeds_np = seeds.cpu().numpy()
+    scr = np.asarray(ctx.scribbles)
+    new = (np.full_like(seeds_np, -1) if ctx.changed is None
+           else np.where(ctx.changed, seeds_np, -1))
+    new_c = torch.from_numpy(_multiscale._pool_seeds(new, fac, k1) >= 0).to(image.device)
+    scores = {}
+    for fold in (0, 1):
+        train = np.where(folds == fold, -1, seeds_np)
+        train_c = torch.from_numpy(_multiscale._pool_seeds(train, fac, k1).astype(np.int64))
+        train_c = train_c.to(image.device)
+        if any(bool((train == k).any()) and not bool((train_c == k).any())
+               for k in range(k1)):
+            return None
+        held = np.nonzero(folds == fold)
+        truth = scr[held].astype(np.int64) - 1
+        coarse = tuple(torch.from_numpy(h // f).to(image.device) for h in held)
+        for name, (gamma, hist) in candidates(img, train_c, new_c).items():
+            prior = posterior(hist, img)
+            p = Problem(img, train_c >= 0, _onehot_init(train_c, k1, prior), spacing, prior)
+            yield from _progress(solve(p, coarse_to_fine=True, **{**kw, "gamma": gamma}),
+                                 counter)
+            pred = p.x.argmax(dim=0)[coarse].cpu().numpy()
+            acc = [float(np.mean(pred[truth == k] == k)) for k in np.unique(truth)]
+            scores[name] = scores.get(name, 0.0) + float(np.mean(acc)) / 2
+    return scores
 
 
 def _select_weight(ctx, image: torch.Tensor, seeds: torch.Tensor, kw: dict, gamma: float,
@@ -288,52 +352,79 @@ def _select_weight(ctx, image: torch.Tensor, seeds: torch.Tensor, kw: dict, gamm
     lesion core whose intensities the background shares wants the pure walker; a
     bright tumour in FLAIR wants the model). The trust ramp measures the model on the
     strokes it was fitted on; here each half of the user's strokes (``_stroke_folds``)
-    is left out in turn, the walker is solved from the other half on a grid of at
-    most ``_SELECT_MAX_VOXELS`` (block means), and the weight whose labels agree best
-    with the left-out strokes (class-balanced accuracy) is kept; ties keep ``gamma``.
-    Seeds that are not strokes (the assumed border background) stay in both halves.
+    is left out in turn (``_heldout_scores``) and the weight whose labels agree best
+    with the left-out strokes is kept; ties keep ``gamma``. Seeds that are not strokes
+    (the assumed border background) stay in both halves.
 
     Returns
     -------
     (weight, {weight: score}) or (gamma, None) when the strokes cannot be split.
     """
-    from . import _multiscale
-
     k1 = ctx.n_classes
-    scr = np.asarray(ctx.scribbles)
-    folds = _stroke_folds(scr, k1)
+    folds = _stroke_folds(np.asarray(ctx.scribbles), k1)
     if folds is None:
         return gamma, None
-    shape = tuple(seeds.shape)
-    f = 1
-    while math.prod(math.ceil(n / f) for n in shape) > _SELECT_MAX_VOXELS:
-        f += 1
-    fac = (f, f, f)
-    img = torch.from_numpy(_multiscale._pool_mean(image.cpu().numpy(), fac)).to(image.device)
-    spacing = tuple(h * f for h in ctx.spacing)
-    seeds_np = seeds.cpu().numpy()
-    candidates = sorted({0.0, float(gamma)})
-    scores = dict.fromkeys(candidates, 0.0)
-    for fold in (0, 1):
-        train = np.where(folds == fold, -1, seeds_np)
-        train_c = torch.from_numpy(_multiscale._pool_seeds(train, fac, k1).astype(np.int64))
-        train_c = train_c.to(image.device)
-        if any(bool((train == k).any()) and not bool((train_c == k).any())
-               for k in range(k1)):
-            return gamma, None  # a class vanished on the coarse grid
-        held = np.nonzero(folds == fold)
-        truth = scr[held].astype(np.int64) - 1
-        coarse = tuple(torch.from_numpy(h // f).to(image.device) for h in held)
+
+    def candidates(img, train_c, new_c):
         hist = fit_histograms(img, [train_c == k for k in range(k1)])
-        prior = posterior(hist, img)
-        for g in candidates:
-            p = Problem(img, train_c >= 0, _onehot_init(train_c, k1, prior), spacing, prior)
-            yield from _progress(solve(p, coarse_to_fine=True, **{**kw, "gamma": g}), counter)
-            pred = p.x.argmax(dim=0)[coarse].cpu().numpy()
-            acc = [float(np.mean(pred[truth == k] == k)) for k in np.unique(truth)]
-            scores[g] += float(np.mean(acc)) / 2
-    best = max(candidates, key=lambda g: (round(scores[g], 3), g == gamma))
+        return {g: (g, hist) for g in sorted({0.0, float(gamma)})}
+
+    scores = yield from _heldout_scores(ctx, image, seeds, folds, candidates, kw, counter)
+    if scores is None:
+        return gamma, None
+    best = max(scores, key=lambda g: (round(scores[g], 3), g == gamma))
     return best, {g: round(v, 4) for g, v in scores.items()}
+
+
+#: Largest drop (mean log posterior) in how well another class's held-out earlier
+#: strokes are predicted for which new strokes count as typical (``_stroke_generalizes``).
+GENERALIZE_TOL = 0.01
+
+
+def _stroke_generalizes(ctx, image: torch.Tensor, seeds: torch.Tensor):
+    """Whether the intensity model updated with the new strokes may act everywhere.
+
+    Each half of the earlier strokes (``_stroke_folds``) is left out in turn and
+    predicted by an intensity model fitted on the other half, with and without the new
+    strokes (mean log posterior of the true class, per class). When the new strokes
+    make the earlier strokes of the *other* classes worse predicted by more than
+    :data:`GENERALIZE_TOL`, their intensities overlap those classes: they mark a local
+    exception (e.g. darker deep white matter, which would pull the white matter
+    boundary into the grey matter everywhere) and the updated model should act only
+    near them. Otherwise it is used everywhere (a tumour-core region of an intensity
+    the earlier strokes missed).
+
+    Returns
+    -------
+    (bool, {"without": [per class], "with": [per class]}) or (None, None) when the
+    earlier strokes cannot be split.
+    """
+    k1 = ctx.n_classes
+    changed = torch.from_numpy(ctx.changed).to(seeds.device)
+    earlier = np.where(ctx.changed, 0, np.asarray(ctx.scribbles))
+    folds = _stroke_folds(earlier, k1)
+    if folds is None:
+        return None, None
+    folds_t = torch.from_numpy(folds).to(seeds.device)
+    new = changed & (seeds >= 0)
+    flat = image.reshape(image.shape[0], -1)
+    scores = np.zeros((2, k1))
+    counts = np.zeros((2, k1))
+    for f in (0, 1):
+        base = (seeds >= 0) & ~changed & (folds_t != f)
+        for j, train in enumerate((base, base | new)):
+            hist = fit_histograms(image, [train & (seeds == k) for k in range(k1)])
+            for k in range(k1):
+                idx = torch.nonzero(((folds_t == f) & (seeds == k)).reshape(-1)).flatten()
+                if idx.numel():
+                    idx = idx[:: max(1, idx.numel() // _PRIOR_CHECK_SAMPLES)]
+                    post = posterior(hist, flat[:, idx])[k].clamp_min(1e-4)
+                    scores[j, k] += float(torch.log(post).mean())
+                    counts[j, k] += 1
+    mean = scores / np.maximum(counts, 1)
+    others = (counts[0] > 0) & ~np.isin(np.arange(k1), seeds[new].unique().cpu().numpy())
+    ok = not others.any() or (mean[1] - mean[0])[others].min() >= -GENERALIZE_TOL
+    return bool(ok), {"without": mean[0].round(4).tolist(), "with": mean[1].round(4).tolist()}
 
 
 def _local_box(changed, spacing, opts):
@@ -377,27 +468,72 @@ def _trusted_weight(opts: dict, weight: float, trust: float) -> float:
     return weight * min(max(ramp, 0.0), 1.0)
 
 
-def _solve_local_or_full(ctx, image, seeds, x_prev, box, prior, kw, counter, info):
+def _solve_local_or_full(ctx, image, seeds, x_prev, box, prior_of, kw, counter, info,
+                         opts):
     """Solve inside the sub-box ``box`` with the previous solution ``x_prev`` as its
-    Dirichlet boundary (``prior`` given for the sub-box), or, when ``box`` is None,
-    the whole volume (warm-started from ``x_prev`` if any). Returns the solution."""
-    if box is not None:
+    Dirichlet boundary, or, when ``box`` is None, the whole volume (warm-started from
+    ``x_prev`` if any). ``prior_of(box)`` gives the unary term for a sub-box (None:
+    the whole volume), or None without one. Returns the solution.
+
+    The previous solution is only a fair boundary where the correction does not reach
+    it: when the labels that change touch an inner face of the sub-box (the error the
+    stroke was drawn on extends beyond it), the sub-box grows by its own size on that
+    side and is solved again, up to ``local_max_fraction`` of the volume, then the whole
+    volume is solved (``info["local_growths"]``).
+    """
+    growths = 0
+    while box is not None:
         sub = (slice(None), *box)
         sub_seeds = seeds[box]
         frame = _frame(sub_seeds.shape, box, seeds.shape, seeds.device)
         p = Problem(image[sub], (sub_seeds >= 0) | frame, _set_seeds(x_prev[sub], sub_seeds),
-                    ctx.spacing, prior)
+                    ctx.spacing, prior_of(box))
         yield from _progress(solve(p, coarse_to_fine=False, **kw), counter)
-        x = x_prev.clone()
-        x[sub] = p.x
-        info.update(local=True, local_box=tuple((s.start, s.stop) for s in box))
-        return x
+        sides = _touched_faces(p.x.argmax(dim=0) != x_prev[sub].argmax(dim=0), box,
+                               seeds.shape)
+        if not sides:
+            x = x_prev.clone()
+            x[sub] = p.x
+            info.update(local=True, local_box=tuple((s.start, s.stop) for s in box),
+                        local_growths=growths)
+            return x
+        box = _grow_box(box, sides, seeds.shape, opts)
+        growths += 1
+    info["local_growths"] = growths
     init = _set_seeds(x_prev, seeds) if x_prev is not None else _onehot_init(
-        seeds, ctx.n_classes, prior)
-    p = Problem(image, seeds >= 0, init, ctx.spacing, prior)
+        seeds, ctx.n_classes, None if prior_of is None else prior_of(None))
+    p = Problem(image, seeds >= 0, init, ctx.spacing, prior_of(None))
     stats = yield from _progress(solve(p, coarse_to_fine=x_prev is None, **kw), counter)
     info["cg_iterations"] = [s["iterations"] for s in stats]
     return p.x
+
+
+def _touched_faces(changed: torch.Tensor, box, full_shape) -> list[tuple[int, int]]:
+    """(axis, side) of the sub-box's inner faces (side 0 low, 1 high) next to which a
+    label changed (on the layer just inside the Dirichlet face)."""
+    sides = []
+    for axis, s in enumerate(box):
+        n = changed.shape[axis]
+        if n < 3:
+            continue
+        for side, (inside, on_border) in enumerate(((1, s.start > 0),
+                                                    (n - 2, s.stop < full_shape[axis]))):
+            if on_border and bool(changed.select(axis, inside).any()):
+                sides.append((axis, side))
+    return sides
+
+
+def _grow_box(box, sides, full_shape, opts):
+    """``box`` grown by its own extent on the touched ``sides``; None when the result
+    exceeds ``local_max_fraction`` of the volume."""
+    box = list(box)
+    for axis, side in sides:
+        s = box[axis]
+        n = s.stop - s.start
+        box[axis] = (slice(max(0, s.start - n), s.stop) if side == 0
+                     else slice(s.start, min(full_shape[axis], s.stop + n)))
+    size = math.prod(s.stop - s.start for s in box)
+    return tuple(box) if size <= opts["local_max_fraction"] * math.prod(full_shape) else None
 
 
 def _frame(shape, box, full_shape, device):
@@ -605,15 +741,17 @@ def _solve_boxes(ctx, image, seeds, x, opts, kw, counter, info, prev=None):
 
 
 def _scope_correction(ctx, x, x_prev, info):
-    """Keep only the label changes connected to the edited strokes.
+    """Keep the label changes that a correction can explain; revert new islands.
 
-    A corrective stroke is about the error it is drawn on: a new stroke updates the
-    intensity model globally, and without this the walker also flips voxels far from
-    the stroke that the previous result had right (in the test case of
-    ``tests/engine/test_corrections.py``, as many as the corrected component itself).
-    Changed labels whose connected component (6-connected, with the stroke voxels)
-    does not reach an edited stroke go back to the previous solution. A class's first
-    strokes are not a correction: the model of a new class may change labels anywhere.
+    A corrective stroke is about the error it is drawn on, and through the intensity
+    model about tissue like it: a label change is kept when its connected component
+    (6-connected, with the stroke voxels) reaches an edited stroke, or when it extends
+    a region that already had its new label (it moves a boundary). Changes that create
+    an island of a label where there was none nearby (or a hole) are noise from the
+    updated intensity model and go back to the previous solution: without this, in the
+    test case of ``tests/engine/test_corrections.py``, as many scattered voxels flip as
+    the corrected component holds. A class's first strokes are not a correction: the
+    model of a new class may change labels anywhere.
 
     Parameters
     ----------
@@ -624,8 +762,6 @@ def _scope_correction(ctx, x, x_prev, info):
     -------
     Tensor, shape (K + 1, Z, Y, X)
     """
-    from scipy import ndimage
-
     changed = ctx.changed
     if changed is None or not changed.any():
         return x
@@ -634,14 +770,22 @@ def _scope_correction(ctx, x, x_prev, info):
     if not new_classes <= kept:
         info["correction_scope"] = "a class's first strokes: changes kept everywhere"
         return x
-    diff = (x.argmax(dim=0) != x_prev.argmax(dim=0)).cpu().numpy()
+    old_lab = x_prev.argmax(dim=0).cpu().numpy()
+    new_lab = x.argmax(dim=0).cpu().numpy()
+    diff = old_lab != new_lab
     if not diff.any():
         return x
     lab, _ = ndimage.label(diff | changed)
-    reach = np.unique(lab[changed])
-    revert = diff & ~np.isin(lab, reach[reach > 0])
+    keep = np.zeros(lab.max() + 1, bool)
+    keep[np.unique(lab[changed])] = True
+    for k in np.unique(new_lab[diff]):
+        grows = ndimage.binary_dilation((old_lab == k) & ~diff) & diff & (new_lab == k)
+        keep[np.unique(lab[grows])] = True
+    keep[0] = True
+    revert = diff & ~keep[lab]
     n = int(revert.sum())
-    info["correction_scope"] = f"{n} changed voxel(s) not connected to the edited strokes kept"
+    info["correction_scope"] = (f"{n} changed voxel(s) forming islands away from the "
+                                "edited strokes reverted")
     info["correction_reverted"] = n
     if n:
         r = torch.from_numpy(revert).to(x.device)
@@ -686,9 +830,10 @@ def randomwalk(ctx: RefineContext):
     elif ctx.prior is not None:
         prior, kw["gamma"] = _model_prior(ctx, image, seeds, opts, info)
         box = None if prev is None else _local_box(ctx.changed, ctx.spacing, opts)
-        region = prior if box is None else prior[(slice(None), *box)]
-        x = yield from _solve_local_or_full(ctx, image, seeds, x_prev, box, region, kw,
-                                            counter, info)
+        x = yield from _solve_local_or_full(
+            ctx, image, seeds, x_prev, box,
+            lambda b: prior if b is None else prior[(slice(None), *b)], kw, counter, info,
+            opts)
     else:
         hist = fit_histograms(image, [seeds == k for k in range(k1)])
         hist_global = hist
@@ -710,24 +855,32 @@ def randomwalk(ctx: RefineContext):
             shift = _prior_shift(old_hist, hist, image)
             info["prior_shift"] = shift
             had_all = len(prev.get("class_counts", ())) == k1 and min(prev["class_counts"]) > 0
-            if shift > opts["local_prior_tol"] and not had_all:
-                box = None  # a class's first samples: the model must be updated globally
+            general = None
+            if shift > opts["local_prior_tol"] and had_all:
+                general, info["update_scores"] = _stroke_generalizes(ctx, image, seeds)
+            if shift > opts["local_prior_tol"] and (not had_all or general):
+                # a class's first samples, or strokes typical of their class
+                # (``_stroke_generalizes``): the model is updated everywhere
+                box = None
             elif shift > opts["local_prior_tol"]:
                 # A small stroke that moves the global intensity model a lot (a region
                 # whose intensities differ from the rest of its class, e.g. darker deep
-                # white matter) is local evidence: use the new model inside the stroke's
-                # sub-box only and keep the previous global model for the rest, instead
-                # of flipping far-away voxels of look-alike intensity.
+                # white matter) is local evidence: the updated model acts only in the
+                # sub-box around the stroke; if the correction outgrows it the whole
+                # volume is solved with the previous model (the stroke acts through its
+                # seeds) instead of flipping far-away voxels of look-alike intensity.
                 info["prior_kept"] = True
                 hist_global = old_hist
-        if gamma <= 0:
-            prior = None
-        elif box is not None:
-            prior = posterior(hist_global, image[(slice(None), *box)])
-        else:
-            prior = posterior(hist, image)
-        x = yield from _solve_local_or_full(ctx, image, seeds, x_prev, box, prior, kw,
-                                            counter, info)
+        def prior_of(b):
+            # the updated model in a sub-box around the strokes; the kept one
+            # (``prior_kept``) when the whole volume is solved
+            if gamma <= 0:
+                return None
+            if b is None:
+                return posterior(hist_global, image)
+            return posterior(hist, image[(slice(None), *b)])
+        x = yield from _solve_local_or_full(ctx, image, seeds, x_prev, box, prior_of, kw,
+                                            counter, info, opts)
 
     if prev is not None and opts["correction_scope"]:
         x = _scope_correction(ctx, x, x_prev, info)

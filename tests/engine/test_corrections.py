@@ -67,9 +67,10 @@ def test_a_correction_flips_its_component_and_nothing_else(corrected):
     assert dice(second.labels == 1, gt == 1) > dice(first.labels == 1, gt == 1) + 0.01
     damaged = (first.labels == gt) & (second.labels != gt) & ~comp
     # without the correction scope ~1600 correct background voxels far from the lobe
-    # flipped (as many as the corrected component)
-    assert damaged.sum() < 0.02 * comp.sum()
-    assert second.info["correction_reverted"] > 0
+    # flipped (as many as the corrected component), as ~1500 islands; what remains are
+    # a few dozen boundary voxels of the body (a moved boundary is kept)
+    assert damaged.sum() < 0.05 * comp.sum()
+    assert second.info["correction_reverted"] > 1000
 
 
 def test_first_strokes_of_a_class_are_not_scoped():
@@ -87,3 +88,73 @@ def test_first_strokes_of_a_class_are_not_scoped():
     assert second.info["warm_start"]
     assert "correction_reverted" not in second.info
     assert second.info["correction_scope"].startswith("a class's first strokes")
+
+
+def test_a_correction_outgrowing_its_sub_box_is_solved_beyond_it():
+    """With a sub-box far smaller than the missed lobe, the labels that change reach
+    its faces; the sub-box grows instead of holding the lobe back at its faces."""
+    image, gt, scr = _two_lobes()
+    opts = {"local_pad_mm": 2.0, "local_prior_tol": 10.0}  # local solves, model updated
+    first = refine(image, scr, spacing=SPACING, method="randomwalk", **opts)
+    comp, fixed = _correct(first, gt, scr)
+    second = refine(image, fixed, spacing=SPACING, method="randomwalk", state=first.state,
+                    **opts)
+    assert second.info["local_growths"] >= 1
+    assert (second.labels[comp] == 1).mean() > 0.8
+
+
+def _lobed_body(background_band: bool):
+    """A bright body with two dim lobes of the structure (left, right); optionally a
+    background band of the lobes' intensity, scribbled as background."""
+    rng = np.random.default_rng(1)
+    shape = (24, 40, 72)
+    image = np.zeros(shape, np.float32)
+    image[4:20, 10:30, 26:46] = 1.0
+    image[6:18, 12:28, 12:26] = 0.5
+    image[6:18, 12:28, 46:60] = 0.5
+    scr = np.zeros(shape, np.uint8)
+    if background_band:
+        image[2:22, 2:8, 4:68] = 0.5
+        scr[12, 3:7, 4:68] = 1
+    image += rng.normal(0, 0.03, shape).astype(np.float32)
+    scr[12, 16:24, 30:42] = 2
+    scr[12, 35:38, 4:68] = 1
+    scr[4, 35:38, 4:68] = 1
+    return image, scr
+
+
+def test_a_stroke_typical_of_its_class_updates_the_model_everywhere():
+    """A stroke on the left dim lobe, whose intensity no background stroke has, teaches
+    the intensity model that the structure has dim parts: the right lobe (which the
+    stroke never touches) follows. Keeping the previous model (as for a local
+    exception) leaves it at ~16%."""
+    image, scr = _lobed_body(background_band=False)
+    right = (slice(6, 18), slice(12, 28), slice(46, 60))
+    first = refine(image, scr, spacing=(1.0, 1.0, 1.0), method="randomwalk", local_pad_mm=3.0)
+    assert (first.labels[right] == 1).mean() < 0.3
+    fixed = scr.copy()
+    fixed[12, 18:22, 15:23] = 2
+    second = refine(image, fixed, spacing=(1.0, 1.0, 1.0), method="randomwalk",
+                    state=first.state, local_pad_mm=3.0)
+    assert "prior_kept" not in second.info
+    assert (second.labels[right] == 1).mean() > 0.9
+
+
+@pytest.mark.parametrize("band", [False, True])
+def test_a_stroke_whose_intensity_another_class_has_is_a_local_exception(band):
+    """The criterion of ``_stroke_generalizes``: a structure stroke on the dim lobe is
+    typical unless background strokes have the same intensity (then updating the model
+    everywhere would pull the structure into that background)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from napari_labeleff.engine._randomwalk import _stroke_generalizes
+
+    image, scr = _lobed_body(background_band=band)
+    new = scr.copy()
+    new[12, 18:22, 15:23] = 2
+    ctx = SimpleNamespace(n_classes=2, changed=new != scr, scribbles=new)
+    seeds = torch.from_numpy(new.astype(np.int64) - 1)
+    ok, scores = _stroke_generalizes(ctx, torch.from_numpy(image)[None], seeds)
+    assert ok is (not band), scores
