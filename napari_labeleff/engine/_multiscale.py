@@ -248,11 +248,11 @@ def run(method_gen, ctx: RefineContext, info: dict):
         if prev is not None:
             c0, c1 = max(0, h0 // f[0] - 1), min(len(moved), -(-h1 // f[0]) + 1)
             if not moved[c0:c1].any() and not changed_rows[h0:h1].any():
-                old = prev["probs"][:, z0:z1]
-                pt = torch.from_numpy(old.astype(np.float32))
-                labels[z0:z1] = pt.argmax(dim=0).to(torch.uint8).numpy()
-                probs[:, z0:z1] = old
-                unc[z0:z1] = _entropy16(pt).numpy()
+                # copies only: the previous labels and uncertainty are kept with the
+                # probabilities, so a kept tile costs no conversion, argmax or entropy
+                labels[z0:z1] = prev["labels"][z0:z1]
+                probs[:, z0:z1] = prev["probs"][:, z0:z1]
+                unc[z0:z1] = prev["uncertainty"][z0:z1]
                 reused += 1
                 yield Progress(t + 1, n_tiles + 1, f"fine band: tile {t + 1}/{n_tiles} kept")
                 continue
@@ -310,11 +310,13 @@ def run(method_gen, ctx: RefineContext, info: dict):
         "fine_s": time.perf_counter() - t0 - t_coarse,
         "tiles": n_tiles, "tiles_kept": reused,
     }
-    # the fine probabilities are kept by reference (the result's own array: callers
-    # must not edit it in place), the coarse ones as a copy
+    # the fine probabilities and uncertainty are kept by reference (the result's own
+    # arrays: callers must not edit them in place), the labels as a copy (the viewer
+    # shows them in a layer the user may paint on), the coarse probabilities as a copy
     payload = {"coarse": {"shape": list(cctx.seeds.shape), "factors": list(f),
                           "scribbles": cctx.scribbles, "payload": out.payload},
-               "fine": {"probs": probs, "coarse": coarse.numpy()}}
+               "fine": {"probs": probs, "labels": labels.copy(), "uncertainty": unc,
+                        "coarse": coarse.numpy()}}
     info.update({k: v for k, v in out.info.items() if k not in info})
     return name, labels, probs, unc, payload
 
@@ -330,7 +332,7 @@ def _previous_fine(ctx, cctx, k1, shape):
     if cctx.state is None or ctx.state is None:
         return None
     fine = ctx.state.payload.get("fine")
-    if fine is None or tuple(fine["probs"].shape) != (k1, *shape):
+    if fine is None or "labels" not in fine or tuple(fine["probs"].shape) != (k1, *shape):
         return None
     if tuple(fine["coarse"].shape[1:]) != tuple(cctx.seeds.shape):
         return None
