@@ -500,9 +500,10 @@ def _solve_local_or_full(ctx, image, seeds, x_prev, box, prior_of, kw, counter, 
         box = _grow_box(box, sides, seeds.shape, opts)
         growths += 1
     info["local_growths"] = growths
+    prior = prior_of(None)
     init = _set_seeds(x_prev, seeds) if x_prev is not None else _onehot_init(
-        seeds, ctx.n_classes, None if prior_of is None else prior_of(None))
-    p = Problem(image, seeds >= 0, init, ctx.spacing, prior_of(None))
+        seeds, ctx.n_classes, prior)
+    p = Problem(image, seeds >= 0, init, ctx.spacing, prior)
     stats = yield from _progress(solve(p, coarse_to_fine=x_prev is None, **kw), counter)
     info["cg_iterations"] = [s["iterations"] for s in stats]
     return p.x
