@@ -477,7 +477,33 @@ def table10_cases(runs, ours, prefix):
     return "\n".join(rows)
 
 
-def section10(runs, metas, ours, notes=""):
+def table10_corrections(before_path, after_path, ours):
+    """Dice after each corrective interaction, two engine commits on the same cases."""
+    docs = [json.loads(Path(p).read_text()) for p in (before_path, after_path)]
+    runs = [{r["case"]: r for r in d["runs"] if r["method"] == ours and "error" not in r}
+            for d in docs]
+    commits = [d["meta"].get("git_commit", "?")[:10] for d in docs]
+    k = max(len(r["mean_dice"]) - 1 for d in runs for r in d.values())
+    rows = [f"Same cases, prompts and simulated annotator; engine commit {commits[0]} "
+            f"(before) vs {commits[1]} (after); `{ours}`, k = {k}; files "
+            f"`{Path(before_path).name}`, `{Path(after_path).name}`.", "",
+            "| case | split | before: Dice initial -> after each correction | after: Dice "
+            "initial -> after each correction | gain of the corrections, before / after |",
+            "|---|---|---|---|---|"]
+    gains = [[], []]
+    for case in [c for c in runs[0] if c in runs[1]]:
+        cells = []
+        for i, d in enumerate(runs):
+            curve = d[case]["mean_dice"]
+            gains[i].append(curve[-1] - curve[0])
+            cells.append(" -> ".join(f"{v:.3f}" for v in curve))
+        rows.append(f"| {case} | {'held-out' if held_out(case) else 'tuning'} | {cells[0]} | "
+                    f"{cells[1]} | {gains[0][-1]:+.3f} / {gains[1][-1]:+.3f} |")
+    rows.append(f"| mean | | | | {np.mean(gains[0]):+.3f} / {np.mean(gains[1]):+.3f} |")
+    return "\n".join(rows)
+
+
+def section10(runs, metas, ours, notes="", corrections=None):
     """The issue-10 section of docs/benchmarks.md."""
     commits = sorted({m.get("git_commit", "?")[:10] for m in metas})
     dirty = any(m.get("git_dirty") for m in metas)
@@ -495,6 +521,10 @@ def section10(runs, metas, ours, notes=""):
             "### Inexact boxes (boxes + scribbles)", "",
             "Targets: drop <= 0.02 at +20%, <= 0.04 at -20% or shifted, vs the exact box.", "",
             table10_variants(runs, ours), ""]
+    if corrections:
+        out += ["### Corrections: before and after this round's engine change", ""]
+        for pair in corrections:
+            out += [table10_corrections(*pair, ours), ""]
     for title, prefix in (("BRATS tumour regions (1 mm and 6 mm slices)", "brats:"),
                           ("Small organs of the shipped CT", "ctsmall:"),
                           ("Full-size CT (300 x 512 x 512, resampled from the shipped CT)",
@@ -516,11 +546,14 @@ def main(argv=None):
     p.add_argument("--no-doc", action="store_true", help="print instead of writing docs")
     p.add_argument("--issue10", action="store_true",
                    help="write the issue-10 section (real scans) instead of the refine one")
+    p.add_argument("--corrections", nargs=2, action="append", metavar=("BEFORE", "AFTER"),
+                   help="issue 10: result JSONs of two engine commits on the same cases "
+                        "(repeatable)")
     a = p.parse_args(argv)
     runs, metas = load_runs(a.results)
     notes = Path(a.notes).read_text() if a.notes else ""
     if a.issue10:
-        text = section10(runs, metas, a.ours[0], notes)
+        text = section10(runs, metas, a.ours[0], notes, a.corrections)
         if a.no_doc:
             print(text)
         else:
