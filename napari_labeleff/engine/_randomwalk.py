@@ -282,66 +282,8 @@ def _prior_share(ctx, image: torch.Tensor, seeds: torch.Tensor, lam: torch.Tenso
     return best, {a: round(v, 4) for a, v in scores.items()}
 
 
-#: Largest grid (voxels) on which held-out stroke checks solve (block means above).
+#: Largest grid (voxels) on which ``prior_select`` compares weights (block means above).
 _SELECT_MAX_VOXELS = 1 << 20
-
-
-def _heldout_scores(ctx, image, seeds, folds, candidates, kw, counter):
-    """Score candidate intensity models by the walker's labels on held-out strokes.
-
-    For each fold f of ``folds`` ((Z, Y, X) int8, -1 = never held out), the strokes of
-    fold f are removed from the seeds, the walker is solved on a grid of at most
-    ``_SELECT_MAX_VOXELS`` voxels (block means) once per candidate, and its labels
-    are compared with the removed strokes (class-balanced accuracy, averaged over the
-    two folds).
-
-    Parameters
-    ----------
-    candidates : callable
-        ``candidates(image_c, train_c, new_c)`` -> {name: (gamma, Histograms)} on the
-        coarse grid; ``train_c`` are the coarse training seeds ((Z', Y', X') int64, -1
-        unseeded), ``new_c`` the coarse voxels of strokes drawn since the previous
-        call (bool; all False on a first call).
-
-    Returns
-    -------
-    {name: score}, or None when a class vanishes on the coarse grid.
-    """
-    from . import _multiscale
-
-    k1 = ctx.n_classes
-    shape = tuple(seeds.shape)
-    f = 1
-    while math.prod(math.ceil(n / f) for n in shape) > _SELECT_MAX_VOXELS:
-        f += 1
-    fac = (f, f, f)
-    img = torch.from_numpy(_multiscale._pool_mean(image.cpu().numpy(), fac)).to(image.device)
-    spacing = tuple(h * f for h in ctx.spacing)
-    seeds_np = seeds.cpu().numpy()
-    scr = np.asarray(ctx.scribbles)
-    new = (np.full_like(seeds_np, -1) if ctx.changed is None
-           else np.where(ctx.changed, seeds_np, -1))
-    new_c = torch.from_numpy(_multiscale._pool_seeds(new, fac, k1) >= 0).to(image.device)
-    scores = {}
-    for fold in (0, 1):
-        train = np.where(folds == fold, -1, seeds_np)
-        train_c = torch.from_numpy(_multiscale._pool_seeds(train, fac, k1).astype(np.int64))
-        train_c = train_c.to(image.device)
-        if any(bool((train == k).any()) and not bool((train_c == k).any())
-               for k in range(k1)):
-            return None
-        held = np.nonzero(folds == fold)
-        truth = scr[held].astype(np.int64) - 1
-        coarse = tuple(torch.from_numpy(h // f).to(image.device) for h in held)
-        for name, (gamma, hist) in candidates(img, train_c, new_c).items():
-            prior = posterior(hist, img)
-            p = Problem(img, train_c >= 0, _onehot_init(train_c, k1, prior), spacing, prior)
-            yield from _progress(solve(p, coarse_to_fine=True, **{**kw, "gamma": gamma}),
-                                 counter)
-            pred = p.x.argmax(dim=0)[coarse].cpu().numpy()
-            acc = [float(np.mean(pred[truth == k] == k)) for k in np.unique(truth)]
-            scores[name] = scores.get(name, 0.0) + float(np.mean(acc)) / 2
-    return scores
 
 
 def _select_weight(ctx, image: torch.Tensor, seeds: torch.Tensor, kw: dict, gamma: float,
@@ -352,27 +294,51 @@ def _select_weight(ctx, image: torch.Tensor, seeds: torch.Tensor, kw: dict, gamm
     lesion core whose intensities the background shares wants the pure walker; a
     bright tumour in FLAIR wants the model). The trust ramp measures the model on the
     strokes it was fitted on; here each half of the user's strokes (``_stroke_folds``)
-    is left out in turn (``_heldout_scores``) and the weight whose labels agree best
-    with the left-out strokes is kept; ties keep ``gamma``. Seeds that are not strokes
-    (the assumed border background) stay in both halves.
+    is left out in turn, the walker is solved from the other half on a grid of at
+    most ``_SELECT_MAX_VOXELS`` (block means), and the weight whose labels agree best
+    with the left-out strokes (class-balanced accuracy) is kept; ties keep ``gamma``.
+    Seeds that are not strokes (the assumed border background) stay in both halves.
 
     Returns
     -------
     (weight, {weight: score}) or (gamma, None) when the strokes cannot be split.
     """
+    from . import _multiscale
+
     k1 = ctx.n_classes
-    folds = _stroke_folds(np.asarray(ctx.scribbles), k1)
+    scr = np.asarray(ctx.scribbles)
+    folds = _stroke_folds(scr, k1)
     if folds is None:
         return gamma, None
-
-    def candidates(img, train_c, new_c):
+    shape = tuple(seeds.shape)
+    f = 1
+    while math.prod(math.ceil(n / f) for n in shape) > _SELECT_MAX_VOXELS:
+        f += 1
+    fac = (f, f, f)
+    img = torch.from_numpy(_multiscale._pool_mean(image.cpu().numpy(), fac)).to(image.device)
+    spacing = tuple(h * f for h in ctx.spacing)
+    seeds_np = seeds.cpu().numpy()
+    candidates = sorted({0.0, float(gamma)})
+    scores = dict.fromkeys(candidates, 0.0)
+    for fold in (0, 1):
+        train = np.where(folds == fold, -1, seeds_np)
+        train_c = torch.from_numpy(_multiscale._pool_seeds(train, fac, k1).astype(np.int64))
+        train_c = train_c.to(image.device)
+        if any(bool((train == k).any()) and not bool((train_c == k).any())
+               for k in range(k1)):
+            return gamma, None  # a class vanished on the coarse grid
+        held = np.nonzero(folds == fold)
+        truth = scr[held].astype(np.int64) - 1
+        coarse = tuple(torch.from_numpy(h // f).to(image.device) for h in held)
         hist = fit_histograms(img, [train_c == k for k in range(k1)])
-        return {g: (g, hist) for g in sorted({0.0, float(gamma)})}
-
-    scores = yield from _heldout_scores(ctx, image, seeds, folds, candidates, kw, counter)
-    if scores is None:
-        return gamma, None
-    best = max(scores, key=lambda g: (round(scores[g], 3), g == gamma))
+        prior = posterior(hist, img)
+        for g in candidates:
+            p = Problem(img, train_c >= 0, _onehot_init(train_c, k1, prior), spacing, prior)
+            yield from _progress(solve(p, coarse_to_fine=True, **{**kw, "gamma": g}), counter)
+            pred = p.x.argmax(dim=0)[coarse].cpu().numpy()
+            acc = [float(np.mean(pred[truth == k] == k)) for k in np.unique(truth)]
+            scores[g] += float(np.mean(acc)) / 2
+    best = max(candidates, key=lambda g: (round(scores[g], 3), g == gamma))
     return best, {g: round(v, 4) for g, v in scores.items()}
 
 
@@ -872,6 +838,7 @@ def randomwalk(ctx: RefineContext):
                 # seeds) instead of flipping far-away voxels of look-alike intensity.
                 info["prior_kept"] = True
                 hist_global = old_hist
+
         def prior_of(b):
             # the updated model in a sub-box around the strokes; the kept one
             # (``prior_kept``) when the whole volume is solved
