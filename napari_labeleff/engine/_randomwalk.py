@@ -14,6 +14,11 @@ prompts (``_boxes``), and incremental updates from ``state``:
   ``info["prior_kept"]``);
 * label changes that form islands away from the edited strokes are reverted
   (``_scope_correction``).
+
+Without boxes or a model prior, the first call chooses the unary term by held-out
+strokes (``_select_weight``): the intensity model at its trusted weight, none (the pure
+walker), or the marker watershed of the strokes (``_watershed``), which cures the
+intensity model's over-reach on small structures; incremental calls keep the choice.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from .._errors import LabelEffError
-from . import _boxes
+from . import _boxes, _watershed
 from ._likelihood import Histograms, fit_histograms, posterior
 from ._registry import MethodOutput, RefineContext, as_numpy, register_method
 from ._rw_solver import Problem, binomial_smooth, contrast_scale, solve
@@ -64,6 +69,10 @@ DEFAULTS = {
     # choose the intensity-model weight (0 or the trusted one) on the first call by
     # how well each predicts the user's held-out strokes
     "prior_select": True,
+    # let the marker watershed of the scribbles (``_watershed``) compete in that check;
+    # when it wins, its labels are the walker's unary term at this weight
+    "watershed_select": True,
+    "watershed_prior_weight": 0.05,
     # prior= (model probabilities): weight of its unary term, and the distance (mm)
     # over which a scribble that disagrees with it releases it (0 at the stroke, full
     # weight from this distance on)
@@ -76,6 +85,7 @@ DEFAULTS = {
 _KEY_OPTIONS = ("smooth", "beta", "prior_weight", "prior_trust_low", "prior_trust_high",
                 "box_prior_weight", "box_margin", "box_core", "box_shell", "box_grow_rounds",
                 "box_centre_seeds", "box_select", "box_probe", "prior_select",
+                "watershed_select", "watershed_prior_weight",
                 "model_prior_weight", "prior_release_mm", "prior_check")
 #: Shares of the model prior (vs. the scan's intensity model) tried by ``prior_check``.
 PRIOR_SHARES = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -284,11 +294,15 @@ def _prior_share(ctx, image: torch.Tensor, seeds: torch.Tensor, lam: torch.Tenso
 
 #: Largest grid (voxels) on which ``prior_select`` compares weights (block means above).
 _SELECT_MAX_VOXELS = 1 << 20
+#: How much better (held-out balanced accuracy, 0..1) the watershed must predict the
+#: held-out strokes than the walker to replace the intensity model as unary term.
+WATERSHED_MARGIN = 0.01
 
 
 def _select_weight(ctx, image: torch.Tensor, seeds: torch.Tensor, kw: dict, gamma: float,
-                   counter):
-    """Choose the intensity-model weight, 0 or ``gamma``, by held-out strokes.
+                   counter, watershed: bool = False):
+    """Choose the unary term, by held-out strokes: the intensity model at weight 0 or
+    ``gamma``, or (``watershed``) the marker watershed's labels (``_watershed``).
 
     How much to trust the scribbles' intensity model differs from scan to scan (a
     lesion core whose intensities the background shares wants the pure walker; a
@@ -297,11 +311,19 @@ def _select_weight(ctx, image: torch.Tensor, seeds: torch.Tensor, kw: dict, gamm
     is left out in turn, the walker is solved from the other half on a grid of at
     most ``_SELECT_MAX_VOXELS`` (block means), and the weight whose labels agree best
     with the left-out strokes (class-balanced accuracy) is kept; ties keep ``gamma``.
-    Seeds that are not strokes (the assumed border background) stay in both halves.
+    The watershed, flooded from the other half on the same grid, is kept only when it
+    beats both weights by more than :data:`WATERSHED_MARGIN` and labels no more voxels
+    as structures (all classes but background, summed over both folds) than the chosen
+    weight does: it is there to cure the walker's over-reach (its intensity model,
+    fitted to a few voxels, claiming tissues no background stroke sampled), and its own
+    failure is the opposite one, a flood through a weak edge into a look-alike region
+    that no stroke holds. Seeds that are not strokes (the assumed border background)
+    stay in both halves.
 
     Returns
     -------
-    (weight, {weight: score}) or (gamma, None) when the strokes cannot be split.
+    (choice, {choice: score}) or (gamma, None) when the strokes cannot be split;
+    ``choice`` is a weight or ``"watershed"``.
     """
     from . import _multiscale
 
@@ -319,7 +341,9 @@ def _select_weight(ctx, image: torch.Tensor, seeds: torch.Tensor, kw: dict, gamm
     spacing = tuple(h * f for h in ctx.spacing)
     seeds_np = seeds.cpu().numpy()
     candidates = sorted({0.0, float(gamma)})
-    scores = dict.fromkeys(candidates, 0.0)
+    scores = dict.fromkeys(candidates + (["watershed"] if watershed else []), 0.0)
+    claimed = dict.fromkeys(scores, 0)  # voxels labelled as structures
+    grad = _watershed.gradient(img.cpu().numpy(), spacing) if watershed else None
     for fold in (0, 1):
         train = np.where(folds == fold, -1, seeds_np)
         train_c = torch.from_numpy(_multiscale._pool_seeds(train, fac, k1).astype(np.int64))
@@ -335,11 +359,24 @@ def _select_weight(ctx, image: torch.Tensor, seeds: torch.Tensor, kw: dict, gamm
         for g in candidates:
             p = Problem(img, train_c >= 0, _onehot_init(train_c, k1, prior), spacing, prior)
             yield from _progress(solve(p, coarse_to_fine=True, **{**kw, "gamma": g}), counter)
-            pred = p.x.argmax(dim=0)[coarse].cpu().numpy()
-            acc = [float(np.mean(pred[truth == k] == k)) for k in np.unique(truth)]
-            scores[g] += float(np.mean(acc)) / 2
+            labels = p.x.argmax(dim=0)
+            claimed[g] += int((labels > 0).sum())
+            scores[g] += _balanced_accuracy(labels[coarse].cpu().numpy(), truth) / 2
+        if watershed:
+            lab = _watershed.labels(None, train_c.cpu().numpy(), spacing, grad)
+            idx = tuple(h.cpu().numpy() for h in coarse)
+            scores["watershed"] += _balanced_accuracy(lab[idx], truth) / 2
+            claimed["watershed"] += int((lab > 0).sum())
     best = max(candidates, key=lambda g: (round(scores[g], 3), g == gamma))
+    if watershed and scores["watershed"] > scores[best] + WATERSHED_MARGIN and \
+            claimed["watershed"] <= claimed[best]:
+        best = "watershed"
     return best, {g: round(v, 4) for g, v in scores.items()}
+
+
+def _balanced_accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Mean over the classes present in ``truth`` of the fraction predicted right."""
+    return float(np.mean([np.mean(pred[truth == k] == k) for k in np.unique(truth)]))
 
 
 #: Largest drop (mean log posterior) in how well another class's held-out earlier
@@ -807,16 +844,28 @@ def randomwalk(ctx: RefineContext):
         class_counts = torch.bincount(seeds[seeds >= 0], minlength=k1).tolist()
         trust = _prior_trust(hist, image, seeds)
         gamma = kw["gamma"] = _trusted_weight(opts, kw["gamma"], trust)
-        if prev is None and opts["prior_select"] and gamma > 0:
-            chosen, scores = yield from _select_weight(ctx, image, seeds, kw, gamma, counter)
+        watershed = False
+        if prev is None and opts["prior_select"] and (gamma > 0 or opts["watershed_select"]):
+            chosen, scores = yield from _select_weight(ctx, image, seeds, kw, gamma, counter,
+                                                       watershed=opts["watershed_select"])
             info["prior_select_scores"] = scores
-            pure_walker = chosen == 0.0
-        else:  # incremental calls keep the first call's choice
-            pure_walker = prev is not None and prev.get("pure_walker", False)
+            pure_walker, watershed = chosen == 0.0, chosen == "watershed"
+        elif prev is not None:  # incremental calls keep the first call's choice
+            pure_walker = prev.get("pure_walker", False)
+            watershed = prev.get("watershed", False)
         if pure_walker:
             gamma = kw["gamma"] = 0.0
-        info.update(prior_trust=trust, prior_weight=gamma)
-        box = None if prev is None else _local_box(ctx.changed, ctx.spacing, opts)
+        if watershed:
+            # the watershed's labels replace the intensity model; every stroke (the
+            # corrections too) is one of its markers, so it is flooded again each call
+            # and the whole volume is solved (a new marker can move far-away basins)
+            gamma = kw["gamma"] = float(opts["watershed_prior_weight"])
+            ws_prior = _watershed.prior(_watershed.labels(
+                image.cpu().numpy(), seeds.cpu().numpy(), ctx.spacing), k1, device)
+        info.update(prior_trust=trust, prior_weight=gamma,
+                    unary="watershed" if watershed else "intensity" if gamma > 0 else "none")
+        box = None if prev is None or watershed else _local_box(ctx.changed, ctx.spacing,
+                                                                opts)
         if box is not None and gamma > 0:
             old_hist = _hist_from_payload(prev["hist"], device)
             shift = _prior_shift(old_hist, hist, image)
@@ -844,6 +893,8 @@ def randomwalk(ctx: RefineContext):
             # (``prior_kept``) when the whole volume is solved
             if gamma <= 0:
                 return None
+            if watershed:
+                return ws_prior if b is None else ws_prior[(slice(None), *b)]
             if b is None:
                 return posterior(hist_global, image)
             return posterior(hist, image[(slice(None), *b)])
@@ -868,6 +919,7 @@ def randomwalk(ctx: RefineContext):
         "boxes": list(ctx.boxes),
         "class_counts": class_counts,
         "pure_walker": pure_walker,
+        "watershed": info.get("unary") == "watershed",
         "boxes_solved": info.get("boxes_solved"),
         "box_gamma": info.get("prior_weight") if ctx.boxes else None,
         "box_faces_moved": info.get("box_faces_moved", []),

@@ -1,0 +1,111 @@
+"""The marker watershed competes with the intensity model as the walker's unary term
+(issue 10, small structures): chosen by held-out strokes when the walker over-reaches,
+never where it predicts them worse or claims more than the walker, and every
+correction is one of its markers."""
+
+import numpy as np
+import pytest
+
+from napari_labeleff.engine import _watershed, refine
+
+from .conftest import dice
+
+SPACING = (2.0, 1.0, 1.0)
+#: the intensity model at full weight whatever its trust (only the selection decides)
+LEAKY = {"prior_trust_low": 0.0, "prior_trust_high": 0.0, "prior_weight": 0.3}
+
+
+def _noisy_lesions(noise=0.25, seed=0):
+    """Two spherical lesions (0.7) in dark tissue (0.3) next to
+    a slab of bright tissue (0.7) that no background stroke touches; short strokes in
+    the first lesion on three slices, long background strokes. The walker alone
+    shrinks to the strokes; the intensity model leaks into the bright slab."""
+    rng = np.random.default_rng(seed)
+    shape = (24, 64, 64)
+    z, y, x = np.meshgrid(*(np.arange(n) * s for n, s in zip(shape, SPACING)), indexing="ij")
+    image = np.full(shape, 0.3, np.float32)
+    image[:, :, 44:] = 0.7
+    lesions = []
+    for cy in (20, 46):
+        r = np.sqrt((z - 24) ** 2 + (y - cy) ** 2 + (x - 22) ** 2)
+        image[r <= 8] = 0.7
+        lesions.append(r <= 8)
+    image += rng.normal(0, noise, shape).astype(np.float32)
+    scr = np.zeros(shape, np.uint8)
+    for zz in (10, 12, 14):
+        scr[zz, 20, 15:18] = 2
+        scr[zz, 4:60, 4] = 1
+        scr[zz, 60, 4:40] = 1
+    return image, lesions, scr
+
+
+def test_watershed_labels_follow_the_markers():
+    image = np.zeros((1, 6, 12, 12), np.float32)
+    image[0, :, :, 6:] = 1.0
+    seeds = np.full((6, 12, 12), -1)
+    seeds[3, 6, 2] = 0
+    seeds[3, 6, 9] = 1
+    lab = _watershed.labels(image, seeds, (1.0, 1.0, 1.0))
+    assert (lab[:, :, :5] == 0).all() and (lab[:, :, 7:] == 1).all()
+    p = _watershed.prior(lab, 2, "cpu")
+    assert p.shape == (2, 6, 12, 12) and np.allclose(p.sum(0).numpy(), 1.0)
+    assert float(p[1, 0, 0, 11]) == pytest.approx(_watershed.LABEL_PROBABILITY)
+
+
+def test_held_out_strokes_choose_the_watershed_for_a_small_noisy_lesion():
+    image, (lesion, _), scr = _noisy_lesions()
+    off = refine(image, scr, spacing=SPACING, method="randomwalk", watershed_select=False,
+                 **LEAKY)
+    on = refine(image, scr, spacing=SPACING, method="randomwalk", **LEAKY)
+    scores = on.info["prior_select_scores"]
+    assert off.info["unary"] == "intensity" and dice(off.labels == 1, lesion) < 0.2
+    assert on.info["unary"] == "watershed"
+    assert scores["watershed"] > max(v for k, v in scores.items() if k != "watershed")
+    assert dice(on.labels == 1, lesion) > 0.9
+
+
+def test_a_watershed_that_claims_more_than_the_walker_is_not_taken():
+    """At lower noise the intensity model predicts held-out strokes worse than the
+    walker alone, which keeps to the strokes: the watershed predicts them better but
+    would add voxels, its own failure mode (a flood), so the walker stays."""
+    image, (lesion, _), scr = _noisy_lesions(noise=0.2)
+    res = refine(image, scr, spacing=SPACING, method="randomwalk", **LEAKY)
+    scores = res.info["prior_select_scores"]
+    assert scores["watershed"] > max(v for k, v in scores.items() if k != "watershed")
+    assert res.info["unary"] == "none"
+
+
+def test_a_correction_is_a_new_marker_of_the_watershed():
+    image, (lesion, _), scr = _noisy_lesions()
+    slab = np.zeros(image.shape, bool)
+    slab[:, :, 46:] = True
+    res = refine(image, scr, spacing=SPACING, method="randomwalk", **LEAKY)
+    assert res.info["unary"] == "watershed" and (res.labels[slab] == 1).mean() < 0.05
+    more = scr.copy()
+    more[12, 30, 52:56] = 2  # the user says: the bright slab is the structure too
+    again = refine(image, more, spacing=SPACING, method="randomwalk", state=res.state,
+                   **LEAKY)
+    assert again.info["warm_start"] and again.info["unary"] == "watershed"
+    assert (again.labels[slab] == 1).mean() > 0.9
+    assert (again.labels[lesion] == 1).mean() > 0.9
+
+
+def test_the_watershed_is_not_chosen_where_it_predicts_held_out_strokes_worse():
+    """Thin bright slabs alternating with dark ones (interleaved tissues, as grey and
+    white matter): a stroke's basin ends at the next dark slab, so the watershed misses
+    held-out strokes on other slabs that the intensity model finds."""
+    rng = np.random.default_rng(1)
+    shape = (24, 48, 48)
+    slabs = ((np.arange(shape[2]) // 4) % 2 == 1)[None, None, :].repeat(24, 0).repeat(48, 1)
+    image = np.where(slabs, 1.0, 0.0).astype(np.float32)
+    image += rng.normal(0, 0.1, shape).astype(np.float32)
+    scr = np.zeros(shape, np.uint8)
+    for i, zz in enumerate((6, 12, 18)):
+        scr[zz, 10:38, 5 + 8 * i] = 2
+        scr[zz, 10:38, 9 + 8 * i + 16] = 1
+    res = refine(image, scr, spacing=SPACING, method="randomwalk",
+                 prior_trust_low=0.0, prior_trust_high=0.0)
+    scores = res.info["prior_select_scores"]
+    assert scores["watershed"] < max(v for k, v in scores.items() if k != "watershed")
+    assert res.info["unary"] != "watershed"
+    assert dice(res.labels == 1, slabs) > 0.9
