@@ -68,7 +68,7 @@ def test_a_watershed_that_claims_more_than_the_walker_is_not_taken():
     """At lower noise the intensity model predicts held-out strokes worse than the
     walker alone, which keeps to the strokes: the watershed predicts them better but
     would add voxels, its own failure mode (a flood), so the walker stays."""
-    image, (lesion, _), scr = _noisy_lesions(noise=0.2)
+    image, _, scr = _noisy_lesions(noise=0.2)
     res = refine(image, scr, spacing=SPACING, method="randomwalk", **LEAKY)
     scores = res.info["prior_select_scores"]
     assert scores["watershed"] > max(v for k, v in scores.items() if k != "watershed")
