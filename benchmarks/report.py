@@ -470,7 +470,7 @@ def table10_cases(runs, ours, prefix):
         inc = r.get("sec_incremental_median")
         rows.append(
             f"| {case} | {'held-out' if held_out(case) else 'tuning'} | {_per_class(r)} | "
-            f"{_f(r['mean_dice'][-1])} ({len(r['mean_dice']) - 1}) | {_noc(r, 0.9)} | "
+            f"{_f(r['mean_dice'][-1])} ({len(r['mean_dice']) - 1}) | {_noc(r, 90)} | "
             f"{_cell(peer)}{'' if peer is None else ' ' + peer['method'][6:]} | {lead} | "
             f"{r['sec_first']:.1f} | {'-' if inc is None else f'{inc:.1f}'} | "
             f"{r['peak_rss_mb']:.0f} |")
