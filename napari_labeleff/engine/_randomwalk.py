@@ -297,6 +297,12 @@ _SELECT_MAX_VOXELS = 1 << 20
 #: How much better (held-out balanced accuracy, 0..1) the watershed must predict the
 #: held-out strokes than the walker to replace the intensity model as unary term.
 WATERSHED_MARGIN = 0.01
+#: Largest share of a structure's voxels that may lie in components holding none of its
+#: strokes when the first call's intensity model is kept (``island_share``).
+ISLAND_MAX = 0.15
+#: Share of the held-out structure strokes found in islands (``_select_weight``) from
+#: which islands count as real parts of the structure.
+ISLAND_CONFIRM = 0.25
 
 
 def _select_weight(ctx, image: torch.Tensor, seeds: torch.Tensor, kw: dict, gamma: float,
@@ -312,18 +318,20 @@ def _select_weight(ctx, image: torch.Tensor, seeds: torch.Tensor, kw: dict, gamm
     most ``_SELECT_MAX_VOXELS`` (block means), and the weight whose labels agree best
     with the left-out strokes (class-balanced accuracy) is kept; ties keep ``gamma``.
     The watershed, flooded from the other half on the same grid, is kept only when it
-    beats both weights by more than :data:`WATERSHED_MARGIN` and labels no more voxels
-    as structures (all classes but background, summed over both folds) than the chosen
-    weight does: it is there to cure the walker's over-reach (its intensity model,
-    fitted to a few voxels, claiming tissues no background stroke sampled), and its own
-    failure is the opposite one, a flood through a weak edge into a look-alike region
-    that no stroke holds. Seeds that are not strokes (the assumed border background)
-    stay in both halves.
+    beats both weights by more than
+    :data:`WATERSHED_MARGIN` and labels no more voxels as structures (all classes but
+    background, summed over both folds) than the most expansive weight: it is there to
+    cure the intensity model's over-reach, and its own failure is the opposite one, a
+    flood through a weak edge into a look-alike region that no stroke holds. Seeds that
+    are not strokes (the assumed border background) stay in both halves.
 
     Returns
     -------
-    (choice, {choice: score}) or (gamma, None) when the strokes cannot be split;
-    ``choice`` is a weight or ``"watershed"``.
+    (choice, {choice: score}, confirmed) or (gamma, None, 0.0) when the strokes cannot
+    be split; ``choice`` is a weight or ``"watershed"``; ``confirmed`` is the share of
+    the held-out structure strokes predicted right by the intensity model that lie in
+    its islands (components holding none of the training half's strokes of their class):
+    evidence that the structure really has parts away from the strokes.
     """
     from . import _multiscale
 
@@ -331,7 +339,7 @@ def _select_weight(ctx, image: torch.Tensor, seeds: torch.Tensor, kw: dict, gamm
     scr = np.asarray(ctx.scribbles)
     folds = _stroke_folds(scr, k1)
     if folds is None:
-        return gamma, None
+        return gamma, None, 0.0
     shape = tuple(seeds.shape)
     f = 1
     while math.prod(math.ceil(n / f) for n in shape) > _SELECT_MAX_VOXELS:
@@ -343,6 +351,7 @@ def _select_weight(ctx, image: torch.Tensor, seeds: torch.Tensor, kw: dict, gamm
     candidates = sorted({0.0, float(gamma)})
     scores = dict.fromkeys(candidates + (["watershed"] if watershed else []), 0.0)
     claimed = dict.fromkeys(scores, 0)  # voxels labelled as structures
+    hits = [0, 0]  # held-out structure strokes the intensity model gets: in islands, all
     grad = _watershed.gradient(img.cpu().numpy(), spacing) if watershed else None
     for fold in (0, 1):
         train = np.where(folds == fold, -1, seeds_np)
@@ -350,7 +359,7 @@ def _select_weight(ctx, image: torch.Tensor, seeds: torch.Tensor, kw: dict, gamm
         train_c = train_c.to(image.device)
         if any(bool((train == k).any()) and not bool((train_c == k).any())
                for k in range(k1)):
-            return gamma, None  # a class vanished on the coarse grid
+            return gamma, None, 0.0  # a class vanished on the coarse grid
         held = np.nonzero(folds == fold)
         truth = scr[held].astype(np.int64) - 1
         coarse = tuple(torch.from_numpy(h // f).to(image.device) for h in held)
@@ -362,6 +371,13 @@ def _select_weight(ctx, image: torch.Tensor, seeds: torch.Tensor, kw: dict, gamm
             labels = p.x.argmax(dim=0)
             claimed[g] += int((labels > 0).sum())
             scores[g] += _balanced_accuracy(labels[coarse].cpu().numpy(), truth) / 2
+            if g > 0:
+                lab = labels.cpu().numpy()
+                isl = _islands(lab, train_c.cpu().numpy())
+                idx = tuple(h.cpu().numpy() for h in coarse)
+                right = (lab[idx] == truth) & (truth > 0)
+                hits[0] += int((right & isl[idx]).sum())
+                hits[1] += int(right.sum())
         if watershed:
             lab = _watershed.labels(None, train_c.cpu().numpy(), spacing, grad)
             idx = tuple(h.cpu().numpy() for h in coarse)
@@ -369,9 +385,28 @@ def _select_weight(ctx, image: torch.Tensor, seeds: torch.Tensor, kw: dict, gamm
             claimed["watershed"] += int((lab > 0).sum())
     best = max(candidates, key=lambda g: (round(scores[g], 3), g == gamma))
     if watershed and scores["watershed"] > scores[best] + WATERSHED_MARGIN and \
-            claimed["watershed"] <= claimed[best]:
+            claimed["watershed"] <= max(claimed[g] for g in candidates):
         best = "watershed"
-    return best, {g: round(v, 4) for g, v in scores.items()}
+    return best, {g: round(v, 4) for g, v in scores.items()}, hits[0] / max(hits[1], 1)
+
+
+def _islands(labels: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """Voxels of structures (labels > 0) in 26-connected components that hold none of
+    their class's seeds (bool, same shape)."""
+    out = np.zeros(labels.shape, bool)
+    for k in np.unique(labels[labels > 0]):
+        mask = labels == k
+        comp, _ = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+        out |= mask & ~np.isin(comp, np.unique(comp[mask & (seeds == k)]))
+    return out
+
+
+def _island_share(labels: np.ndarray, seeds: np.ndarray) -> float:
+    """Largest share, over the structures (labels > 0), of a structure's voxels lying in
+    components that hold none of its seeds (:func:`_islands`)."""
+    isl = _islands(labels, seeds)
+    return max((float(isl[labels == k].mean()) for k in np.unique(labels[labels > 0])),
+               default=0.0)
 
 
 def _balanced_accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -846,9 +881,9 @@ def randomwalk(ctx: RefineContext):
         gamma = kw["gamma"] = _trusted_weight(opts, kw["gamma"], trust)
         watershed = False
         if prev is None and opts["prior_select"] and (gamma > 0 or opts["watershed_select"]):
-            chosen, scores = yield from _select_weight(ctx, image, seeds, kw, gamma, counter,
-                                                       watershed=opts["watershed_select"])
-            info["prior_select_scores"] = scores
+            chosen, scores, confirmed = yield from _select_weight(
+                ctx, image, seeds, kw, gamma, counter, watershed=opts["watershed_select"])
+            info.update(prior_select_scores=scores, island_hits=round(confirmed, 3))
             pure_walker, watershed = chosen == 0.0, chosen == "watershed"
         elif prev is not None:  # incremental calls keep the first call's choice
             pure_walker = prev.get("pure_walker", False)
@@ -900,6 +935,19 @@ def randomwalk(ctx: RefineContext):
             return posterior(hist, image[(slice(None), *b)])
         x = yield from _solve_local_or_full(ctx, image, seeds, x_prev, box, prior_of, kw,
                                             counter, info, opts)
+        if prev is None and opts["prior_select"] and gamma > 0 and not watershed:
+            # an intensity model that puts a large share of a structure in components
+            # holding none of its strokes claims look-alike tissue that no background
+            # stroke sampled, unless held-out strokes were found in such islands (a
+            # structure of several parts): the walker alone is solved instead (and kept)
+            share = _island_share(x.argmax(dim=0).cpu().numpy(), seeds.cpu().numpy())
+            info["island_share"] = round(share, 3)
+            if share > ISLAND_MAX and info.get("island_hits", 0.0) < ISLAND_CONFIRM:
+                pure_walker = True
+                gamma = kw["gamma"] = 0.0
+                info.update(prior_weight=0.0, unary="none")
+                x = yield from _solve_local_or_full(ctx, image, seeds, None, None, prior_of,
+                                                    kw, counter, info, opts)
 
     if prev is not None and opts["correction_scope"]:
         x = _scope_correction(ctx, x, x_prev, info)

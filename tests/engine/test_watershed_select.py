@@ -6,7 +6,7 @@ correction is one of its markers."""
 import numpy as np
 import pytest
 
-from napari_labeleff.engine import _watershed, refine
+from napari_labeleff.engine import _randomwalk, _watershed, refine
 
 from .conftest import dice
 
@@ -15,16 +15,17 @@ SPACING = (2.0, 1.0, 1.0)
 LEAKY = {"prior_trust_low": 0.0, "prior_trust_high": 0.0, "prior_weight": 0.3}
 
 
-def _noisy_lesions(noise=0.25, seed=0):
+def _noisy_lesions(noise=0.25, seed=0, slab=True):
     """Two spherical lesions (0.7) in dark tissue (0.3) next to
-    a slab of bright tissue (0.7) that no background stroke touches; short strokes in
+    (``slab``) a slab of bright tissue (0.7) that no background stroke touches; short strokes in
     the first lesion on three slices, long background strokes. The walker alone
     shrinks to the strokes; the intensity model leaks into the bright slab."""
     rng = np.random.default_rng(seed)
     shape = (24, 64, 64)
     z, y, x = np.meshgrid(*(np.arange(n) * s for n, s in zip(shape, SPACING)), indexing="ij")
     image = np.full(shape, 0.3, np.float32)
-    image[:, :, 44:] = 0.7
+    if slab:
+        image[:, :, 44:] = 0.7
     lesions = []
     for cy in (20, 46):
         r = np.sqrt((z - 24) ** 2 + (y - cy) ** 2 + (x - 22) ** 2)
@@ -55,7 +56,7 @@ def test_watershed_labels_follow_the_markers():
 def test_held_out_strokes_choose_the_watershed_for_a_small_noisy_lesion():
     image, (lesion, _), scr = _noisy_lesions()
     off = refine(image, scr, spacing=SPACING, method="randomwalk", watershed_select=False,
-                 **LEAKY)
+                 prior_select=False, **LEAKY)
     on = refine(image, scr, spacing=SPACING, method="randomwalk", **LEAKY)
     scores = on.info["prior_select_scores"]
     assert off.info["unary"] == "intensity" and dice(off.labels == 1, lesion) < 0.2
@@ -64,14 +65,43 @@ def test_held_out_strokes_choose_the_watershed_for_a_small_noisy_lesion():
     assert dice(on.labels == 1, lesion) > 0.9
 
 
-def test_a_watershed_that_claims_more_than_the_walker_is_not_taken():
-    """At lower noise the intensity model predicts held-out strokes worse than the
-    walker alone, which keeps to the strokes: the watershed predicts them better but
-    would add voxels, its own failure mode (a flood), so the walker stays."""
-    image, _, scr = _noisy_lesions(noise=0.2)
-    res = refine(image, scr, spacing=SPACING, method="randomwalk", **LEAKY)
+def test_an_intensity_model_that_claims_islands_is_not_eligible():
+    """The intensity model predicts the held-out strokes as well as the walker alone,
+    but it also calls the second, unscribbled lesion (apart from every stroke) lesion,
+    and no held-out stroke confirmed such a part."""
+    image, (lesion, _), scr = _noisy_lesions(noise=0.05, slab=False)
+    fixed = refine(image, scr, spacing=SPACING, method="randomwalk", prior_select=False,
+                   **LEAKY)
+    res = refine(image, scr, spacing=SPACING, method="randomwalk", watershed_select=False,
+                 **LEAKY)
     scores = res.info["prior_select_scores"]
-    assert scores["watershed"] > max(v for k, v in scores.items() if k != "watershed")
+    assert scores[0.3] >= scores[0.0] and res.info["island_share"] > 2 * _randomwalk.ISLAND_MAX
+    assert res.info["unary"] == "none" and res.info["prior_weight"] == 0.0
+    assert fixed.info["unary"] == "intensity"
+    assert dice(res.labels == 1, lesion) > dice(fixed.labels == 1, lesion) + 0.1
+
+
+def test_island_share_counts_components_without_strokes():
+    labels = np.zeros((4, 10, 10), np.int64)
+    labels[:, 1:4, 1:4] = 1  # 36 voxels, holds a stroke of class 1
+    labels[:, 6:9, 6:9] = 1  # 36 voxels, none
+    labels[:, 6:9, 1:3] = 2  # class 2, holds its stroke
+    seeds = np.full(labels.shape, -1)
+    seeds[1, 2, 2] = 1
+    seeds[1, 7, 1] = 2
+    assert _randomwalk._island_share(labels, seeds) == 0.5
+    seeds[1, 7, 7] = 1
+    assert _randomwalk._island_share(labels, seeds) == 0.0
+
+
+def test_a_watershed_that_claims_more_than_every_walker_option_is_not_taken():
+    """Here the intensity model is not trusted (weight 0): the walker alone keeps to the
+    strokes; the watershed predicts the held-out strokes better but would claim more
+    than any walker option, its own failure mode (a flood), so the walker stays."""
+    image, _, scr = _noisy_lesions(noise=0.2)
+    res = refine(image, scr, spacing=SPACING, method="randomwalk")
+    scores = res.info["prior_select_scores"]
+    assert list(scores) == [0.0, "watershed"] and scores["watershed"] > scores[0.0]
     assert res.info["unary"] == "none"
 
 
@@ -93,7 +123,9 @@ def test_a_correction_is_a_new_marker_of_the_watershed():
 def test_the_watershed_is_not_chosen_where_it_predicts_held_out_strokes_worse():
     """Thin bright slabs alternating with dark ones (interleaved tissues, as grey and
     white matter): a stroke's basin ends at the next dark slab, so the watershed misses
-    held-out strokes on other slabs that the intensity model finds."""
+    held-out strokes on other slabs that the intensity model finds. The slabs without a
+    stroke are islands of the intensity model's result, but held-out strokes were found
+    in such islands (the structure has several parts), so they are kept."""
     rng = np.random.default_rng(1)
     shape = (24, 48, 48)
     slabs = ((np.arange(shape[2]) // 4) % 2 == 1)[None, None, :].repeat(24, 0).repeat(48, 1)
@@ -107,5 +139,7 @@ def test_the_watershed_is_not_chosen_where_it_predicts_held_out_strokes_worse():
                  prior_trust_low=0.0, prior_trust_high=0.0)
     scores = res.info["prior_select_scores"]
     assert scores["watershed"] < max(v for k, v in scores.items() if k != "watershed")
-    assert res.info["unary"] != "watershed"
+    assert res.info["unary"] == "intensity"
+    assert res.info["island_share"] > _randomwalk.ISLAND_MAX
+    assert res.info["island_hits"] >= _randomwalk.ISLAND_CONFIRM
     assert dice(res.labels == 1, slabs) > 0.9
