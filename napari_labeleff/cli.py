@@ -349,8 +349,7 @@ def _cmd_refine(args) -> int:
         print(f"warning: {w.message}", file=sys.stderr)
     written = write_labels(args.out, result.labels, vol.geometry, source_path=vol.path)
     counts = np.bincount(result.labels.ravel(), minlength=result.n_classes)
-    print(f"wrote {written[0]} ({result.method} on {result.device}, "
-          f"{result.info['timings']['total_s']:.2f} s; voxels per class {counts.tolist()})")
+    print(f"wrote {written[0]} ({result.summary()}; voxels per class {counts.tolist()})")
     if args.probabilities:
         # float16 in memory on large volumes; written as float32 (asked for)
         path = write_volume(args.probabilities,

@@ -190,9 +190,7 @@ class RefinePanel(QGroupBox):
         state.scribbles_dirty = snapshot_generation != self._generation
         if self.show_uncertainty.isChecked():
             self._show_uncertainty(True)
-        secs = result.info.get("timings", {}).get("total_s")
-        took = f" in {secs:.2f} s" if secs is not None else ""
-        self.status.setText(f"{result.method} on {result.device}{took}")
+        self.status.setText(result.summary())
         state.refined.emit(result)
 
     def _on_finished(self, cancelled: bool) -> None:

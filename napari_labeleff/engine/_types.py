@@ -90,3 +90,14 @@ class RefineResult:
     def n_classes(self) -> int:
         """K + 1, background included."""
         return int(self.probabilities.shape[0])
+
+    def summary(self) -> str:
+        """One line for the user: method, device, time and, for the graph method, the
+        unary term its held-out stroke check chose (``info["unary"]``)."""
+        secs = self.info.get("timings", {}).get("total_s")
+        text = f"{self.method} on {self.device}" + (f" in {secs:.2f} s" if secs is not None
+                                                    else "")
+        unary = {"watershed": "marker watershed of the strokes",
+                 "intensity": "intensity model of the strokes",
+                 "none": "none (walker alone)"}.get(self.info.get("unary"))
+        return text + (f"; unary term: {unary}" if unary else "")
