@@ -318,12 +318,12 @@ def _select_weight(ctx, image: torch.Tensor, seeds: torch.Tensor, kw: dict, gamm
     most ``_SELECT_MAX_VOXELS`` (block means), and the weight whose labels agree best
     with the left-out strokes (class-balanced accuracy) is kept; ties keep ``gamma``.
     The watershed, flooded from the other half on the same grid, is kept only when it
-    beats both weights by more than
-    :data:`WATERSHED_MARGIN` and labels no more voxels as structures (all classes but
-    background, summed over both folds) than the most expansive weight: it is there to
-    cure the intensity model's over-reach, and its own failure is the opposite one, a
-    flood through a weak edge into a look-alike region that no stroke holds. Seeds that
-    are not strokes (the assumed border background) stay in both halves.
+    beats both weights by more than :data:`WATERSHED_MARGIN` and labels no more voxels
+    as structures (all classes but background, summed over both folds) than the most
+    expansive weight: it is there to cure the intensity model's over-reach, and its own
+    failure is the opposite one, a flood through a weak edge into a look-alike region
+    that no stroke holds. Seeds that are not strokes (the assumed border background)
+    stay in both halves.
 
     Returns
     -------
@@ -939,7 +939,8 @@ def randomwalk(ctx: RefineContext):
             # an intensity model that puts a large share of a structure in components
             # holding none of its strokes claims look-alike tissue that no background
             # stroke sampled, unless held-out strokes were found in such islands (a
-            # structure of several parts): the walker alone is solved instead (and kept)
+            # structure of several parts; without a held-out check there is no such
+            # evidence): the walker alone is solved instead (and kept)
             share = _island_share(x.argmax(dim=0).cpu().numpy(), seeds.cpu().numpy())
             info["island_share"] = round(share, 3)
             if share > ISLAND_MAX and info.get("island_hits", 0.0) < ISLAND_CONFIRM:
