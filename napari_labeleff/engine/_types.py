@@ -97,7 +97,6 @@ class RefineResult:
         secs = self.info.get("timings", {}).get("total_s")
         text = f"{self.method} on {self.device}" + (f" in {secs:.2f} s" if secs is not None
                                                     else "")
-        unary = {"watershed": "marker watershed of the strokes",
-                 "intensity": "intensity model of the strokes",
-                 "none": "none (walker alone)"}.get(self.info.get("unary"))
-        return text + (f"; unary term: {unary}" if unary else "")
+        unary = {"watershed": "watershed of the strokes", "intensity": "stroke intensities",
+                 "none": "edges only"}.get(self.info.get("unary"))
+        return text + (f"; unary: {unary}" if unary else "")

@@ -60,7 +60,7 @@ def test_held_out_strokes_choose_the_watershed_for_a_small_noisy_lesion():
     on = refine(image, scr, spacing=SPACING, method="randomwalk", **LEAKY)
     scores = on.info["prior_select_scores"]
     assert off.info["unary"] == "intensity" and dice(off.labels == 1, lesion) < 0.2
-    assert on.info["unary"] == "watershed" and "marker watershed" in on.summary()
+    assert on.info["unary"] == "watershed" and "unary: watershed" in on.summary()
     assert scores["watershed"] > max(v for k, v in scores.items() if k != "watershed")
     assert dice(on.labels == 1, lesion) > 0.9
 
