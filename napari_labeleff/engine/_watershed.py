@@ -65,12 +65,13 @@ def gradient(image: np.ndarray, spacing) -> np.ndarray:
     return np.sqrt(total / len(image), dtype=np.float32)
 
 
-def labels(image: np.ndarray, seeds: np.ndarray, spacing, grad: np.ndarray | None = None):
+def labels(image: np.ndarray | None, seeds: np.ndarray, spacing,
+           grad: np.ndarray | None = None):
     """Marker watershed of the gradient with the scribbles as markers.
 
     Parameters
     ----------
-    image : ndarray, shape (C, Z, Y, X)
+    image : ndarray, shape (C, Z, Y, X), or None when ``grad`` is given
     seeds : ndarray of int, shape (Z, Y, X)
         -1 = unannotated, k = class k (0 = background).
     spacing : tuple of float
