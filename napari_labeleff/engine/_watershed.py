@@ -29,6 +29,7 @@ LABEL_PROBABILITY = 0.8
 #: Robust range (percentiles) to which each channel is scaled before its gradient.
 _RANGE = (0.5, 99.5)
 _QUANTILE_SAMPLES = 1 << 20
+_MIN_EXTENT = 4
 
 
 def _sitk(a: np.ndarray, spacing) -> sitk.Image:
@@ -54,13 +55,17 @@ def gradient(image: np.ndarray, spacing) -> np.ndarray:
         percentiles, so no channel dominates by its units.
     """
     total = None
+    # ITK's recursive Gaussian needs >= 4 voxels per axis: thinner axes are padded by
+    # repeating their edge (no gradient across the padding) and cropped afterwards
+    pad = [(0, max(0, _MIN_EXTENT - n)) for n in image.shape[1:]]
+    crop = tuple(slice(0, n) for n in image.shape[1:])
     for ch in image:
         step = max(1, ch.size // _QUANTILE_SAMPLES)
         lo, hi = np.percentile(ch.reshape(-1)[::step], _RANGE)
         scaled = np.clip((ch - lo) / max(float(hi - lo), 1e-6), 0.0, 1.0).astype(np.float32)
         g = sitk.GetArrayFromImage(sitk.GradientMagnitudeRecursiveGaussian(
-            _sitk(scaled, spacing), sigma=float(min(spacing))))
-        g = np.square(g, dtype=np.float32)
+            _sitk(np.pad(scaled, pad, mode="edge"), spacing), sigma=float(min(spacing))))
+        g = np.square(g[crop], dtype=np.float32)
         total = g if total is None else total + g
     return np.sqrt(total / len(image), dtype=np.float32)
 

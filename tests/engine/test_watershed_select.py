@@ -143,3 +143,22 @@ def test_the_watershed_is_not_chosen_where_it_predicts_held_out_strokes_worse():
     assert res.info["island_share"] > _randomwalk.ISLAND_MAX
     assert res.info["island_hits"] >= _randomwalk.ISLAND_CONFIRM
     assert dice(res.labels == 1, slabs) > 0.9
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_thin_volumes_get_a_watershed_too(depth):
+    """ITK's recursive Gaussian refuses axes shorter than 4 voxels; a volume of one to
+    three slices must still refine (the check runs on every first call)."""
+    image = np.zeros((1, depth, 12, 12), np.float32)
+    image[0, :, :, 6:] = 1.0
+    seeds = np.full((depth, 12, 12), -1)
+    seeds[0, 6, 2] = 0
+    seeds[0, 6, 9] = 1
+    lab = _watershed.labels(image, seeds, (3.0, 1.0, 1.0))
+    assert lab.shape == (depth, 12, 12)
+    assert (lab[:, :, :5] == 0).all() and (lab[:, :, 7:] == 1).all()
+    scr = np.zeros((depth, 12, 12), np.uint8)
+    scr[0, 2:10, 1] = 1
+    scr[0, 2:10, 10] = 2
+    res = refine(image[0], scr, spacing=(3.0, 1.0, 1.0), method="randomwalk")
+    assert (res.labels[:, :, 8:] == 1).all()
