@@ -317,21 +317,18 @@ def _select_weight(ctx, image: torch.Tensor, seeds: torch.Tensor, kw: dict, gamm
     is left out in turn, the walker is solved from the other half on a grid of at
     most ``_SELECT_MAX_VOXELS`` (block means), and the weight whose labels agree best
     with the left-out strokes (class-balanced accuracy) is kept; ties keep ``gamma``.
-    The watershed, flooded from the other half on the same grid, is kept only when it
-    beats both weights by more than :data:`WATERSHED_MARGIN` and labels no more voxels
-    as structures (all classes but background, summed over both folds) than the most
-    expansive weight: it is there to cure the intensity model's over-reach, and its own
-    failure is the opposite one, a flood through a weak edge into a look-alike region
-    that no stroke holds. Seeds that are not strokes (the assumed border background)
-    stay in both halves.
+    The watershed, flooded from the other half on the same grid, wins the check when it
+    beats both weights by more than :data:`WATERSHED_MARGIN` (the caller then compares
+    how much of the volume it claims, at full resolution). Seeds that are not strokes
+    (the assumed border background) stay in both halves.
 
     Returns
     -------
-    (choice, {choice: score}, confirmed) or (gamma, None, 0.0) when the strokes cannot
-    be split; ``choice`` is a weight or ``"watershed"``; ``confirmed`` is the share of
-    the held-out structure strokes predicted right by the intensity model that lie in
-    its islands (components holding none of the training half's strokes of their class):
-    evidence that the structure really has parts away from the strokes.
+    (weight, {choice: score}, confirmed, watershed_wins) or (gamma, None, 0.0, False)
+    when the strokes cannot be split; ``confirmed`` is the share of the held-out
+    structure strokes predicted right by the intensity model that lie in its islands
+    (components holding none of the training half's strokes of their class): evidence
+    that the structure really has parts away from the strokes.
     """
     from . import _multiscale
 
@@ -339,7 +336,7 @@ def _select_weight(ctx, image: torch.Tensor, seeds: torch.Tensor, kw: dict, gamm
     scr = np.asarray(ctx.scribbles)
     folds = _stroke_folds(scr, k1)
     if folds is None:
-        return gamma, None, 0.0
+        return gamma, None, 0.0, False
     shape = tuple(seeds.shape)
     f = 1
     while math.prod(math.ceil(n / f) for n in shape) > _SELECT_MAX_VOXELS:
@@ -350,7 +347,6 @@ def _select_weight(ctx, image: torch.Tensor, seeds: torch.Tensor, kw: dict, gamm
     seeds_np = seeds.cpu().numpy()
     candidates = sorted({0.0, float(gamma)})
     scores = dict.fromkeys(candidates + (["watershed"] if watershed else []), 0.0)
-    claimed = dict.fromkeys(scores, 0)  # voxels labelled as structures
     hits = [0, 0]  # held-out structure strokes the intensity model gets: in islands, all
     grad = _watershed.gradient(img.cpu().numpy(), spacing) if watershed else None
     for fold in (0, 1):
@@ -359,7 +355,7 @@ def _select_weight(ctx, image: torch.Tensor, seeds: torch.Tensor, kw: dict, gamm
         train_c = train_c.to(image.device)
         if any(bool((train == k).any()) and not bool((train_c == k).any())
                for k in range(k1)):
-            return gamma, None, 0.0  # a class vanished on the coarse grid
+            return gamma, None, 0.0, False  # a class vanished on the coarse grid
         held = np.nonzero(folds == fold)
         truth = scr[held].astype(np.int64) - 1
         coarse = tuple(torch.from_numpy(h // f).to(image.device) for h in held)
@@ -369,7 +365,6 @@ def _select_weight(ctx, image: torch.Tensor, seeds: torch.Tensor, kw: dict, gamm
             p = Problem(img, train_c >= 0, _onehot_init(train_c, k1, prior), spacing, prior)
             yield from _progress(solve(p, coarse_to_fine=True, **{**kw, "gamma": g}), counter)
             labels = p.x.argmax(dim=0)
-            claimed[g] += int((labels > 0).sum())
             scores[g] += _balanced_accuracy(labels[coarse].cpu().numpy(), truth) / 2
             if g > 0:
                 lab = labels.cpu().numpy()
@@ -382,12 +377,10 @@ def _select_weight(ctx, image: torch.Tensor, seeds: torch.Tensor, kw: dict, gamm
             lab = _watershed.labels(None, train_c.cpu().numpy(), spacing, grad)
             idx = tuple(h.cpu().numpy() for h in coarse)
             scores["watershed"] += _balanced_accuracy(lab[idx], truth) / 2
-            claimed["watershed"] += int((lab > 0).sum())
     best = max(candidates, key=lambda g: (round(scores[g], 3), g == gamma))
-    if watershed and scores["watershed"] > scores[best] + WATERSHED_MARGIN and \
-            claimed["watershed"] <= max(claimed[g] for g in candidates):
-        best = "watershed"
-    return best, {g: round(v, 4) for g, v in scores.items()}, hits[0] / max(hits[1], 1)
+    ws_wins = watershed and scores["watershed"] > scores[best] + WATERSHED_MARGIN
+    return best, {g: round(v, 4) for g, v in scores.items()}, hits[0] / max(hits[1], 1), \
+        ws_wins
 
 
 def _islands(labels: np.ndarray, seeds: np.ndarray) -> np.ndarray:
@@ -879,24 +872,31 @@ def randomwalk(ctx: RefineContext):
         class_counts = torch.bincount(seeds[seeds >= 0], minlength=k1).tolist()
         trust = _prior_trust(hist, image, seeds)
         gamma = kw["gamma"] = _trusted_weight(opts, kw["gamma"], trust)
-        watershed = False
+        watershed = ws_wins = False
+        ws_prior = None
         if prev is None and opts["prior_select"] and (gamma > 0 or opts["watershed_select"]):
-            chosen, scores, confirmed = yield from _select_weight(
+            chosen, scores, confirmed, ws_wins = yield from _select_weight(
                 ctx, image, seeds, kw, gamma, counter, watershed=opts["watershed_select"])
             info.update(prior_select_scores=scores, island_hits=round(confirmed, 3))
-            pure_walker, watershed = chosen == 0.0, chosen == "watershed"
+            pure_walker = chosen == 0.0
         elif prev is not None:  # incremental calls keep the first call's choice
             pure_walker = prev.get("pure_walker", False)
             watershed = prev.get("watershed", False)
         if pure_walker:
             gamma = kw["gamma"] = 0.0
-        if watershed:
+
+        def use_watershed():
             # the watershed's labels replace the intensity model; every stroke (the
             # corrections too) is one of its markers, so it is flooded again each call
             # and the whole volume is solved (a new marker can move far-away basins)
+            nonlocal gamma, ws_prior
             gamma = kw["gamma"] = float(opts["watershed_prior_weight"])
-            ws_prior = _watershed.prior(_watershed.labels(
-                image.cpu().numpy(), seeds.cpu().numpy(), ctx.spacing), k1, device)
+            ws_prior = _watershed.prior(ws_labels, k1, device)
+
+        if watershed:
+            ws_labels = _watershed.labels(image.cpu().numpy(), seeds.cpu().numpy(),
+                                          ctx.spacing)
+            use_watershed()
         info.update(prior_trust=trust, prior_weight=gamma,
                     unary="watershed" if watershed else "intensity" if gamma > 0 else "none")
         box = None if prev is None or watershed else _local_box(ctx.changed, ctx.spacing,
@@ -935,6 +935,7 @@ def randomwalk(ctx: RefineContext):
             return posterior(hist, image[(slice(None), *b)])
         x = yield from _solve_local_or_full(ctx, image, seeds, x_prev, box, prior_of, kw,
                                             counter, info, opts)
+        claimed = int((x.argmax(dim=0) > 0).sum())  # most expansive walker solution
         if prev is None and opts["prior_select"] and gamma > 0 and not watershed:
             # an intensity model that puts a large share of a structure in components
             # holding none of its strokes claims look-alike tissue that no background
@@ -947,6 +948,21 @@ def randomwalk(ctx: RefineContext):
                 pure_walker = True
                 gamma = kw["gamma"] = 0.0
                 info.update(prior_weight=0.0, unary="none")
+                x = yield from _solve_local_or_full(ctx, image, seeds, None, None, prior_of,
+                                                    kw, counter, info, opts)
+                claimed = max(claimed, int((x.argmax(dim=0) > 0).sum()))
+        if ws_wins:
+            # the watershed won the held-out check; it is taken only if it claims no more
+            # voxels than the most expansive walker solution: it is there to cure the
+            # walker's over-reach or shrinkage inside an object, and its own failure is
+            # a flood through a weak edge into a look-alike region that no stroke holds
+            ws_labels = _watershed.labels(image.cpu().numpy(), seeds.cpu().numpy(),
+                                          ctx.spacing)
+            info["watershed_claims"] = [int((ws_labels > 0).sum()), claimed]
+            if info["watershed_claims"][0] <= claimed:
+                watershed, pure_walker = True, False
+                use_watershed()
+                info.update(prior_weight=gamma, unary="watershed")
                 x = yield from _solve_local_or_full(ctx, image, seeds, None, None, prior_of,
                                                     kw, counter, info, opts)
 
