@@ -358,24 +358,21 @@ def _select_weight(ctx, image: torch.Tensor, seeds: torch.Tensor, kw: dict, gamm
             return gamma, None, 0.0, False  # a class vanished on the coarse grid
         held = np.nonzero(folds == fold)
         truth = scr[held].astype(np.int64) - 1
-        coarse = tuple(torch.from_numpy(h // f).to(image.device) for h in held)
+        idx = tuple(h // f for h in held)  # the held-out voxels on the check's grid
+        train_np = train_c.cpu().numpy()
         hist = fit_histograms(img, [train_c == k for k in range(k1)])
         prior = posterior(hist, img)
         for g in candidates:
             p = Problem(img, train_c >= 0, _onehot_init(train_c, k1, prior), spacing, prior)
             yield from _progress(solve(p, coarse_to_fine=True, **{**kw, "gamma": g}), counter)
-            labels = p.x.argmax(dim=0)
-            scores[g] += _balanced_accuracy(labels[coarse].cpu().numpy(), truth) / 2
+            lab = p.x.argmax(dim=0).cpu().numpy()
+            scores[g] += _balanced_accuracy(lab[idx], truth) / 2
             if g > 0:
-                lab = labels.cpu().numpy()
-                isl = _islands(lab, train_c.cpu().numpy())
-                idx = tuple(h.cpu().numpy() for h in coarse)
                 right = (lab[idx] == truth) & (truth > 0)
-                hits[0] += int((right & isl[idx]).sum())
+                hits[0] += int((right & _islands(lab, train_np)[idx]).sum())
                 hits[1] += int(right.sum())
         if watershed:
-            lab = _watershed.labels(None, train_c.cpu().numpy(), spacing, grad)
-            idx = tuple(h.cpu().numpy() for h in coarse)
+            lab = _watershed.labels(None, train_np, spacing, grad)
             scores["watershed"] += _balanced_accuracy(lab[idx], truth) / 2
     best = max(candidates, key=lambda g: (round(scores[g], 3), g == gamma))
     ws_wins = watershed and scores["watershed"] > scores[best] + WATERSHED_MARGIN
@@ -873,7 +870,7 @@ def randomwalk(ctx: RefineContext):
         trust = _prior_trust(hist, image, seeds)
         gamma = kw["gamma"] = _trusted_weight(opts, kw["gamma"], trust)
         watershed = ws_wins = False
-        ws_prior = None
+        confirmed = 0.0
         if prev is None and opts["prior_select"] and (gamma > 0 or opts["watershed_select"]):
             chosen, scores, confirmed, ws_wins = yield from _select_weight(
                 ctx, image, seeds, kw, gamma, counter, watershed=opts["watershed_select"])
@@ -884,19 +881,13 @@ def randomwalk(ctx: RefineContext):
             watershed = prev.get("watershed", False)
         if pure_walker:
             gamma = kw["gamma"] = 0.0
-
-        def use_watershed():
+        if watershed:
             # the watershed's labels replace the intensity model; every stroke (the
             # corrections too) is one of its markers, so it is flooded again each call
             # and the whole volume is solved (a new marker can move far-away basins)
-            nonlocal gamma, ws_prior
+            ws_prior = _watershed.prior(_watershed.labels(
+                image.cpu().numpy(), seeds.cpu().numpy(), ctx.spacing), k1, device)
             gamma = kw["gamma"] = float(opts["watershed_prior_weight"])
-            ws_prior = _watershed.prior(ws_labels, k1, device)
-
-        if watershed:
-            ws_labels = _watershed.labels(image.cpu().numpy(), seeds.cpu().numpy(),
-                                          ctx.spacing)
-            use_watershed()
         info.update(prior_trust=trust, prior_weight=gamma,
                     unary="watershed" if watershed else "intensity" if gamma > 0 else "none")
         box = None if prev is None or watershed else _local_box(ctx.changed, ctx.spacing,
@@ -944,7 +935,7 @@ def randomwalk(ctx: RefineContext):
             # evidence): the walker alone is solved instead (and kept)
             share = _island_share(x.argmax(dim=0).cpu().numpy(), seeds.cpu().numpy())
             info["island_share"] = round(share, 3)
-            if share > ISLAND_MAX and info.get("island_hits", 0.0) < ISLAND_CONFIRM:
+            if share > ISLAND_MAX and confirmed < ISLAND_CONFIRM:
                 pure_walker = True
                 gamma = kw["gamma"] = 0.0
                 info.update(prior_weight=0.0, unary="none")
@@ -961,7 +952,8 @@ def randomwalk(ctx: RefineContext):
             info["watershed_claims"] = [int((ws_labels > 0).sum()), claimed]
             if info["watershed_claims"][0] <= claimed:
                 watershed, pure_walker = True, False
-                use_watershed()
+                ws_prior = _watershed.prior(ws_labels, k1, device)
+                gamma = kw["gamma"] = float(opts["watershed_prior_weight"])
                 info.update(prior_weight=gamma, unary="watershed")
                 x = yield from _solve_local_or_full(ctx, image, seeds, None, None, prior_of,
                                                     kw, counter, info, opts)
