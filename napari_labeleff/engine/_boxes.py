@@ -368,7 +368,7 @@ def tightness_seeds(x: torch.Tensor, boxes, fixed: torch.Tensor, *, margin: int)
 CUT_FRACTION = 0.1
 
 
-def report(boxes, labels: np.ndarray, grown_faces=()) -> list[str]:
+def report(boxes, labels: np.ndarray, grown_faces=(), loosened=()) -> list[str]:
     """Plain-language findings about the boxes, given the result's labels.
 
     Says when a box holds no voxel of its structure, when the structure spills
@@ -382,6 +382,9 @@ def report(boxes, labels: np.ndarray, grown_faces=()) -> list[str]:
     labels : ndarray, shape (Z, Y, X)
     grown_faces : sequence of (box index, axis, side)
         Faces that were moved outward because they cut the structure.
+    loosened : sequence of int
+        Boxes whose faces were all grown because they left out strokes of their
+        structure.
 
     Returns
     -------
@@ -396,6 +399,9 @@ def report(boxes, labels: np.ndarray, grown_faces=()) -> list[str]:
         (big,) = grown([box], shape, 2 * GROW_FRACTION)
         near = int(np.count_nonzero(labels[_slices(big)] == c))
         faces = [f"{'ZYX'[a]} {side}" for j, a, side in grown_faces if j == i]
+        if i in loosened:
+            faces.insert(0, "all, by a quarter of the box, as it left out strokes of its "
+                            "structure")
         if inside == 0:
             out.append(f"box {i} (structure {c}, {tuple(box[1:])}) holds no voxel of "
                        f"structure {c}: is the box on the object? (redraw it or scribble "

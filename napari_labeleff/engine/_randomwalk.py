@@ -303,6 +303,8 @@ ISLAND_MAX = 0.15
 #: Share of the held-out structure strokes found in islands (``_select_weight``) from
 #: which islands count as real parts of the structure.
 ISLAND_CONFIRM = 0.25
+#: The watershed candidate among the box path's unary terms (``_solve_boxes``).
+WATERSHED = "watershed"
 
 
 def _select_weight(ctx, image: torch.Tensor, seeds: torch.Tensor, kw: dict, gamma: float,
@@ -604,7 +606,16 @@ def _solve_boxes(ctx, image, seeds, x, opts, kw, counter, info, prev=None):
       does not inject the other tissues it holds into the model (that is what made
       scribbles + box worse than scribbles alone). Structures without scribbles take
       it from the box core, refitted GrabCut-style for ``box_rounds`` rounds.
+    * When every boxed structure has scribbles, the marker watershed of the strokes
+      (flooded with the outside of the boxes as background marker, ``_watershed``)
+      competes with that intensity model as the unary term; the one whose result fits
+      the boxes best (``_boxes.fit_score``) is kept. With a loose box the walker
+      alone fills the box to its faces (look-alike CT organs give the intensity model
+      no weight); the watershed stops at the object's edges.
     * A model prior (``prior=``) replaces the intensity models.
+    * A box that leaves out strokes of its own structure was drawn too small or
+      shifted: it is grown to cover them and all its faces are loosened by
+      ``_boxes.GROW_FRACTION`` of its size, so it is treated as a loose box.
     * Inexact boxes: hard background against a face that cuts the object drains the
       object away from that face, so a probe solve with the scribbled structures'
       boxes grown shows which faces cut it (``_boxes.faces_from_probe``); those move
@@ -624,6 +635,14 @@ def _solve_boxes(ctx, image, seeds, x, opts, kw, counter, info, prev=None):
     prev_boxes = None if prev is None else prev.get("boxes_solved")
     start = list(ctx.boxes) if prev_boxes is None else [tuple(b) for b in prev_boxes]
     boxes, covered = _boxes.cover_scribbles(start, ctx.scribbles)
+    if covered and prev_boxes is None:
+        # a box that leaves out strokes of its own structure was drawn too small or
+        # shifted; the strokes show that it is wrong, not by how much elsewhere, so
+        # all its faces are loosened (grown by _boxes.GROW_FRACTION): from here on it
+        # is a loose box (the unary choice and the probe below)
+        big = _boxes.grown(boxes, shape)
+        boxes = [big[i] if i in covered else b for i, b in enumerate(boxes)]
+        info["boxes_loosened"] = list(covered)
     scr_seeds = torch.from_numpy(ctx.scribbles.astype(np.int64) - 1).to(dev)
     scribbled = {k for k in range(1, k1) if bool((scr_seeds == k).any())}
     boxed = {b[0] for b in boxes}
@@ -672,8 +691,27 @@ def _solve_boxes(ctx, image, seeds, x, opts, kw, counter, info, prev=None):
             del post
         else:
             gammas = [_trusted_weight(opts, float(opts["prior_weight"]), trust)]
+            if prev is not None and prev.get("watershed"):
+                gammas = [WATERSHED]  # chosen by the first call
+            elif prev is None and opts["watershed_select"]:
+                gammas.append(WATERSHED)
     else:
         gammas = [gamma]
+    grad = None
+
+    def weight_of(g):
+        return float(opts["watershed_prior_weight"]) if g == WATERSHED else g
+
+    def unary(g, hist, sds, allowed):
+        """The unary term of a candidate: the intensity model ``hist`` (weight ``g``),
+        or the watershed flooded from ``sds`` (box outsides included)."""
+        nonlocal grad
+        if g != WATERSHED:
+            return posterior(hist, image) * allowed
+        if grad is None:
+            grad = _watershed.gradient(image.cpu().numpy(), ctx.spacing)
+        lab = _watershed.labels(None, sds.cpu().numpy(), ctx.spacing, grad)
+        return _watershed.prior(lab, k1, dev) * allowed
 
     def one_pass(gamma, x, samples, n_rounds, bxs=None, sds=None):
         """GrabCut-style rounds at one prior weight (with the current boxes and seeds
@@ -688,13 +726,13 @@ def _solve_boxes(ctx, image, seeds, x, opts, kw, counter, info, prev=None):
                 prior = model * allowed
             else:
                 hist = fit_histograms(image, samples)
-                prior = posterior(hist, image) * allowed
+                prior = unary(gamma, hist, sds, allowed)
             prior = prior / prior.sum(dim=0, keepdim=True).clamp_min(1e-12)
             # copies: the previous state's solution must stay intact
             init = _set_seeds(x, sds) if x is not None else _onehot_init(sds, k1, prior)
             p = Problem(image, fixed, init, ctx.spacing, prior)
-            yield from _progress(solve(p, coarse_to_fine=x is None, **{**kw, "gamma": gamma}),
-                                 counter)
+            yield from _progress(solve(p, coarse_to_fine=x is None,
+                                       **{**kw, "gamma": weight_of(gamma)}), counter)
             x = p.x
             if r + 1 < n_rounds:
                 samples = _boxes.refit_samples(bxs, sds, x.argmax(dim=0), k1,
@@ -708,8 +746,8 @@ def _solve_boxes(ctx, image, seeds, x, opts, kw, counter, info, prev=None):
         added = _boxes.tightness_seeds(x, boxes, fixed, margin=opts["box_margin"])
         if added:
             p = Problem(image, fixed, x, ctx.spacing, prior)
-            yield from _progress(solve(p, coarse_to_fine=False, **{**kw, "gamma": gamma}),
-                                 counter)
+            yield from _progress(solve(p, coarse_to_fine=False,
+                                       **{**kw, "gamma": weight_of(gamma)}), counter)
             x = p.x
         return x, added
 
@@ -730,7 +768,10 @@ def _solve_boxes(ctx, image, seeds, x, opts, kw, counter, info, prev=None):
         gamma = gammas[0]
         x, hist, prior = yield from one_pass(gamma, x0, samples, rounds)
         x, added = yield from tighten(x, gamma, prior)
-    info["prior_weight"] = gamma
+    info["prior_weight"] = weight_of(gamma)
+    if model is None:
+        info["unary"] = ("watershed" if gamma == WATERSHED
+                         else "intensity" if gamma > 0 else "none")
     probed = (boxed & scribbled) if model is None else boxed
     if opts["box_probe"] and probed and prev_boxes is None:
         # probe: solve once with these structures' boxes grown; faces where the
@@ -856,6 +897,8 @@ def randomwalk(ctx: RefineContext):
                                           prev)
         if prev is not None:  # faces moved by earlier calls stay moved
             info["box_faces_moved"] = prev.get("box_faces_moved", []) + info["box_faces_moved"]
+            info["boxes_loosened"] = prev.get("boxes_loosened", [])
+        info.setdefault("boxes_loosened", [])
     elif ctx.prior is not None:
         prior, kw["gamma"] = _model_prior(ctx, image, seeds, opts, info)
         box = None if prev is None else _local_box(ctx.changed, ctx.spacing, opts)
@@ -963,7 +1006,8 @@ def randomwalk(ctx: RefineContext):
     probs = as_numpy(x)
     if ctx.boxes:
         info["box_report"] = _boxes.report(ctx.boxes, probs.argmax(axis=0),
-                                           [tuple(f) for f in info["box_faces_moved"]])
+                                           [tuple(f) for f in info["box_faces_moved"]],
+                                           info["boxes_loosened"])
         for msg in info["box_report"]:
             if "holds no voxel" in msg or "cuts the object" in msg:
                 warnings.warn(msg, UserWarning, stacklevel=4)
@@ -980,6 +1024,7 @@ def randomwalk(ctx: RefineContext):
         "boxes_solved": info.get("boxes_solved"),
         "box_gamma": info.get("prior_weight") if ctx.boxes else None,
         "box_faces_moved": info.get("box_faces_moved", []),
+        "boxes_loosened": info.get("boxes_loosened", []),
         "options": {k: opts[k] for k in _KEY_OPTIONS},
     }
     return MethodOutput(probabilities=probs, payload=payload, info=info)
