@@ -21,9 +21,11 @@ Usage::
         [--json benchmarks/results/gui_responsiveness.json] [--update-docs]
 
 ``--case`` is a benchmark case from ``benchmarks/cases.py`` (``mni1`` = MNI152 at 1 mm,
-197 x 233 x 189) read through the plugin's reader, so the layers carry the real
-geometry. ``--update-docs`` rewrites the "Responsiveness" section of
-``docs/user-guide.md`` between its markers.
+197 x 233 x 189; ``ct512:scribbles`` = the full-size CT, 512 x 512 x 300) read through
+the plugin's reader, so the layers carry the real geometry. ``--update-docs`` rewrites
+the "Responsiveness" section of ``docs/user-guide.md`` between its markers (for the
+full-size CT: its section of ``docs/benchmarks.md``, with the peak RSS and Dice);
+``--from-json`` regenerates that text from an earlier ``--json`` file.
 
 napari has no public hook for "a frame was drawn", so this script listens to the vispy
 canvas draw event through ``viewer.window._qt_viewer`` (a private attribute; benchmark
@@ -134,10 +136,22 @@ def summarise(latencies, gaps, skipped, wall) -> dict:
 
 
 def case_path(name: str) -> Path:
-    """NIfTI file of an MNI benchmark case (the reader opens it with its geometry)."""
+    """NIfTI file of a benchmark case (the reader opens it with its geometry): the MNI
+    file at 1 mm, or the full-size CT (``ct512:*``), written once as an uncompressed
+    NIfTI next to its ``.npy`` cache (``benchmarks/cases.py``)."""
+    if name.startswith("ct512:"):
+        from benchmarks.cases import CACHE
+
+        from napari_labeleff.io import Geometry, write_volume
+
+        path = CACHE / "labeleff_ct512_image.nii"
+        if not path.exists():
+            case = load_case(name)
+            write_volume(path, case.image, Geometry.from_spacing(case.spacing))
+        return path
     if not name.startswith("mni1"):
-        raise SystemExit("--case must be an MNI case at 1 mm (mni1 or mni1wm): the "
-                         "viewer opens the file itself")
+        raise SystemExit("--case must be an MNI case at 1 mm (mni1 or mni1wm) or a "
+                         "ct512 case: the viewer opens the file itself")
     (entry,) = [e for e in manifest() if e["dataset"] == "mni152"]
     return DATA / entry["image"]
 
@@ -167,10 +181,12 @@ def build_viewer(case_name: str, method: str):
     return viewer, widget, case
 
 
-def measure(case_name: str, interval_ms: int, idle_steps: int, method: str) -> dict:
+def measure(case_name: str, interval_ms: int, idle_steps: int, method: str,
+            screenshot: Path | None = None) -> dict:
     from qtpy.QtWidgets import QApplication
 
     viewer, widget, case = build_viewer(case_name, method)
+    rss_open = _peak_rss_gb()
     app = QApplication.instance()
     for _ in range(50):
         app.processEvents()
@@ -183,6 +199,16 @@ def measure(case_name: str, interval_ms: int, idle_steps: int, method: str) -> d
     refine_s = time.perf_counter() - t0
     timer.close()
     result = state.result
+    if screenshot is not None:
+        for _ in range(50):
+            app.processEvents()
+        viewer.screenshot(str(screenshot), canvas_only=False)
+    dice = None
+    if result is not None:
+        from benchmarks.annotator import dice_per_class
+
+        dice = [round(float(v), 4) for v in dice_per_class(case.gt, result.labels,
+                                                           case.n_structures)]
     return {
         "case": case_name,
         "shape_zyx": list(case.image.shape),
@@ -190,10 +216,20 @@ def measure(case_name: str, interval_ms: int, idle_steps: int, method: str) -> d
         "interval_ms": interval_ms,
         "refine": {"method": result.method if result else None,
                    "device": result.device if result else None,
-                   "wall_s": refine_s, "worker_mode": widget.runner.mode},
+                   "wall_s": refine_s, "worker_mode": widget.runner.mode,
+                   "status": widget.refine_panel.status.text(), "dice": dice},
+        "peak_rss_gb": {"after_open": rss_open, "end": _peak_rss_gb()},
         "idle": idle,
         "during_refine": busy,
     }
+
+
+def _peak_rss_gb() -> float:
+    """Peak resident memory of this process (viewer, layers and the refine worker
+    thread) so far, GB."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
 
 
 def machine() -> dict:
@@ -210,7 +246,16 @@ def machine() -> dict:
         "display": "Xvfb, Mesa llvmpipe (software OpenGL)",
         "python": platform.python_version(),
         "loadavg_before": list(os.getloadavg()),
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
     }
+
+
+def _git(*args) -> str:
+    import subprocess
+
+    return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True,
+                          check=False).stdout.strip()
 
 
 def markdown(report: dict) -> str:
@@ -250,10 +295,49 @@ def markdown(report: dict) -> str:
     ])
 
 
-def update_docs(text: str) -> None:
-    guide = GUIDE.read_text()
-    start, end = guide.index(MARK_START), guide.index(MARK_END) + len(MARK_END)
-    GUIDE.write_text(guide[:start] + text + guide[end:])
+FULL_START, FULL_END = "<!-- gui_fullsize:start -->", "<!-- gui_fullsize:end -->"
+BENCH_DOC = ROOT / "docs" / "benchmarks.md"
+
+
+def markdown_fullsize(report: dict, json_path: str) -> str:
+    """The full-size CT section of docs/benchmarks.md (issue 10: the GUI refines a
+    full-size CT without freezing or running out of memory)."""
+    m, r = report["machine"], report["result"]
+    ref, rss, busy = r["refine"], r["peak_rss_gb"], r["during_refine"]
+    dice = ref.get("dice") or []
+    return "\n".join([
+        FULL_START,
+        "### Full-size CT in the viewer",
+        "",
+        f"`{r['case']}` ({' x '.join(map(str, r['shape_zyx']))} voxels, float32 NIfTI) "
+        "opened through the plugin's reader in a real napari viewer (Xvfb), the protocol's "
+        "initial scribbles painted into the Scribbles layer, Refine clicked in the LabelEff "
+        "panel while the viewer stepped through axial slices every "
+        f"{r['interval_ms']} ms. Measured by `benchmarks/bench_gui_responsiveness.py "
+        f"--case {r['case']}` on {m['date']}, commit {m['git_commit'][:10]}"
+        f"{' (dirty tree)' if m['git_dirty'] else ''}: {m['cores']} CPU cores, "
+        f"{m['ram_gb']} GB RAM, no GPU; load average before "
+        f"{', '.join(f'{v:.1f}' for v in m['loadavg_before'])}; raw results in "
+        f"`{json_path}`.",
+        "",
+        "| refine wall s | peak RSS GB (viewer open / end) | Dice per structure | "
+        "frames drawn during refine | median / max frame ms | longest stall ms |",
+        "|---|---|---|---|---|---|",
+        f"| {ref['wall_s']:.0f} | {rss['after_open']:.2f} / {rss['end']:.2f} | "
+        f"{' / '.join(f'{d:.3f}' for d in dice)} | {busy['steps_drawn']} | "
+        f"{busy['median_ms']:.0f} / {busy['max_ms']:.0f} | {busy['stall_max_ms']:.0f} |",
+        "",
+        f"Status line after the refine: \"{ref.get('status', '')}\". Peak RSS is that of "
+        "the whole viewer process (napari, the layers and the refine worker thread).",
+        FULL_END,
+    ])
+
+
+def update_docs(text: str, doc: Path = GUIDE, start_mark: str = MARK_START,
+                end_mark: str = MARK_END) -> None:
+    guide = doc.read_text()
+    start, end = guide.index(start_mark), guide.index(end_mark) + len(end_mark)
+    doc.write_text(guide[:start] + text + guide[end:])
 
 
 def main(argv=None) -> int:
@@ -265,16 +349,28 @@ def main(argv=None) -> int:
     p.add_argument("--json", type=Path,
                    default=ROOT / "benchmarks" / "results" / "gui_responsiveness.json")
     p.add_argument("--update-docs", action="store_true")
+    p.add_argument("--screenshot", type=Path, help="save the viewer after the refine")
+    p.add_argument("--from-json", action="store_true",
+                   help="only regenerate the docs section from --json")
     args = p.parse_args(argv)
-    report = {"machine": machine(),
-              "result": measure(args.case, args.interval_ms, args.idle_steps, args.method)}
-    report["machine"]["loadavg_after"] = list(os.getloadavg())
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2))
-    text = markdown(report)
+    if args.from_json:
+        report = json.loads(args.json.read_text())
+    else:
+        report = {"machine": machine(),
+                  "result": measure(args.case, args.interval_ms, args.idle_steps,
+                                    args.method, args.screenshot)}
+        report["machine"]["loadavg_after"] = list(os.getloadavg())
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2))
+    full = report["result"]["case"].startswith("ct512")
+    rel = os.path.relpath(args.json, ROOT)
+    text = markdown_fullsize(report, rel) if full else markdown(report)
     print(text)
     if args.update_docs:
-        update_docs(text)
+        if full:
+            update_docs(text, BENCH_DOC, FULL_START, FULL_END)
+        else:
+            update_docs(text)
     return 0
 
 
