@@ -168,6 +168,13 @@ def build_viewer(case_name: str, method: str):
     os.environ["XDG_DATA_HOME"] = store  # the autosave index: do not restore other runs
     widget.autosave.store_dir = store  # and do not write next to the shared data
     viewer.open(str(case_path(case_name)), plugin="napari-labeleff")
+    from qtpy.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    t0 = time.perf_counter()
+    while widget.binding and time.perf_counter() - t0 < 600:  # large volumes bind in the
+        app.processEvents()  # background (checksum, autosave store)
+        time.sleep(0.01)
     state = widget.state
     if state.shape != case.image.shape:
         raise SystemExit(f"reader shape {state.shape} != case shape {case.image.shape}")
