@@ -102,7 +102,8 @@ def train_arm(cases, work, name, flags, args):
     from napari_labeleff.cohort._background import train_in_background
 
     opts = {"max_minutes": args.budget, "device": args.device, "seed": args.seed, "num_threads": args.threads,
-            "pseudo_cache_dir": str(work / "pseudo"), **flags}
+            "pseudo_cache_dir": str(work / "pseudo"),
+            "pseudo_confidence": args.pseudo_confidence, **flags}
     if args.max_steps:
         opts["max_steps"] = args.max_steps
     t0, c0 = time.monotonic(), os.times()
@@ -269,6 +270,8 @@ def main(argv=None):
     ap.add_argument("--max-steps", type=int, default=0,
                     help="stop each arm after this many steps (a compute-matched ablation; --budget caps it)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--pseudo-confidence", type=float, default=0.0,
+                    help="leave out pseudo-label voxels below this graph probability")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--tests", type=int, default=6, help="test cases used (of 6)")
@@ -350,7 +353,8 @@ def main(argv=None):
     t0 = time.monotonic()
     prep = _drive(train_steps(_spec(cases, work, f"_prep_{time.strftime('%H%M%S')}", {
         "max_steps": 1, "device": args.device, "semi": False, "num_threads": args.threads,
-        "pseudo_cache_dir": str(work / "pseudo")}, COHORTS[args.dataset])), "prep")
+        "pseudo_cache_dir": str(work / "pseudo"), "pseudo_confidence": args.pseudo_confidence},
+        COHORTS[args.dataset])), "prep")
     pseudo_wall = time.monotonic() - t0
     doc["pseudo_labels"] = {"wall_s": round(pseudo_wall, 1), "per_case": prep.info["pseudo_labels"]}
     save()

@@ -35,6 +35,7 @@ Options (``TrainSpec.options``)
 ``pretrain_minutes``      budget of the pretraining stage (default 25% of max_minutes)
 ``pseudo_labels`` (True)  graph-method pseudo-labels on weakly labelled volumes
 ``pseudo_cache_dir``      where pseudo-labels are cached (default ``run_dir``)
+``pseudo_confidence`` (0) leave out pseudo-label voxels whose graph probability is lower
 ``patch_size``            (Z, Y, X) voxels, multiples of 16 (default from the cohort)
 ``batch_size``            labelled patches per step (default from free memory, <= 2)
 ``target_spacing``        (Z, Y, X) mm (default from the cohort, see ``_network``)
@@ -82,7 +83,7 @@ DEFAULTS = {
     "pretrain": False, "pretrain_minutes": None, "pseudo_labels": True, "patch_size": None,
     "batch_size": None, "target_spacing": None, "features": None, "learning_rate": 3e-3,
     "val_every": None, "num_threads": None, "amp": None, "verbose": False,
-    "pseudo_cache_dir": None,
+    "pseudo_cache_dir": None, "pseudo_confidence": 0.0,
 }
 # Not options of the public contract, but named here so the benchmark can report them.
 PSEUDO_WEIGHT = 0.5          # weight of a graph pseudo-label voxel (scribbles: 1)
@@ -236,10 +237,12 @@ def single_component_classes(label_maps, k: int) -> list[bool]:
     return out
 
 
-def _pseudo_labels(case, pc, k, cache_dir, band=PSEUDO_BAND):
+def _pseudo_labels(case, pc, k, cache_dir, band=PSEUDO_BAND, confidence=0.0):
     """Graph-method labels for a weakly labelled volume, at the target spacing, in the
     scribble convention, with a band of ``band`` voxels around every predicted boundary
     left out (0): the graph's errors sit at boundaries, its interiors are reliable.
+    Voxels whose graph probability of their label is below ``confidence`` are left out
+    too (a leak into a look-alike region is less certain than the object's core).
 
     The graph runs on the ORIGINAL grid with the original scribbles/boxes (thin strokes
     do not survive a coarser grid), then the labels are resampled (nearest).
@@ -252,7 +255,8 @@ def _pseudo_labels(case, pc, k, cache_dir, band=PSEUDO_BAND):
     from ._spec import read_labels_snapshot
 
     snap = read_labels_snapshot(case.labels_path, n_classes=k + 1)
-    h = hashlib.sha256(case.image_path.encode() + repr(pc.spacing).encode() + repr(band).encode())
+    h = hashlib.sha256(case.image_path.encode() + repr(pc.spacing).encode() + repr(band).encode()
+                       + (repr(confidence).encode() if confidence > 0 else b""))
     for name in ("scribbles", "boxes"):  # array content: a re-written snapshot still hits
         h.update(np.ascontiguousarray(snap[name]).tobytes())
     key = h.hexdigest()[:16]
@@ -275,6 +279,10 @@ def _pseudo_labels(case, pc, k, cache_dir, band=PSEUDO_BAND):
     seconds = time.perf_counter() - t0
     low = resample_mask(np.asarray(res.labels), spacing, pc.spacing, out_shape=pc.image.shape[1:])
     lab = low.astype(np.uint8) + 1
+    if confidence > 0:
+        sure = np.asarray(res.probabilities).max(axis=0) >= confidence
+        sure = resample_mask(sure, spacing, pc.spacing, out_shape=pc.image.shape[1:])
+        lab[sure == 0] = 0
     if band > 0:
         for c in range(int(low.max()) + 1):
             m = low == c
@@ -456,7 +464,8 @@ def train_steps(spec: TrainSpec) -> Generator[TrainProgress, None, TrainReport]:
                 if opts["pseudo_labels"] and pc.mask is None:
                     yield TrainProgress(i, n_cases, f"graph pseudo-labels for {c.volume_id}", stage="prepare")
                     pseudo, pseudo_info[c.volume_id] = _pseudo_labels(
-                        c, pc, k, opts["pseudo_cache_dir"] or spec.run_dir)
+                        c, pc, k, opts["pseudo_cache_dir"] or spec.run_dir,
+                        confidence=float(opts["pseudo_confidence"]))
                     if pseudo is not None:
                         dense.add(c.volume_id)
                 build_supervision(pc, pseudo=pseudo, pseudo_weight=PSEUDO_WEIGHT)
