@@ -257,3 +257,21 @@ def test_pseudo_labels_are_confident_interiors_and_cached_by_content(tmp_path):
     np.savez(case.labels_path, scribbles=slice_scribbles(gt))
     lab2, info2 = _pseudo_labels(case, pc, 1, str(tmp_path / "cache"))
     assert info2 == {"cached": True} and np.array_equal(lab, lab2)
+
+
+def test_pseudo_confidence_leaves_out_uncertain_voxels(tmp_path):
+    from napari_labeleff.cohort._data import prepare_case
+    from napari_labeleff.cohort._train import _pseudo_labels
+
+    spec = make_spec(tmp_path, n_labelled=1, n_val=0, kind="scribbles")
+    case = spec.cases[0]
+    pc = prepare_case(case, {"in_channels": 1, "target_spacing": [1.0, 1.0, 1.0]},
+                      n_classes=2)
+    cache = str(tmp_path / "cache")
+    plain, _ = _pseudo_labels(case, pc, 1, cache)
+    sure, info = _pseudo_labels(case, pc, 1, cache, confidence=0.95)
+    assert "cached" not in info  # another confidence, another cache entry
+    assert ((sure > 0) <= (plain > 0)).all() and (sure > 0).sum() < (plain > 0).sum()
+    assert np.array_equal(sure[sure > 0], plain[sure > 0])
+    none, _ = _pseudo_labels(case, pc, 1, cache, confidence=1.01)  # no voxel is that sure
+    assert not none.any()
