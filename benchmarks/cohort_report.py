@@ -145,13 +145,13 @@ def render(doc: dict, source: str, curves=(), also=None) -> str:
     if not any(o.get("protocol", {}).get("dataset") == "acdc" for o, _ in others):
         lines.append("- The cardiac cine (ACDC, 3 classes) cohort: not run (CPU budget).")
     for other, other_source in others:
-        lines += render_compact(other, other_source)
+        lines += render_compact(other, other_source, base=doc)
     for curve, curve_source in curves:
         lines += render_curve(curve, curve_source)
     return "\n".join(lines) + "\n"
 
 
-def render_compact(doc: dict, source: str) -> list:
+def render_compact(doc: dict, source: str, base: dict | None = None) -> list:
     """A short table of another run of the same benchmark (e.g. other threads/budget)."""
     meta, proto = doc["meta"], doc["protocol"]
     if doc.get("eval_only"):
@@ -164,8 +164,12 @@ def render_compact(doc: dict, source: str) -> list:
             out.append(f"| {name} | {_f(a['mean_model'])} | {_f(a.get('mean_prior'))} | {a['max_predict_s']:.1f} |")
         out.append(f"| (c) refine, no prior | | {_f(doc.get('mean_no_prior'))} | |")
         return out
+    conf = max((a["train"].get("options", {}).get("pseudo_confidence") or 0.0
+                for a in doc.get("arms", {}).values()), default=0.0)
     title = (f"Cardiac cine cohort (ACDC, {', '.join(proto['class_names'])})"
-             if proto.get("dataset") == "acdc" else "Other run")
+             if proto.get("dataset") == "acdc" else
+             f"Pseudo-label voxels left out below graph probability {conf:g}" if conf else
+             "Other run")
     out = ["", f"### {title}: {proto['threads']} torch thread(s), {proto['budget_min_per_arm']} min per arm", "",
            f"Measured {meta.get('date')}, commit {meta.get('git_commit', '?')[:8]}"
            f"{' (+local changes)' if meta.get('git_dirty') else ''}, load average "
@@ -178,8 +182,23 @@ def render_compact(doc: dict, source: str) -> list:
         out.append(f"| {name} | {t['steps']} | {t['child_cpu_s'] / 60:.1f} / {t['wall_s'] / 60:.1f} | "
                    f"{_f(a['mean_model'])} | {_f(a.get('mean_prior'))} | {a['max_predict_s']:.1f} |")
     out.append(f"| (c) refine, no prior | | | | {_f(doc.get('mean_no_prior'))} | |")
+    if conf:
+        out += ["", "Same protocol, weak labels and budget as the first table; only the graph "
+                "pseudo-labels of the 6 weak volumes differ (voxels whose graph probability of "
+                f"their label is below {conf:g} are left out of the loss, besides the band "
+                "around boundaries)."
+                + (f" (c) is reused from `{doc['no_prior_from']['file']}` (commit "
+                   f"{str(doc['no_prior_from'].get('commit'))[:8]}; the engine's scribble-only "
+                   "path on these cases did not change since)." if doc.get("no_prior_from")
+                   else "")
+                + _steps_note(doc, base) + " Model alone per test case:", "",
+                "| arm | " + " | ".join(r["case"][:8] for a in list(doc["arms"].values())[:1]
+                                       for r in a["test"]) + " |",
+                "|---|" + "---|" * len(next(iter(doc["arms"].values()))["test"])]
+        for name, a in doc["arms"].items():
+            out.append(f"| {name} | " + " | ".join(_f(r["dice_model"]) for r in a["test"]) + " |")
     if proto.get("dataset") == "acdc":
-        out += ["", f"Same protocol as the left atrium (6 weak, 8 unlabeled, 6 test volumes, sorted by case id: "
+        out += ["", "Same protocol as the left atrium (6 weak, 8 unlabeled, 6 test volumes, sorted by case id: "
                 "the two frames of a patient fall in the same split); the files carry no spacing, so 1 mm is "
                 "assumed on every axis. Mean Dice over the 3 structures; per structure, model alone:", "",
                 "| arm | " + " | ".join(proto["class_names"]) + " |", "|---|" + "---|" * len(proto["class_names"])]
@@ -189,6 +208,18 @@ def render_compact(doc: dict, source: str) -> list:
                 means = [sum(p[i] for p in per) / len(per) for i in range(len(proto["class_names"]))]
                 out.append(f"| {name} | " + " | ".join(_f(m) for m in means) + " |")
     return out
+
+
+def _steps_note(doc: dict, base: dict | None) -> str:
+    """How many optimiser steps each arm got here and in ``base`` (a wall-time budget on
+    a shared machine buys different numbers of steps)."""
+    if not base:
+        return ""
+    parts = [f"`{n}` {a['train']['steps']} steps here vs {base['arms'][n]['train']['steps']}"
+             for n, a in doc.get("arms", {}).items() if n in base.get("arms", {})]
+    return (" Under the same wall-time budget the machine's load decides the steps: "
+            + "; ".join(parts) + " in the first table, so part of a difference may come "
+            "from the extra steps.") if parts else ""
 
 
 def render_curve(doc: dict, source: str) -> list:
