@@ -146,6 +146,7 @@ def render(doc: dict, source: str, curves=(), also=None) -> str:
         lines.append("- The cardiac cine (ACDC, 3 classes) cohort: not run (CPU budget).")
     for other, other_source in others:
         lines += render_compact(other, other_source, base=doc)
+    lines += _confidence_summary(doc, [o for o, _ in others])
     for curve, curve_source in curves:
         lines += render_curve(curve, curve_source)
     return "\n".join(lines) + "\n"
@@ -208,6 +209,31 @@ def render_compact(doc: dict, source: str, base: dict | None = None) -> list:
                 means = [sum(p[i] for p in per) / len(per) for i in range(len(proto["class_names"]))]
                 out.append(f"| {name} | " + " | ".join(_f(m) for m in means) + " |")
     return out
+
+
+def _confidence_summary(doc: dict, others: list) -> list:
+    """One line comparing the model alone across the pseudo-label confidence runs."""
+    from napari_labeleff.cohort._train import DEFAULTS
+
+    runs = []
+    for o in others:
+        for name, a in o.get("arms", {}).items():
+            conf = a["train"].get("options", {}).get("pseudo_confidence") or 0.0
+            if conf and name in doc.get("arms", {}):
+                runs.append((conf, name, a["mean_model"]))
+    if not runs:
+        return []
+    base = {n: doc["arms"][n]["mean_model"] for _, n, _ in runs}
+    parts = [f"`{n}` none {_f(base[n])}" for n in sorted(base)]
+    parts += [f"{c:g}: {_f(m)}" for c, _, m in sorted(runs)]
+    best = max(runs, key=lambda r: r[2])
+    seq = sorted([(0.0, n, base[n]) for n in base] + runs)
+    monotonic = all(b[2] <= a[2] for a, b in zip(seq, seq[1:])) or \
+        all(b[2] >= a[2] for a, b in zip(seq, seq[1:]))
+    return ["", "Pseudo-label confidence, model alone, one seed per setting: " + ", ".join(parts)
+            + f". The best setting ({best[0]:g}) is {best[2] - base[best[1]]:+.3f} over none"
+            + ("" if monotonic else ", but the effect is not monotonic in the threshold")
+            + f"; the shipped default is `pseudo_confidence={DEFAULTS['pseudo_confidence']:g}`."]
 
 
 def _steps_note(doc: dict, base: dict | None) -> str:
