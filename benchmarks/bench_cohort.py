@@ -101,7 +101,8 @@ def _drive(gen, label):
 def train_arm(cases, work, name, flags, args):
     from napari_labeleff.cohort._background import train_in_background
 
-    opts = {"max_minutes": args.budget, "device": args.device, "seed": args.seed, "num_threads": args.threads,
+    seed = args.seed if args.train_seed is None else args.train_seed
+    opts = {"max_minutes": args.budget, "device": args.device, "seed": seed, "num_threads": args.threads,
             "pseudo_cache_dir": str(work / "pseudo"),
             "pseudo_confidence": args.pseudo_confidence, **flags}
     if args.max_steps:
@@ -270,6 +271,8 @@ def main(argv=None):
     ap.add_argument("--max-steps", type=int, default=0,
                     help="stop each arm after this many steps (a compute-matched ablation; --budget caps it)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--train-seed", type=int, default=None,
+                    help="seed of the training only (default --seed; the weak labels keep --seed)")
     ap.add_argument("--pseudo-confidence", type=float, default=0.0,
                     help="leave out pseudo-label voxels below this graph probability")
     ap.add_argument("--threads", type=int, default=2)
