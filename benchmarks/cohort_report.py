@@ -171,6 +171,10 @@ def render_compact(doc: dict, source: str, base: dict | None = None) -> list:
              if proto.get("dataset") == "acdc" else
              f"Pseudo-label voxels left out below graph probability {conf:g}" if conf else
              "Other run")
+    seeds = {a["train"].get("options", {}).get("seed") for a in doc.get("arms", {}).values()}
+    if base and seeds and seeds != {a["train"].get("options", {}).get("seed")
+                                    for a in base.get("arms", {}).values()}:
+        title += f", training seed {', '.join(str(x) for x in sorted(seeds))}"
     out = ["", f"### {title}: {proto['threads']} torch thread(s), {proto['budget_min_per_arm']} min per arm", "",
            f"Measured {meta.get('date')}, commit {meta.get('git_commit', '?')[:8]}"
            f"{' (+local changes)' if meta.get('git_dirty') else ''}, load average "
@@ -212,28 +216,32 @@ def render_compact(doc: dict, source: str, base: dict | None = None) -> list:
 
 
 def _confidence_summary(doc: dict, others: list) -> list:
-    """One line comparing the model alone across the pseudo-label confidence runs."""
+    """One line comparing the model alone across the pseudo-label confidence runs, per
+    training seed (runs of one seed share the weak labels and differ only there)."""
     from napari_labeleff.cohort._train import DEFAULTS
 
-    runs = []
-    for o in others:
+    by_seed = {}
+    for o in [doc, *others]:
+        if o.get("protocol", {}).get("dataset", "la_mri") != doc["protocol"].get("dataset", "la_mri"):
+            continue
         for name, a in o.get("arms", {}).items():
-            conf = a["train"].get("options", {}).get("pseudo_confidence") or 0.0
-            if conf and name in doc.get("arms", {}):
-                runs.append((conf, name, a["mean_model"]))
-    if not runs:
+            opts = a["train"].get("options", {})
+            by_seed.setdefault((name, opts.get("seed", 0)), {})[opts.get("pseudo_confidence") or 0.0] = \
+                a["mean_model"]
+    groups = {k: v for k, v in by_seed.items() if len(v) > 1}
+    if not groups:
         return []
-    base = {n: doc["arms"][n]["mean_model"] for _, n, _ in runs}
-    parts = [f"`{n}` none {_f(base[n])}" for n in sorted(base)]
-    parts += [f"{c:g}: {_f(m)}" for c, _, m in sorted(runs)]
-    best = max(runs, key=lambda r: r[2])
-    seq = sorted([(0.0, n, base[n]) for n in base] + runs)
-    monotonic = all(b[2] <= a[2] for a, b in zip(seq, seq[1:])) or \
-        all(b[2] >= a[2] for a, b in zip(seq, seq[1:]))
-    return ["", "Pseudo-label confidence, model alone, one seed per setting: " + ", ".join(parts)
-            + f". The best setting ({best[0]:g}) is {best[2] - base[best[1]]:+.3f} over none"
-            + ("" if monotonic else ", but the effect is not monotonic in the threshold")
-            + f"; the shipped default is `pseudo_confidence={DEFAULTS['pseudo_confidence']:g}`."]
+    parts, gains = [], []
+    for (name, seed), runs in sorted(groups.items()):
+        parts.append(f"`{name}` training seed {seed}: " + ", ".join(
+            f"{'none' if c == 0 else f'{c:g}'} {_f(m)}" for c, m in sorted(runs.items())))
+        if 0.0 in runs:
+            gains += [(c, m - runs[0.0]) for c, m in runs.items() if c]
+    out = "Pseudo-label confidence, model alone: " + "; ".join(parts) + "."
+    for c in sorted({c for c, _ in gains}):
+        g = [d for cc, d in gains if cc == c]
+        out += f" {c:g} vs none: {', '.join(f'{d:+.3f}' for d in g)}."
+    return ["", out + f" The shipped default is `pseudo_confidence={DEFAULTS['pseudo_confidence']:g}`."]
 
 
 def _steps_note(doc: dict, base: dict | None) -> str:
