@@ -193,8 +193,7 @@ def render_compact(doc: dict, source: str, base: dict | None = None) -> list:
                 f"their label is below {conf:g} are left out of the loss, besides the band "
                 "around boundaries)."
                 + (f" (c) is reused from `{doc['no_prior_from']['file']}` (commit "
-                   f"{str(doc['no_prior_from'].get('commit'))[:8]}; the engine's scribble-only "
-                   "path on these cases did not change since)." if doc.get("no_prior_from")
+                   f"{str(doc['no_prior_from'].get('commit'))[:8]}), not re-run." if doc.get("no_prior_from")
                    else "")
                 + _steps_note(doc, base) + " Model alone per test case:", "",
                 "| arm | " + " | ".join(r["case"][:8] for a in list(doc["arms"].values())[:1]
