@@ -50,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.annotator import initial_scribbles  # noqa: E402
+from benchmarks.bench_refine import machine_info  # noqa: E402
 from benchmarks.cases import DATA, load_case, manifest  # noqa: E402
 
 GUIDE = ROOT / "docs" / "user-guide.md"
@@ -253,16 +254,8 @@ def machine() -> dict:
         "display": "Xvfb, Mesa llvmpipe (software OpenGL)",
         "python": platform.python_version(),
         "loadavg_before": list(os.getloadavg()),
-        "git_commit": _git("rev-parse", "HEAD"),
-        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        **{k: v for k, v in machine_info("cpu").items() if k in ("git_commit", "git_dirty")},
     }
-
-
-def _git(*args) -> str:
-    import subprocess
-
-    return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True,
-                          check=False).stdout.strip()
 
 
 def markdown(report: dict) -> str:

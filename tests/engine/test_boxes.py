@@ -214,13 +214,6 @@ def test_box_only_incremental_call_keeps_the_chosen_weight(binary_phantom):
     assert again.info["prior_weight"] == first.info["prior_weight"]
 
 
-def _grow(box, fraction, shape):
-    ext = np.subtract(box[4:7], box[1:4])
-    d = np.ceil(fraction * ext).astype(int)
-    return (box[0], *map(int, np.maximum(np.subtract(box[1:4], d), 0)),
-            *map(int, np.minimum(np.add(box[4:7], d), shape)))
-
-
 @pytest.mark.slow  # ~10 s: two solves of the CT sample
 def test_a_loose_box_on_ct_takes_the_watershed_unary():
     """On the shipped CT excerpt (organs of look-alike intensities: the intensity model
@@ -231,7 +224,7 @@ def test_a_loose_box_on_ct_takes_the_watershed_unary():
 
     s = load_sample("ct")
     image, gt = np.asarray(s.volume.data, np.float32), s.labels
-    loose = [_grow(_variant(gt, c, "exact"), 0.4, gt.shape) for c in range(1, 5)]
+    loose = _boxes.grown([_variant(gt, c, "exact") for c in range(1, 5)], gt.shape, 0.4)
 
     def mean_dice(res):
         return np.mean([dice(res.labels == c, gt == c) for c in range(1, 5)])
