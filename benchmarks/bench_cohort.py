@@ -15,7 +15,9 @@ under the same wall-time budget and seed; then on each test case:
 Arms (ablation): ``labelled`` (the 6 weakly labelled volumes: scribbles + graph
 pseudo-labels), ``semi`` (+ mean-teacher consistency on the 8 unlabeled volumes),
 ``semi+pretrain`` (+ self-supervised pretraining on all 14 training images, 25% of the
-budget). The graph pseudo-labels are computed once before the arms (shared cache; their
+budget), ``self`` (semi-supervised by self-training instead: at half the budget the
+model labels the 8 unlabeled volumes and their confident voxels join the labelled
+pool). The graph pseudo-labels are computed once before the arms (shared cache; their
 time is reported separately and added to each arm's total training time).
 
 Example (about 3 x 8 min of training + ~15 min of evaluation on 2 busy cores)::
@@ -47,6 +49,7 @@ ARMS = {
     "labelled": {"semi": False, "pretrain": False},
     "semi": {"semi": True, "pretrain": False},
     "semi+pretrain": {"semi": True, "pretrain": True},
+    "self": {"semi": False, "pretrain": False, "self_training": 0.5},
 }
 SPLIT = {"weak": (0, 6), "unlabeled": (6, 14), "test": (14, 20)}
 #: Cohorts (a dataset of ../shared/data with 20 volumes) and their structures.

@@ -36,6 +36,11 @@ Options (``TrainSpec.options``)
 ``pseudo_labels`` (True)  graph-method pseudo-labels on weakly labelled volumes
 ``pseudo_cache_dir``      where pseudo-labels are cached (default ``run_dir``)
 ``pseudo_confidence`` (0) leave out pseudo-label voxels whose graph probability is lower
+``self_training`` (0)     self-training (0 = off): once this share of the training budget
+                          is spent, the EMA teacher labels every unlabeled volume; its
+                          voxels of probability >= ``SELF_CONFIDENCE`` outside a band
+                          around its boundaries join the labelled pool as pseudo-labels
+                          (weight ``PSEUDO_WEIGHT``) for the rest of the run
 ``patch_size``            (Z, Y, X) voxels, multiples of 16 (default from the cohort)
 ``batch_size``            labelled patches per step (default from free memory, <= 2)
 ``target_spacing``        (Z, Y, X) mm (default from the cohort, see ``_network``)
@@ -83,11 +88,12 @@ DEFAULTS = {
     "pretrain": False, "pretrain_minutes": None, "pseudo_labels": True, "patch_size": None,
     "batch_size": None, "target_spacing": None, "features": None, "learning_rate": 3e-3,
     "val_every": None, "num_threads": None, "amp": None, "verbose": False,
-    "pseudo_cache_dir": None, "pseudo_confidence": 0.0,
+    "pseudo_cache_dir": None, "pseudo_confidence": 0.0, "self_training": 0.0,
 }
 # Not options of the public contract, but named here so the benchmark can report them.
 PSEUDO_WEIGHT = 0.5          # weight of a graph pseudo-label voxel (scribbles: 1)
 PSEUDO_BAND = 2              # voxels left out on each side of a pseudo-label boundary
+SELF_CONFIDENCE = 0.9        # teacher probability a self-training label needs
 CONSISTENCY = 0.1            # UA-MT consistency weight (after ramp-up)
 EMA_DECAY = 0.99
 MC_PASSES_CPU, MC_PASSES_GPU = 2, 8
@@ -109,6 +115,9 @@ def _options(spec: TrainSpec) -> dict:
         ps = tuple(int(p) for p in opts["patch_size"])
         if len(ps) != 3 or any(p < 16 or p % 16 for p in ps):
             raise LabelEffError(f"patch_size={opts['patch_size']!r} must be 3 multiples of 16 (Z, Y, X)")
+    if not 0.0 <= float(opts["self_training"]) < 1.0:
+        raise LabelEffError(f"self_training={opts['self_training']!r} must be in [0, 1): the share of "
+                            "the training budget after which the unlabeled volumes get the model's labels")
     return opts
 
 
@@ -237,6 +246,56 @@ def single_component_classes(label_maps, k: int) -> list[bool]:
     return out
 
 
+def _leave_out_band(lab: np.ndarray, labels: np.ndarray, band: int) -> None:
+    """Set ``lab`` to 0 (no information) within ``band`` voxels on each side of every
+    boundary of ``labels`` (0..K), in place: a teacher's errors sit at boundaries."""
+    from scipy import ndimage as ndi
+
+    if band <= 0:
+        return
+    for c in range(int(labels.max()) + 1):
+        m = labels == c
+        edge = ndi.binary_dilation(m, iterations=band) & ~ndi.binary_erosion(m, iterations=band, border_value=1)
+        lab[edge] = 0
+
+
+def _self_labels(model, cases, patch, device, amp, single, folder):
+    """The teacher's labels of unlabeled volumes (self-training), saved in ``folder``.
+
+    Per volume: class probabilities by sliding window at the target spacing, structures
+    known to be one object keep their largest component (as ``predict`` does), then
+    voxels below :data:`SELF_CONFIDENCE` and a band of :data:`PSEUDO_BAND` voxels around
+    the predicted boundaries are left out. Returns {volume id: (z, y, x) uint8 labels in
+    the scribble convention (0 = left out)}.
+    """
+    from ._predict import _keep_largest
+
+    os.makedirs(folder, exist_ok=True)
+    out = {}
+    for pc in cases:
+        probs = sliding_window_probs(model, pc.image, patch, device, amp=amp).numpy()
+        _keep_largest(probs, single)
+        labels = probs.argmax(axis=0)
+        lab = (labels + 1).astype(np.uint8)
+        lab[probs.max(axis=0) < SELF_CONFIDENCE] = 0
+        _leave_out_band(lab, labels, PSEUDO_BAND)
+        np.save(os.path.join(folder, f"{pc.volume_id}.npy"), lab)
+        out[pc.volume_id] = lab
+    return out
+
+
+def _self_dataset(lab_cases, unl_cases, labels, k_boxes, patch, seed):
+    """The labelled dataset with the unlabeled volumes added, supervised by ``labels``
+    (``_self_labels``); the unlabeled cases themselves are not modified."""
+    items = [to_item(pc, k_boxes) for pc in lab_cases]
+    for pc in unl_cases:
+        c = copy.copy(pc)
+        c.role = "labelled"
+        build_supervision(c, pseudo=labels[pc.volume_id], pseudo_weight=PSEUDO_WEIGHT)
+        items.append(to_item(c, k_boxes))
+    return make_dataset(items, patch, labelled=True, seed=seed + 3)
+
+
 def _pseudo_labels(case, pc, k, cache_dir, band=PSEUDO_BAND, confidence=0.0):
     """Graph-method labels for a weakly labelled volume, at the target spacing, in the
     scribble convention, with a band of ``band`` voxels around every predicted boundary
@@ -248,8 +307,6 @@ def _pseudo_labels(case, pc, k, cache_dir, band=PSEUDO_BAND, confidence=0.0):
     do not survive a coarser grid), then the labels are resampled (nearest).
     Cached in ``cache_dir`` by the image path and the content of the weak labels.
     """
-    from scipy import ndimage as ndi
-
     from ..engine import refine
     from ._data import read_image, resample_mask
     from ._spec import read_labels_snapshot
@@ -283,11 +340,7 @@ def _pseudo_labels(case, pc, k, cache_dir, band=PSEUDO_BAND, confidence=0.0):
         sure = np.asarray(res.probabilities).max(axis=0) >= confidence
         sure = resample_mask(sure, spacing, pc.spacing, out_shape=pc.image.shape[1:])
         lab[sure == 0] = 0
-    if band > 0:
-        for c in range(int(low.max()) + 1):
-            m = low == c
-            edge = ndi.binary_dilation(m, iterations=band) & ~ndi.binary_erosion(m, iterations=band, border_value=1)
-            lab[edge] = 0
+    _leave_out_band(lab, low, band)
     np.save(path, lab)
     return lab, {"method": res.method, "seconds": round(seconds, 2), "kept": round(float((lab > 0).mean()), 3),
                  "warnings": [str(w.message) for w in caught]}
@@ -326,6 +379,7 @@ class _Run:
         self.best_step = None
         self.losses: list = []
         self.train_start = 0.0
+        self.self_step = None  # step at which the self-training labels were made
 
 
 def train_steps(spec: TrainSpec) -> Generator[TrainProgress, None, TrainReport]:
@@ -508,6 +562,7 @@ def train_steps(spec: TrainSpec) -> Generator[TrainProgress, None, TrainReport]:
         for key in ("stage", "step", "pre_step", "elapsed", "cpu", "log", "best_score", "best_step",
                     "train_start"):
             setattr(run, key, st[key])
+        run.self_step = st.get("self_step")
         run.best_state = resume.get("best_state")
         net.load_state_dict(resume["net"])
         teacher.load_state_dict(resume["teacher"])
@@ -539,7 +594,7 @@ def train_steps(spec: TrainSpec) -> Generator[TrainProgress, None, TrainReport]:
             "run": {"stage": stage_override or run.stage, "step": run.step, "pre_step": run.pre_step,
                     "elapsed": elapsed(), "cpu": run.cpu + (time.process_time() - session_cpu0),
                     "log": run.log, "best_score": run.best_score, "best_step": run.best_step,
-                    "train_start": run.train_start},
+                    "train_start": run.train_start, "self_step": run.self_step},
             "net": net.state_dict(), "teacher": teacher.state_dict(), "opt": opt.state_dict(),
             "recon": recon.state_dict() if recon is not None else None,
             "best_state": run.best_state,
@@ -619,11 +674,26 @@ def train_steps(spec: TrainSpec) -> Generator[TrainProgress, None, TrainReport]:
                     scores.append(scribble_dice(pr, pc.scribbles, n_classes))
             return float(np.mean(scores)) if scores else None
 
+        self_at = float(opts["self_training"]) if unl_cases else 0.0
+        self_dir = os.path.join(spec.run_dir, "self_labels")
+        if self_at and run.self_step is not None:  # resumed after the switch: the same labels
+            self_lab = {pc.volume_id: np.load(os.path.join(self_dir, f"{pc.volume_id}.npy")) for pc in unl_cases}
+            lab_ds = _self_dataset(lab_cases, unl_cases, self_lab, k if any_boxes else 0, patch, seed)
         while True:
             if max_steps is not None and run.step >= max_steps:
                 break
             if elapsed() >= budget_s:
                 break
+            if self_at and run.self_step is None and frac() >= self_at:
+                yield TrainProgress(run.step, run.step + 1, f"self-training: the model labels {len(unl_cases)} "
+                                    "unlabeled volume(s)", stage="prepare")
+                self_lab = _self_labels(teacher.module, unl_cases, patch, device, use_amp,
+                                        config["single_component"], self_dir)
+                lab_ds = _self_dataset(lab_cases, unl_cases, self_lab, k if any_boxes else 0, patch, seed)
+                run.self_step = run.step
+                log({"stage": "self_training", "step": run.step, "volumes": len(self_lab),
+                     "kept": round(float(np.mean([(v > 0).mean() for v in self_lab.values()])), 4)})
+                save_resume()
             step = run.step
             rng = np.random.default_rng([seed, 1, step])
             torch.manual_seed(seed * 1_000_003 + step)
@@ -735,6 +805,7 @@ def train_steps(spec: TrainSpec) -> Generator[TrainProgress, None, TrainReport]:
         "pseudo_labels": pseudo_info, "n_labelled": len(lab_cases), "n_unlabeled": len(unl_cases),
         "n_validation": len(val_cases), "amp": use_amp, "mc_passes": mc if semi else 0,
         "unlabeled_batch": bs_u if semi else 0, "patch_size": list(patch),
+        "self_training_step": run.self_step,
         "target_spacing": list(config["target_spacing"]),
     }
     config_out = {**config, "training": {**{k2: v for k2, v in opts.items()}, "steps": run.step,

@@ -73,8 +73,10 @@ def _weights(path):
     return torch.load(os.path.join(path, "model.pt"), weights_only=True)
 
 
-def test_cancel_leaves_resumable_state_and_resume_is_exact(tmp_path):
-    opts = {"max_steps": 8, "semi": True, "val_every": 100}
+@pytest.mark.parametrize("extra", [{"semi": True}, {"semi": False, "self_training": 0.25}],
+                         ids=["mean_teacher", "self_training"])
+def test_cancel_leaves_resumable_state_and_resume_is_exact(tmp_path, extra):
+    opts = {"max_steps": 8, "val_every": 100, **extra}
     spec = make_spec(tmp_path, n_labelled=2, n_unlabeled=1, kind="mask", options=opts)
     gen = train_steps(spec)
     for p in gen:
@@ -83,6 +85,9 @@ def test_cancel_leaves_resumable_state_and_resume_is_exact(tmp_path):
     gen.close()  # cancel
     resume = torch.load(os.path.join(spec.run_dir, "resume.pt"), weights_only=False)
     assert resume["run"]["step"] == 3 and resume["run"]["stage"] == "train"
+    # self-training labelled the unlabeled volume at 25% of the steps; a resumed run
+    # must train on the same labels (read back from the run folder)
+    assert resume["run"]["self_step"] == (2 if "self_training" in extra else None)
     assert not os.path.exists(os.path.join(spec.out_dir, "model.pt"))
     progress, report = run(train_steps(spec))  # same spec: resumes
     first_train = [p for p in progress if p.stage == "train"][0]
@@ -275,3 +280,38 @@ def test_pseudo_confidence_leaves_out_uncertain_voxels(tmp_path):
     assert np.array_equal(sure[sure > 0], plain[sure > 0])
     none, _ = _pseudo_labels(case, pc, 1, cache, confidence=1.01)  # no voxel is that sure
     assert not none.any()
+
+
+class _IntensityNet(torch.nn.Module):
+    """A stand-in network: logits (0, 8 (x - 0.5)) from the first channel, so the
+    foreground probability is a known function of intensity."""
+
+    def forward(self, x):
+        return torch.cat([torch.zeros_like(x[:, :1]), 8.0 * (x[:, :1] - 0.5)], dim=1)
+
+
+def test_self_training_labels_keep_confident_voxels_of_the_largest_object(tmp_path):
+    from types import SimpleNamespace
+
+    from napari_labeleff.cohort._train import PSEUDO_BAND, SELF_CONFIDENCE, _self_labels
+
+    z, y, x = np.mgrid[:24, :32, :32]
+    image = np.zeros((1, 24, 32, 32), np.float32)
+    ball = (z - 12) ** 2 + (y - 16) ** 2 + (x - 12) ** 2 < 36
+    image[0][ball] = 1.0
+    image[0][(z - 12) ** 2 + (y - 16) ** 2 + (x - 26) ** 2 < 4] = 1.0  # a smaller second blob
+    image[0][:, :, :2] = 0.4  # background at probability 0.69: not confident
+    pc = SimpleNamespace(volume_id="u0", image=image)
+    out = _self_labels(_IntensityNet(), [pc], (16, 32, 32), torch.device("cpu"), False, [True],
+                       str(tmp_path / "self"))
+    lab = out["u0"]
+    assert np.array_equal(np.load(tmp_path / "self" / "u0.npy"), lab)
+    probs = torch.softmax(_IntensityNet()(torch.from_numpy(image)[None]), dim=1)[0].numpy()
+    assert not lab[probs.max(0) < SELF_CONFIDENCE].any()  # unsure voxels are left out
+    assert lab[12, 16, 12] == 2 and lab[12, 2, 16] == 1  # interiors keep their class
+    assert lab[12, 16, 26] == 1  # the smaller blob is not the one object: background
+    from scipy import ndimage as ndi
+
+    edge = ball ^ ndi.binary_erosion(ball)
+    near = ndi.binary_dilation(edge, iterations=PSEUDO_BAND - 1)
+    assert not lab[near].any()  # a band around the boundary is left out
