@@ -146,7 +146,7 @@ def render(doc: dict, source: str, curves=(), also=None) -> str:
         lines.append("- The cardiac cine (ACDC, 3 classes) cohort: not run (CPU budget).")
     for other, other_source in others:
         lines += render_compact(other, other_source, base=doc)
-    lines += _confidence_summary(doc, [o for o, _ in others])
+    lines += _seed_summary(doc, [o for o, _ in others])
     for curve, curve_source in curves:
         lines += render_curve(curve, curve_source)
     return "\n".join(lines) + "\n"
@@ -167,8 +167,11 @@ def render_compact(doc: dict, source: str, base: dict | None = None) -> list:
         return out
     conf = max((a["train"].get("options", {}).get("pseudo_confidence") or 0.0
                 for a in doc.get("arms", {}).values()), default=0.0)
+    self_at = max((a["train"].get("options", {}).get("self_training") or 0.0
+                   for a in doc.get("arms", {}).values()), default=0.0)
     title = (f"Cardiac cine cohort (ACDC, {', '.join(proto['class_names'])})"
              if proto.get("dataset") == "acdc" else
+             f"Self-training: the model labels the unlabeled volumes after {self_at:.0%} of the budget" if self_at else
              f"Pseudo-label voxels left out below graph probability {conf:g}" if conf else
              "Other run")
     seeds = {a["train"].get("options", {}).get("seed") for a in doc.get("arms", {}).values()}
@@ -187,11 +190,17 @@ def render_compact(doc: dict, source: str, base: dict | None = None) -> list:
         out.append(f"| {name} | {t['steps']} | {t['child_cpu_s'] / 60:.1f} / {t['wall_s'] / 60:.1f} | "
                    f"{_f(a['mean_model'])} | {_f(a.get('mean_prior'))} | {a['max_predict_s']:.1f} |")
     out.append(f"| (c) refine, no prior | | | | {_f(doc.get('mean_no_prior'))} | |")
-    if conf:
-        out += ["", "Same protocol, weak labels and budget as the first table; only the graph "
-                "pseudo-labels of the 6 weak volumes differ (voxels whose graph probability of "
-                f"their label is below {conf:g} are left out of the loss, besides the band "
-                "around boundaries)."
+    if conf or self_at:
+        from napari_labeleff.cohort._train import PSEUDO_BAND, PSEUDO_WEIGHT, SELF_CONFIDENCE
+
+        what = (f"only the graph pseudo-labels of the 6 weak volumes differ (voxels whose graph probability of "
+                f"their label is below {conf:g} are left out of the loss, besides the band around boundaries)."
+                if conf else
+                f"the arm trains on the 6 weak volumes alone until {self_at:.0%} of the budget; then the model "
+                f"(the EMA teacher) labels the 8 unlabeled volumes, its voxels of probability >= "
+                f"{SELF_CONFIDENCE:g} outside a {PSEUDO_BAND}-voxel band around its boundaries join the labelled "
+                f"pool at weight {PSEUDO_WEIGHT:g}, and training goes on with all 14 (no mean teacher).")
+        out += ["", "Same protocol, weak labels and budget as the first table; " + what
                 + (f" (c) is reused from `{doc['no_prior_from']['file']}` (commit "
                    f"{str(doc['no_prior_from'].get('commit'))[:8]}), not re-run." if doc.get("no_prior_from")
                    else "")
@@ -214,9 +223,16 @@ def render_compact(doc: dict, source: str, base: dict | None = None) -> list:
     return out
 
 
-def _confidence_summary(doc: dict, others: list) -> list:
-    """One line comparing the model alone across the pseudo-label confidence runs, per
-    training seed (runs of one seed share the weak labels and differ only there)."""
+def _variant(name: str, opts: dict) -> str:
+    """An arm with its pseudo-label option, e.g. ``labelled, confidence 0.7``."""
+    c = opts.get("pseudo_confidence") or 0.0
+    return f"{name}, confidence {c:g}" if c else name
+
+
+def _seed_summary(doc: dict, others: list) -> list:
+    """The model alone per training seed for every variant run with it (runs of one seed
+    share the weak labels), each variant's gain over ``labelled`` of the same seed, and
+    the semi-supervised target for self-training judged on every seed."""
     from napari_labeleff.cohort._train import DEFAULTS
 
     by_seed = {}
@@ -225,22 +241,27 @@ def _confidence_summary(doc: dict, others: list) -> list:
             continue
         for name, a in o.get("arms", {}).items():
             opts = a["train"].get("options", {})
-            by_seed.setdefault((name, opts.get("seed", 0)), {})[opts.get("pseudo_confidence") or 0.0] = \
-                a["mean_model"]
-    groups = {k: v for k, v in by_seed.items() if len(v) > 1}
-    if not groups:
+            by_seed.setdefault(opts.get("seed", 0), {})[_variant(name, opts)] = a["mean_model"]
+    if not any(len(v) > 1 for v in by_seed.values()):
         return []
-    parts, gains = [], []
-    for (name, seed), runs in sorted(groups.items()):
-        parts.append(f"`{name}` training seed {seed}: " + ", ".join(
-            f"{'none' if c == 0 else f'{c:g}'} {_f(m)}" for c, m in sorted(runs.items())))
-        if 0.0 in runs:
-            gains += [(c, m - runs[0.0]) for c, m in runs.items() if c]
-    out = "Pseudo-label confidence, model alone: " + "; ".join(parts) + "."
-    for c in sorted({c for c, _ in gains}):
-        g = [d for cc, d in gains if cc == c]
-        out += f" {c:g} vs none: {', '.join(f'{d:+.3f}' for d in g)}."
-    return ["", out + f" The shipped default is `pseudo_confidence={DEFAULTS['pseudo_confidence']:g}`."]
+    out = ["", "Model alone (a) by training seed (one seed: the same weak labels and test cases):", ""]
+    for seed, runs in sorted(by_seed.items()):
+        out.append(f"- seed {seed}: " + ", ".join(f"`{v}` {_f(m)}" for v, m in runs.items()) + ".")
+    gains = {}
+    for runs in by_seed.values():
+        for v, m in runs.items():
+            if v != "labelled" and "labelled" in runs:
+                gains.setdefault(v, []).append(m - runs["labelled"])
+    if gains:
+        out.append("- Over `labelled` of the same seed: " + "; ".join(
+            f"`{v}` {', '.join(f'{g:+.3f}' for g in gs)}" for v, gs in gains.items()) + ".")
+    if "self" in gains:
+        g = gains["self"]
+        out.append(f"- Semi-supervised by self-training >= +{TARGETS['semi_gain']} over labelled-only on every "
+                   f"seed run: {', '.join(f'{x:+.3f}' for x in g)}: {_met(min(g) >= TARGETS['semi_gain'])}.")
+    out.append(f"- Shipped defaults: `pseudo_confidence={DEFAULTS['pseudo_confidence']:g}`, "
+               f"`self_training={DEFAULTS['self_training']:g}`.")
+    return out
 
 
 def _steps_note(doc: dict, base: dict | None) -> str:
