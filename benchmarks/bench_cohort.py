@@ -17,10 +17,8 @@ pseudo-labels), ``semi`` (+ mean-teacher consistency on the 8 unlabeled volumes)
 ``semi+pretrain`` (+ self-supervised pretraining on all 14 training images, 25% of the
 budget), ``self`` (semi-supervised by self-training instead: at half the budget the
 model labels the 8 unlabeled volumes and their confident voxels join the labelled
-pool), ``self+agree`` (the same, and at that moment the graph pseudo-labels of the 6
-weak volumes are kept only where the model agrees with them). The graph pseudo-labels
-are computed once before the arms (shared cache; their time is reported separately and
-added to each arm's total training time).
+pool). The graph pseudo-labels are computed once before the arms (shared cache; their
+time is reported separately and added to each arm's total training time).
 
 Example (about 3 x 8 min of training + ~15 min of evaluation on 2 busy cores)::
 
@@ -52,7 +50,6 @@ ARMS = {
     "semi": {"semi": True, "pretrain": False},
     "semi+pretrain": {"semi": True, "pretrain": True},
     "self": {"semi": False, "pretrain": False, "self_training": 0.5},
-    "self+agree": {"semi": False, "pretrain": False, "self_training": 0.5, "pseudo_agreement": True},
 }
 SPLIT = {"weak": (0, 6), "unlabeled": (6, 14), "test": (14, 20)}
 #: Cohorts (a dataset of ../shared/data with 20 volumes) and their structures.
@@ -386,7 +383,8 @@ def main(argv=None):
         arm = {"train": {"steps": report.steps, "seconds": report.seconds, "epochs": report.epochs,
                          "info": report.info, **run,
                          "seconds_incl_pseudo": round(report.seconds + pseudo_wall, 1)},
-               "log_tail": report.log[-5:]}
+               "log_tail": report.log[-5:],
+               "log_self_training": [e for e in report.log if e.get("stage") == "self_training"]}
         _log(f"arm {name}: {report.steps} steps in {report.seconds} s; evaluating")
         arm["test"] = evaluate(report.out_dir, tests, args, prior=name in (args.prior_arms or []))
         arm["mean_model"] = _mean(arm["test"], "dice_model")

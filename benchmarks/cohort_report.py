@@ -200,6 +200,11 @@ def render_compact(doc: dict, source: str, base: dict | None = None) -> list:
                 f"(the EMA teacher) labels the 8 unlabeled volumes, its voxels of probability >= "
                 f"{SELF_CONFIDENCE:g} outside a {PSEUDO_BAND}-voxel band around its boundaries join the labelled "
                 f"pool at weight {PSEUDO_WEIGHT:g}, and training goes on with all 14 (no mean teacher).")
+        if any(a["train"].get("options", {}).get("pseudo_agreement") for a in doc.get("arms", {}).values()):
+            what += (" At that moment the graph pseudo-labels of the 6 weak volumes were also kept only where the "
+                     "model agreed with them (option `pseudo_agreement` of that commit). The model had learnt "
+                     "those labels by then, so the check left almost nothing out (the runs' training logs) "
+                     "and the option was removed: this run is in effect another run of `self`.")
         out += ["", "Same protocol, weak labels and budget as the first table; " + what
                 + (f" (c) is reused from `{doc['no_prior_from']['file']}` (commit "
                    f"{str(doc['no_prior_from'].get('commit'))[:8]}), not re-run." if doc.get("no_prior_from")
@@ -244,7 +249,7 @@ def _seed_summary(doc: dict, others: list) -> list:
             by_seed.setdefault(opts.get("seed", 0), {})[_variant(name, opts)] = a["mean_model"]
     if not any(len(v) > 1 for v in by_seed.values()):
         return []
-    out = ["", "Model alone (a) by training seed (one seed: the same weak labels and test cases):", ""]
+    out = ["", "Model alone (a) by training seed (every run has the same weak labels and test cases):", ""]
     for seed, runs in sorted(by_seed.items()):
         out.append(f"- seed {seed}: " + ", ".join(f"`{v}` {_f(m)}" for v, m in runs.items()) + ".")
     gains = {}

@@ -56,6 +56,9 @@ def register(subparsers) -> None:
                    help="semi-supervised terms on unlabeled volumes (learner's default if not given)")
     p.add_argument("--pretrain", action=argparse.BooleanOptionalAction, default=None,
                    help="self-supervised pretraining first (learner's default if not given)")
+    p.add_argument("--self-training", type=float, default=None, metavar="SHARE",
+                   help="after this share of the budget (0..1) the model labels the unlabeled volumes "
+                        "and trains on its confident voxels too (default: off)")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("accept", help="accept a mask for a volume (status 'accepted')")
@@ -179,7 +182,8 @@ def _cmd_train(args) -> int:
     from ..cli import _drive
     from ._project import run_training
 
-    options = {k: v for k, v in (("semi", args.semi), ("pretrain", args.pretrain)) if v is not None}
+    options = {k: v for k, v in (("semi", args.semi), ("pretrain", args.pretrain),
+                                 ("self_training", args.self_training)) if v is not None}
     with _warnings_to_stderr(), _open(args.path) as p:
         plan = p.prepare_training(max_minutes=args.max_minutes, device=args.device,
                                   seed=args.seed, **options)  # bad input fails before the bar

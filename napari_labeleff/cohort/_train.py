@@ -41,9 +41,6 @@ Options (``TrainSpec.options``)
                           voxels of probability >= ``SELF_CONFIDENCE`` outside a band
                           around its boundaries join the labelled pool as pseudo-labels
                           (weight ``PSEUDO_WEIGHT``) for the rest of the run
-``pseudo_agreement``      (False; with ``self_training``) at the same moment the graph
-                          pseudo-labels of the weak volumes are kept only where the
-                          teacher's prediction agrees with them
 ``patch_size``            (Z, Y, X) voxels, multiples of 16 (default from the cohort)
 ``batch_size``            labelled patches per step (default from free memory, <= 2)
 ``target_spacing``        (Z, Y, X) mm (default from the cohort, see ``_network``)
@@ -92,7 +89,6 @@ DEFAULTS = {
     "batch_size": None, "target_spacing": None, "features": None, "learning_rate": 3e-3,
     "val_every": None, "num_threads": None, "amp": None, "verbose": False,
     "pseudo_cache_dir": None, "pseudo_confidence": 0.0, "self_training": 0.0,
-    "pseudo_agreement": False,
 }
 # Not options of the public contract, but named here so the benchmark can report them.
 PSEUDO_WEIGHT = 0.5          # weight of a graph pseudo-label voxel (scribbles: 1)
@@ -122,9 +118,6 @@ def _options(spec: TrainSpec) -> dict:
     if not 0.0 <= float(opts["self_training"]) < 1.0:
         raise LabelEffError(f"self_training={opts['self_training']!r} must be in [0, 1): the share of "
                             "the training budget after which the unlabeled volumes get the model's labels")
-    if opts["pseudo_agreement"] and not float(opts["self_training"]) > 0:
-        raise LabelEffError("pseudo_agreement=True needs self_training > 0: the model checks the graph's "
-                            "pseudo-labels when self-training starts")
     return opts
 
 
@@ -266,57 +259,40 @@ def _leave_out_band(lab: np.ndarray, labels: np.ndarray, band: int) -> None:
         lab[edge] = 0
 
 
-def _self_labels(model, cases, patch, device, amp, single, folder, graph=None):
-    """The teacher's labels for self-training, saved in ``folder`` as ``<id>.npy``.
+def _self_labels(model, cases, patch, device, amp, single, folder):
+    """The teacher's labels of unlabeled volumes (self-training), saved in ``folder``.
 
-    Per volume the teacher's class probabilities by sliding window at the target
-    spacing; structures known to be one object keep their largest component (as
-    ``predict`` does). An unlabeled volume gets the teacher's labels where its
-    probability is >= :data:`SELF_CONFIDENCE`, outside a band of :data:`PSEUDO_BAND`
-    voxels around its boundaries. A weakly labelled volume whose graph pseudo-labels
-    are in ``graph`` ({volume id: labels in the scribble convention}) keeps them only
-    where the teacher's argmax agrees (two different learners must agree: the graph's
-    leaks into look-alike regions are specific to one volume, the network's errors
-    are not the same ones).
-
-    Returns
-    -------
-    dict
-        {volume id: (z, y, x) uint8 labels in the scribble convention (0 = left out)}.
+    Per volume: class probabilities by sliding window at the target spacing, structures
+    known to be one object keep their largest component (as ``predict`` does), then
+    voxels below :data:`SELF_CONFIDENCE` and a band of :data:`PSEUDO_BAND` voxels around
+    the predicted boundaries are left out. Returns {volume id: (z, y, x) uint8 labels in
+    the scribble convention (0 = left out)}.
     """
     from ._predict import _keep_largest
 
     os.makedirs(folder, exist_ok=True)
-    graph = graph or {}
     out = {}
     for pc in cases:
         probs = sliding_window_probs(model, pc.image, patch, device, amp=amp).numpy()
         _keep_largest(probs, single)
         labels = probs.argmax(axis=0)
-        if pc.volume_id in graph:
-            lab = graph[pc.volume_id].copy()
-            lab[lab.astype(np.int64) - 1 != labels] = 0
-        else:
-            lab = (labels + 1).astype(np.uint8)
-            lab[probs.max(axis=0) < SELF_CONFIDENCE] = 0
-            _leave_out_band(lab, labels, PSEUDO_BAND)
+        lab = (labels + 1).astype(np.uint8)
+        lab[probs.max(axis=0) < SELF_CONFIDENCE] = 0
+        _leave_out_band(lab, labels, PSEUDO_BAND)
         np.save(os.path.join(folder, f"{pc.volume_id}.npy"), lab)
         out[pc.volume_id] = lab
     return out
 
 
-def _self_dataset(cases, labels, k_boxes, patch, seed):
-    """The labelled dataset of self-training: ``cases`` (prepared, labelled or not),
-    those in ``labels`` (``_self_labels``) supervised by them in place of their graph
-    pseudo-labels (scribbles, boxes and masks still apply); the cases themselves are not
-    modified."""
-    items = []
-    for pc in cases:
-        if pc.volume_id in labels:
-            pc = copy.copy(pc)
-            pc.role = "labelled"
-            build_supervision(pc, pseudo=labels[pc.volume_id], pseudo_weight=PSEUDO_WEIGHT)
-        items.append(to_item(pc, k_boxes))
+def _self_dataset(lab_cases, unl_cases, labels, k_boxes, patch, seed):
+    """The labelled dataset with the unlabeled volumes added, supervised by ``labels``
+    (``_self_labels``); the unlabeled cases themselves are not modified."""
+    items = [to_item(pc, k_boxes) for pc in lab_cases]
+    for pc in unl_cases:
+        c = copy.copy(pc)
+        c.role = "labelled"
+        build_supervision(c, pseudo=labels[pc.volume_id], pseudo_weight=PSEUDO_WEIGHT)
+        items.append(to_item(c, k_boxes))
     return make_dataset(items, patch, labelled=True, seed=seed + 3)
 
 
@@ -529,7 +505,7 @@ def train_steps(spec: TrainSpec) -> Generator[TrainProgress, None, TrainReport]:
     prepared = {}
     n_cases = len(spec.cases)
     pseudo_info = {}
-    dense = {}  # volumes whose supervision is dense: their graph pseudo-labels
+    dense = set()  # volumes whose supervision is dense (graph pseudo-labels)
     for i, c in enumerate(spec.cases):
         yield TrainProgress(i, n_cases, f"preparing {c.volume_id} ({c.role})", stage="prepare")
         pc = prepare_case(c, config, n_classes=n_classes)
@@ -545,7 +521,7 @@ def train_steps(spec: TrainSpec) -> Generator[TrainProgress, None, TrainReport]:
                         c, pc, k, opts["pseudo_cache_dir"] or spec.run_dir,
                         confidence=float(opts["pseudo_confidence"]))
                     if pseudo is not None:
-                        dense[c.volume_id] = pseudo
+                        dense.add(c.volume_id)
                 build_supervision(pc, pseudo=pseudo, pseudo_weight=PSEUDO_WEIGHT)
         prepared[c.volume_id] = pc
     lab_cases = [pc for pc in prepared.values() if pc.role == "labelled"]
@@ -698,13 +674,11 @@ def train_steps(spec: TrainSpec) -> Generator[TrainProgress, None, TrainReport]:
                     scores.append(scribble_dice(pr, pc.scribbles, n_classes))
             return float(np.mean(scores)) if scores else None
 
-        self_at = float(opts["self_training"]) if unl_cases or opts["pseudo_agreement"] else 0.0
+        self_at = float(opts["self_training"]) if unl_cases else 0.0
         self_dir = os.path.join(spec.run_dir, "self_labels")
-        checked = [pc for pc in lab_cases if pc.volume_id in dense] if opts["pseudo_agreement"] else []
         if self_at and run.self_step is not None:  # resumed after the switch: the same labels
-            self_lab = {pc.volume_id: np.load(os.path.join(self_dir, f"{pc.volume_id}.npy"))
-                        for pc in unl_cases + checked}
-            lab_ds = _self_dataset(lab_cases + unl_cases, self_lab, k if any_boxes else 0, patch, seed)
+            self_lab = {pc.volume_id: np.load(os.path.join(self_dir, f"{pc.volume_id}.npy")) for pc in unl_cases}
+            lab_ds = _self_dataset(lab_cases, unl_cases, self_lab, k if any_boxes else 0, patch, seed)
         while True:
             if max_steps is not None and run.step >= max_steps:
                 break
@@ -712,18 +686,13 @@ def train_steps(spec: TrainSpec) -> Generator[TrainProgress, None, TrainReport]:
                 break
             if self_at and run.self_step is None and frac() >= self_at:
                 yield TrainProgress(run.step, run.step + 1, f"self-training: the model labels {len(unl_cases)} "
-                                    f"unlabeled volume(s) and checks {len(checked)} graph-labelled one(s)",
-                                    stage="prepare")
-                self_lab = _self_labels(teacher.module, unl_cases + checked, patch, device, use_amp,
-                                        config["single_component"], self_dir,
-                                        graph={pc.volume_id: dense[pc.volume_id] for pc in checked})
-                lab_ds = _self_dataset(lab_cases + unl_cases, self_lab, k if any_boxes else 0, patch, seed)
+                                    "unlabeled volume(s)", stage="prepare")
+                self_lab = _self_labels(teacher.module, unl_cases, patch, device, use_amp,
+                                        config["single_component"], self_dir)
+                lab_ds = _self_dataset(lab_cases, unl_cases, self_lab, k if any_boxes else 0, patch, seed)
                 run.self_step = run.step
-                kept = {vid: round(float((v > 0).mean() / max((dense[vid] > 0).mean(), 1e-9)), 4)
-                        for vid, v in self_lab.items() if vid in dense}
                 log({"stage": "self_training", "step": run.step, "volumes": len(self_lab),
-                     "kept": round(float(np.mean([(v > 0).mean() for v in self_lab.values()])), 4),
-                     "graph_labels_kept": kept})
+                     "kept": round(float(np.mean([(v > 0).mean() for v in self_lab.values()])), 4)})
                 save_resume()
             step = run.step
             rng = np.random.default_rng([seed, 1, step])

@@ -53,7 +53,8 @@ def test_create_add_status(tmp_path, cohort, capsys):
 
 
 def test_train_accept_import(tmp_path, cohort, capsys, monkeypatch):
-    FakeLearner(scores=[0.75]).install(monkeypatch)
+    fake = FakeLearner(scores=[0.75])
+    fake.install(monkeypatch)
     proj = tmp_path / "proj"
     run(capsys, "project", "create", proj, "--classes", "left atrium")
     run(capsys, "project", "add", proj, cohort / "scan0.nii.gz", cohort / "scan1.nii.gz")
@@ -61,8 +62,10 @@ def test_train_accept_import(tmp_path, cohort, capsys, monkeypatch):
     assert code == 2 and err.count("\n") == 1 and "no labels to train on" in err
     with Project.open(proj) as p:
         p.set_weak_labels("scan0", scribbles=scribbles_for())
-    code, out, err = run(capsys, "project", "train", proj, "--max-minutes", "1", "--device", "cpu")
+    code, out, err = run(capsys, "project", "train", proj, "--max-minutes", "1", "--device", "cpu",
+                         "--self-training", "0.5")
     assert code == 0, err
+    assert fake.calls[-1].options["self_training"] == 0.5
     assert "published model v0001 (validation 0.7500" in out
     assert "train" in err and "fake step" in err  # the progress bar
     geom = read_volume(cohort / "scan1.nii.gz").geometry

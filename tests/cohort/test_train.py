@@ -315,16 +315,3 @@ def test_self_training_labels_keep_confident_voxels_of_the_largest_object(tmp_pa
     edge = ball ^ ndi.binary_erosion(ball)
     near = ndi.binary_dilation(edge, iterations=PSEUDO_BAND - 1)
     assert not lab[near].any()  # a band around the boundary is left out
-    # a graph-labelled volume keeps its labels only where the model agrees with them
-    graph = np.full(image.shape[1:], 1, np.uint8)
-    graph[ball] = 2
-    graph[:, :, 20:] = 2  # a leak the model does not share
-    graph[0] = 0  # left out by the graph: stays left out
-    pc2 = SimpleNamespace(volume_id="w0", image=image)
-    checked = _self_labels(_IntensityNet(), [pc2], (16, 32, 32), torch.device("cpu"), False, [True],
-                           str(tmp_path / "self"), graph={"w0": graph})["w0"]
-    model = probs.argmax(0)
-    model[(z - 12) ** 2 + (y - 16) ** 2 + (x - 26) ** 2 < 4] = 0  # its largest object only
-    agree = graph.astype(int) - 1 == model
-    assert np.array_equal(checked[agree], graph[agree]) and not checked[~agree].any()
-    assert checked[ball].all() and not checked[5:, 2, 24].any()  # the leak is left out
