@@ -107,7 +107,7 @@ def train_arm(cases, work, name, flags, args):
     seed = args.seed if args.train_seed is None else args.train_seed
     opts = {"max_minutes": args.budget, "device": args.device, "seed": seed, "num_threads": args.threads,
             "pseudo_cache_dir": str(work / "pseudo"),
-            "pseudo_confidence": args.pseudo_confidence, **flags}
+            "pseudo_confidence": args.pseudo_confidence, "pseudo_band": args.pseudo_band, **flags}
     if args.max_steps:
         opts["max_steps"] = args.max_steps
     t0, c0 = time.monotonic(), os.times()
@@ -278,6 +278,8 @@ def main(argv=None):
                     help="seed of the training only (default --seed; the weak labels keep --seed)")
     ap.add_argument("--pseudo-confidence", type=float, default=0.0,
                     help="leave out pseudo-label voxels below this graph probability")
+    ap.add_argument("--pseudo-band", type=int, default=None,
+                    help="voxels left out on each side of a pseudo-label boundary (default: the learner's)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--tests", type=int, default=6, help="test cases used (of 6)")
@@ -359,7 +361,8 @@ def main(argv=None):
     t0 = time.monotonic()
     prep = _drive(train_steps(_spec(cases, work, f"_prep_{time.strftime('%H%M%S')}", {
         "max_steps": 1, "device": args.device, "semi": False, "num_threads": args.threads,
-        "pseudo_cache_dir": str(work / "pseudo"), "pseudo_confidence": args.pseudo_confidence},
+        "pseudo_cache_dir": str(work / "pseudo"), "pseudo_confidence": args.pseudo_confidence,
+        "pseudo_band": args.pseudo_band},
         COHORTS[args.dataset])), "prep")
     pseudo_wall = time.monotonic() - t0
     doc["pseudo_labels"] = {"wall_s": round(pseudo_wall, 1), "per_case": prep.info["pseudo_labels"]}

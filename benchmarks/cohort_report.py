@@ -169,10 +169,12 @@ def render_compact(doc: dict, source: str, base: dict | None = None) -> list:
                 for a in doc.get("arms", {}).values()), default=0.0)
     self_at = max((a["train"].get("options", {}).get("self_training") or 0.0
                    for a in doc.get("arms", {}).values()), default=0.0)
+    band = next((a["train"].get("options", {}).get("pseudo_band") for a in doc.get("arms", {}).values()), None)
     title = (f"Cardiac cine cohort (ACDC, {', '.join(proto['class_names'])})"
              if proto.get("dataset") == "acdc" else
              f"Self-training: the model labels the unlabeled volumes after {self_at:.0%} of the budget" if self_at else
              f"Pseudo-label voxels left out below graph probability {conf:g}" if conf else
+             f"Graph pseudo-labels with a {band}-voxel boundary band" if band is not None else
              "Other run")
     seeds = {a["train"].get("options", {}).get("seed") for a in doc.get("arms", {}).values()}
     if base and seeds and seeds != {a["train"].get("options", {}).get("seed")
@@ -190,10 +192,13 @@ def render_compact(doc: dict, source: str, base: dict | None = None) -> list:
         out.append(f"| {name} | {t['steps']} | {t['child_cpu_s'] / 60:.1f} / {t['wall_s'] / 60:.1f} | "
                    f"{_f(a['mean_model'])} | {_f(a.get('mean_prior'))} | {a['max_predict_s']:.1f} |")
     out.append(f"| (c) refine, no prior | | | | {_f(doc.get('mean_no_prior'))} | |")
-    if conf or self_at:
+    if conf or self_at or band is not None:
         from napari_labeleff.cohort._train import PSEUDO_BAND, PSEUDO_WEIGHT, SELF_CONFIDENCE
 
-        what = (f"only the graph pseudo-labels of the 6 weak volumes differ (voxels whose graph probability of "
+        what = (f"only the graph pseudo-labels of the 6 weak volumes differ: {band} voxel(s) on each side of "
+                f"their boundaries are left out of the loss instead of {PSEUDO_BAND}."
+                if band is not None and not (conf or self_at) else
+                f"only the graph pseudo-labels of the 6 weak volumes differ (voxels whose graph probability of "
                 f"their label is below {conf:g} are left out of the loss, besides the band around boundaries)."
                 if conf else
                 f"the arm trains on the 6 weak volumes alone until {self_at:.0%} of the budget; then the model "
@@ -229,9 +234,9 @@ def render_compact(doc: dict, source: str, base: dict | None = None) -> list:
 
 
 def _variant(name: str, opts: dict) -> str:
-    """An arm with its pseudo-label option, e.g. ``labelled, confidence 0.7``."""
-    c = opts.get("pseudo_confidence") or 0.0
-    return f"{name}, confidence {c:g}" if c else name
+    """An arm with its pseudo-label options, e.g. ``labelled, confidence 0.7``."""
+    c, band = opts.get("pseudo_confidence") or 0.0, opts.get("pseudo_band")
+    return name + (f", confidence {c:g}" if c else "") + (f", band {band}" if band is not None else "")
 
 
 def _seed_summary(doc: dict, others: list) -> list:

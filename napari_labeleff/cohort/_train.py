@@ -36,6 +36,8 @@ Options (``TrainSpec.options``)
 ``pseudo_labels`` (True)  graph-method pseudo-labels on weakly labelled volumes
 ``pseudo_cache_dir``      where pseudo-labels are cached (default ``run_dir``)
 ``pseudo_confidence`` (0) leave out pseudo-label voxels whose graph probability is lower
+``pseudo_band``           voxels left out on each side of a graph pseudo-label boundary
+                          (default ``PSEUDO_BAND``)
 ``self_training`` (0)     self-training (0 = off): once this share of the training budget
                           is spent, the EMA teacher labels every unlabeled volume; its
                           voxels of probability >= ``SELF_CONFIDENCE`` outside a band
@@ -89,6 +91,7 @@ DEFAULTS = {
     "batch_size": None, "target_spacing": None, "features": None, "learning_rate": 3e-3,
     "val_every": None, "num_threads": None, "amp": None, "verbose": False,
     "pseudo_cache_dir": None, "pseudo_confidence": 0.0, "self_training": 0.0,
+    "pseudo_band": None,
 }
 # Not options of the public contract, but named here so the benchmark can report them.
 PSEUDO_WEIGHT = 0.5          # weight of a graph pseudo-label voxel (scribbles: 1)
@@ -115,6 +118,9 @@ def _options(spec: TrainSpec) -> dict:
         ps = tuple(int(p) for p in opts["patch_size"])
         if len(ps) != 3 or any(p < 16 or p % 16 for p in ps):
             raise LabelEffError(f"patch_size={opts['patch_size']!r} must be 3 multiples of 16 (Z, Y, X)")
+    if opts["pseudo_band"] is not None and not (int(opts["pseudo_band"]) == opts["pseudo_band"]
+                                                and int(opts["pseudo_band"]) >= 0):
+        raise LabelEffError(f"pseudo_band={opts['pseudo_band']!r} must be a whole number of voxels >= 0")
     if not 0.0 <= float(opts["self_training"]) < 1.0:
         raise LabelEffError(f"self_training={opts['self_training']!r} must be in [0, 1): the share of "
                             "the training budget after which the unlabeled volumes get the model's labels")
@@ -519,6 +525,7 @@ def train_steps(spec: TrainSpec) -> Generator[TrainProgress, None, TrainReport]:
                     yield TrainProgress(i, n_cases, f"graph pseudo-labels for {c.volume_id}", stage="prepare")
                     pseudo, pseudo_info[c.volume_id] = _pseudo_labels(
                         c, pc, k, opts["pseudo_cache_dir"] or spec.run_dir,
+                        band=PSEUDO_BAND if opts["pseudo_band"] is None else int(opts["pseudo_band"]),
                         confidence=float(opts["pseudo_confidence"]))
                     if pseudo is not None:
                         dense.add(c.volume_id)

@@ -282,6 +282,18 @@ def test_pseudo_confidence_leaves_out_uncertain_voxels(tmp_path):
     assert not none.any()
 
 
+def test_pseudo_band_option_reaches_the_graph_labels(tmp_path):
+    # the default band leaves out voxels (test above); pseudo_band=0 labels every voxel
+    spec = make_spec(tmp_path, n_labelled=1, n_val=0, kind="scribbles",
+                     options={"max_steps": 1, "semi": False, "pseudo_band": 0})
+    _, report = run(train_steps(spec))
+    assert report.info["pseudo_labels"]["lab0"]["kept"] == 1.0
+    bad = make_spec(tmp_path, n_labelled=1, n_val=0, kind="scribbles", out="models/bad", run="runs/bad",
+                    options={"pseudo_band": 1.5})
+    with pytest.raises(LabelEffError, match="pseudo_band"):
+        next(train_steps(bad))
+
+
 class _IntensityNet(torch.nn.Module):
     """A stand-in network: logits (0, 8 (x - 0.5)) from the first channel, so the
     foreground probability is a known function of intensity."""
