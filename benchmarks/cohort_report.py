@@ -172,7 +172,9 @@ def render_compact(doc: dict, source: str, base: dict | None = None) -> list:
     band = next((a["train"].get("options", {}).get("pseudo_band") for a in doc.get("arms", {}).values()), None)
     title = (f"Cardiac cine cohort (ACDC, {', '.join(proto['class_names'])})"
              if proto.get("dataset") == "acdc" else
-             f"Self-training: the model labels the unlabeled volumes after {self_at:.0%} of the budget" if self_at else
+             f"Self-training: the model labels the unlabeled volumes after {self_at:.0%} of the budget"
+             + (" and checks the graph labels" if any(a["train"].get("options", {}).get("pseudo_agreement")
+                                                      for a in doc.get("arms", {}).values()) else "") if self_at else
              f"Pseudo-label voxels left out below graph probability {conf:g}" if conf else
              f"Graph pseudo-labels with a {band}-voxel boundary band" if band is not None else
              "Other run")
