@@ -245,7 +245,7 @@ def _seed_summary(doc: dict, others: list) -> list:
     """The model alone per training seed for every variant run with it (runs of one seed
     share the weak labels), each variant's gain over ``labelled`` of the same seed, and
     the semi-supervised target for self-training judged on every seed."""
-    from napari_labeleff.cohort._train import DEFAULTS
+    from napari_labeleff.cohort._train import DEFAULTS, PSEUDO_BAND
 
     by_seed = {}
     for o in [doc, *others]:
@@ -267,12 +267,20 @@ def _seed_summary(doc: dict, others: list) -> list:
     if gains:
         out.append("- Over `labelled` of the same seed: " + "; ".join(
             f"`{v}` {', '.join(f'{g:+.3f}' for g in gs)}" for v, gs in gains.items()) + ".")
+    spread = {v: [runs[v] for runs in by_seed.values() if v in runs] for v in {v for r in by_seed.values() for v in r}}
+    spread = {v: m for v, m in spread.items() if len(m) > 1}
+    if spread:
+        out.append("- Spread of one variant over training seeds: " + "; ".join(
+            f"`{v}` {min(m):.3f}-{max(m):.3f}" for v, m in sorted(spread.items())) + ".")
+    winners = [v for v, gs in gains.items() if min(gs) >= TARGETS["semi_gain"] and len(gs) > 1]
+    out.append("- Variants ahead of `labelled` by >= +0.02 on every seed they ran with (2 or more): "
+               + (", ".join(f"`{v}`" for v in winners) if winners else "none") + ".")
     if "self" in gains:
         g = gains["self"]
         out.append(f"- Semi-supervised by self-training >= +{TARGETS['semi_gain']} over labelled-only on every "
                    f"seed run: {', '.join(f'{x:+.3f}' for x in g)}: {_met(min(g) >= TARGETS['semi_gain'])}.")
     out.append(f"- Shipped defaults: `pseudo_confidence={DEFAULTS['pseudo_confidence']:g}`, "
-               f"`self_training={DEFAULTS['self_training']:g}`.")
+               f"`pseudo_band={PSEUDO_BAND}`, `self_training={DEFAULTS['self_training']:g}`.")
     return out
 
 
