@@ -118,9 +118,9 @@ def _options(spec: TrainSpec) -> dict:
         ps = tuple(int(p) for p in opts["patch_size"])
         if len(ps) != 3 or any(p < 16 or p % 16 for p in ps):
             raise LabelEffError(f"patch_size={opts['patch_size']!r} must be 3 multiples of 16 (Z, Y, X)")
-    if opts["pseudo_band"] is not None and not (int(opts["pseudo_band"]) == opts["pseudo_band"]
-                                                and int(opts["pseudo_band"]) >= 0):
-        raise LabelEffError(f"pseudo_band={opts['pseudo_band']!r} must be a whole number of voxels >= 0")
+    band = opts["pseudo_band"]
+    if band is not None and (isinstance(band, bool) or not isinstance(band, (int, np.integer)) or band < 0):
+        raise LabelEffError(f"pseudo_band={band!r} must be a whole number of voxels >= 0")
     if not 0.0 <= float(opts["self_training"]) < 1.0:
         raise LabelEffError(f"self_training={opts['self_training']!r} must be in [0, 1): the share of "
                             "the training budget after which the unlabeled volumes get the model's labels")

@@ -305,6 +305,8 @@ class _IntensityNet(torch.nn.Module):
 def test_self_training_labels_keep_confident_voxels_of_the_largest_object(tmp_path):
     from types import SimpleNamespace
 
+    from scipy import ndimage as ndi
+
     from napari_labeleff.cohort._train import PSEUDO_BAND, SELF_CONFIDENCE, _self_labels
 
     z, y, x = np.mgrid[:24, :32, :32]
@@ -322,8 +324,6 @@ def test_self_training_labels_keep_confident_voxels_of_the_largest_object(tmp_pa
     assert not lab[probs.max(0) < SELF_CONFIDENCE].any()  # unsure voxels are left out
     assert lab[12, 16, 12] == 2 and lab[12, 2, 16] == 1  # interiors keep their class
     assert lab[12, 16, 26] == 1  # the smaller blob is not the one object: background
-    from scipy import ndimage as ndi
-
     edge = ball ^ ndi.binary_erosion(ball)
     near = ndi.binary_dilation(edge, iterations=PSEUDO_BAND - 1)
     assert not lab[near].any()  # a band around the boundary is left out
