@@ -165,20 +165,19 @@ def render_compact(doc: dict, source: str, base: dict | None = None) -> list:
             out.append(f"| {name} | {_f(a['mean_model'])} | {_f(a.get('mean_prior'))} | {a['max_predict_s']:.1f} |")
         out.append(f"| (c) refine, no prior | | {_f(doc.get('mean_no_prior'))} | |")
         return out
-    conf = max((a["train"].get("options", {}).get("pseudo_confidence") or 0.0
-                for a in doc.get("arms", {}).values()), default=0.0)
-    self_at = max((a["train"].get("options", {}).get("self_training") or 0.0
-                   for a in doc.get("arms", {}).values()), default=0.0)
-    band = next((a["train"].get("options", {}).get("pseudo_band") for a in doc.get("arms", {}).values()), None)
+    opts = [a["train"].get("options", {}) for a in doc.get("arms", {}).values()]
+    conf = max((o.get("pseudo_confidence") or 0.0 for o in opts), default=0.0)
+    self_at = max((o.get("self_training") or 0.0 for o in opts), default=0.0)
+    band = next((o.get("pseudo_band") for o in opts), None)
+    agreement = any(o.get("pseudo_agreement") for o in opts)
     title = (f"Cardiac cine cohort (ACDC, {', '.join(proto['class_names'])})"
              if proto.get("dataset") == "acdc" else
              f"Self-training: the model labels the unlabeled volumes after {self_at:.0%} of the budget"
-             + (" and checks the graph labels" if any(a["train"].get("options", {}).get("pseudo_agreement")
-                                                      for a in doc.get("arms", {}).values()) else "") if self_at else
+             + (" and checks the graph labels" if agreement else "") if self_at else
              f"Pseudo-label voxels left out below graph probability {conf:g}" if conf else
              f"Graph pseudo-labels with a {band}-voxel boundary band" if band is not None else
              "Other run")
-    seeds = {a["train"].get("options", {}).get("seed") for a in doc.get("arms", {}).values()}
+    seeds = {o.get("seed") for o in opts}
     if base and seeds and seeds != {a["train"].get("options", {}).get("seed")
                                     for a in base.get("arms", {}).values()}:
         title += f", training seed {', '.join(str(x) for x in sorted(seeds))}"
@@ -207,7 +206,7 @@ def render_compact(doc: dict, source: str, base: dict | None = None) -> list:
                 f"(the EMA teacher) labels the 8 unlabeled volumes, its voxels of probability >= "
                 f"{SELF_CONFIDENCE:g} outside a {PSEUDO_BAND}-voxel band around its boundaries join the labelled "
                 f"pool at weight {PSEUDO_WEIGHT:g}, and training goes on with all 14 (no mean teacher).")
-        if any(a["train"].get("options", {}).get("pseudo_agreement") for a in doc.get("arms", {}).values()):
+        if agreement:
             what += (" At that moment the graph pseudo-labels of the 6 weak volumes were also kept only where the "
                      "model agreed with them (option `pseudo_agreement` of that commit). The model had learnt "
                      "those labels by then, so the check left almost nothing out (the runs' training logs) "

@@ -697,7 +697,7 @@ def _solve_boxes(ctx, image, seeds, x, opts, kw, counter, info, prev=None):
                 gammas.append(WATERSHED)
     else:
         gammas = [gamma]
-    grad = None
+    grad = _watershed.gradient(image.cpu().numpy(), ctx.spacing) if WATERSHED in gammas else None
 
     def weight_of(g):
         return float(opts["watershed_prior_weight"]) if g == WATERSHED else g
@@ -705,11 +705,8 @@ def _solve_boxes(ctx, image, seeds, x, opts, kw, counter, info, prev=None):
     def unary(g, hist, sds, allowed):
         """The unary term of a candidate: the intensity model ``hist`` (weight ``g``),
         or the watershed flooded from ``sds`` (box outsides included)."""
-        nonlocal grad
         if g != WATERSHED:
             return posterior(hist, image) * allowed
-        if grad is None:
-            grad = _watershed.gradient(image.cpu().numpy(), ctx.spacing)
         lab = _watershed.labels(None, sds.cpu().numpy(), ctx.spacing, grad)
         return _watershed.prior(lab, k1, dev) * allowed
 
