@@ -16,7 +16,7 @@ import torch
 
 from .._errors import LabelEffError
 from .._steps import drain
-from . import _boxes, _multiscale
+from . import _boxes, _multiscale, _rules
 from ._device import resolve_device
 from ._registry import METHODS, MethodOutput, RefineContext
 from ._types import Progress, RefineResult, RefineState
@@ -484,7 +484,7 @@ def _finalise(probabilities):
 
 
 def refine_steps(image, scribbles, *, spacing, boxes=None, prior=None, method="auto",
-                 device="auto", state=None, **options):
+                 device="auto", state=None, rules=None, **options):
     """Refine weak labels into a 3D mask, step by step (generator form of :func:`refine`).
 
     Same parameters as :func:`refine` (without ``progress``).
@@ -516,6 +516,7 @@ def refine_steps(image, scribbles, *, spacing, boxes=None, prior=None, method="a
         n_prior = int(getattr(prior, "shape", np.shape(prior))[0])
     k, has_structure_scribbles = _check_classes(
         scr, bxs, None if prior is None else n_prior)
+    rules = _rules.check(rules, k + 1)
     dev = resolve_device(device)
     name, reason = _choose_method(method, dev, int(np.prod(shape)), has_structure_scribbles,
                                   has_prior=prior is not None)
@@ -561,12 +562,17 @@ def refine_steps(image, scribbles, *, spacing, boxes=None, prior=None, method="a
         name, labels, probs, unc, payload = yield from _multiscale.run(runner, ctx, info)
         out = MethodOutput(probabilities=probs, payload=payload, info={})
         t2 = time.perf_counter()
+        if rules is not None:
+            probs, labels, unc = _finalise(_rules.enforce(rules, probs, ctx, info))
     else:
         name, out = yield from _run_with_fallback(name, ctx, info)
         if not isinstance(out, MethodOutput):
             raise TypeError(f"method {name!r} returned {type(out).__name__}, not MethodOutput")
         t2 = time.perf_counter()
-        probs, labels, unc = _finalise(out.probabilities)
+        probabilities = out.probabilities
+        if rules is not None:
+            probabilities = _rules.enforce(rules, probabilities, ctx, info)
+        probs, labels, unc = _finalise(probabilities)
     if roi is not None:
         labels, probs, unc = _paste(labels, probs, unc, roi, shape)
     t3 = time.perf_counter()
@@ -598,7 +604,7 @@ def refine_steps(image, scribbles, *, spacing, boxes=None, prior=None, method="a
 
 
 def refine(image, scribbles, *, spacing, boxes=None, prior=None, method="auto",
-           device="auto", state=None, progress=None, **options) -> RefineResult:
+           device="auto", state=None, rules=None, progress=None, **options) -> RefineResult:
     """Turn scribbles and/or boxes into a full 3D segmentation.
 
     Parameters
@@ -629,6 +635,10 @@ def refine(image, scribbles, *, spacing, boxes=None, prior=None, method="auto",
         ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``.
     state : RefineState, optional
         ``result.state`` of a previous call on the same volume: incremental update.
+    rules : napari_labeleff.rules.Rules, optional
+        Anatomical relations between the classes (inside, excludes, touches, one piece,
+        volume, side) enforced on the result; ``info["rules"]`` reports what was
+        enforced and any stroke that contradicts a rule.
     progress : callable, optional
         Called with each :class:`Progress`.
     **options
@@ -652,5 +662,5 @@ def refine(image, scribbles, *, spacing, boxes=None, prior=None, method="auto",
         when an out-of-memory fallback was taken.
     """
     gen = refine_steps(image, scribbles, spacing=spacing, boxes=boxes, prior=prior,
-                       method=method, device=device, state=state, **options)
+                       method=method, device=device, state=state, rules=rules, **options)
     return drain(gen, progress)
