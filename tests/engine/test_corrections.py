@@ -149,7 +149,7 @@ def test_a_stroke_whose_intensity_another_class_has_is_a_local_exception(band):
 
     import torch
 
-    from napari_labeleff.engine._randomwalk import _stroke_generalizes
+    from napari_labeleff.engine._rw_select import _stroke_generalizes
 
     image, scr = _lobed_body(background_band=band)
     new = scr.copy()

@@ -6,7 +6,7 @@ correction is one of its markers."""
 import numpy as np
 import pytest
 
-from napari_labeleff.engine import _randomwalk, _watershed, refine
+from napari_labeleff.engine import _rw_select as _randomwalk, _watershed, refine
 
 from .conftest import dice
 
