@@ -40,7 +40,7 @@ import weakref
 from pathlib import Path
 
 from ._errors import LabelEffError
-from .io._atomic import fsync_dir
+from .io.atomic import fsync_dir
 
 LOCK_NAME = "writer.lock"
 # A lock file that cannot be parsed is either being written right now (only on file

@@ -40,7 +40,6 @@ Durability (see docs/formats.md, "Durability guarantees"):
 
 from __future__ import annotations
 
-import asyncio
 import datetime as _dt
 import hashlib
 import json
@@ -60,10 +59,26 @@ import zarr
 from zarr.storage import LocalStore
 
 from ._errors import LabelEffError
+from ._history import (
+    ARRAY_KEY as _ARRAY_KEY,
+    DurableLocalStore,
+    Generation,
+    History,
+    check_limit,
+    collect_blobs,
+    default_history_limit,
+    describe,
+    record_arrays,
+)
 from ._lock import LOCK_NAME, StoreLock
 from .io import Geometry
-from .io._atomic import TMP_MARK, atomic_write_text, durable_put, fsync_dir
 from .io._labeltable import check_color, default_color
+from .io.atomic import TMP_MARK, atomic_write_text, durable_put, fsync_dir
+
+__all__ = [
+    "AnnotationSession", "DurableLocalStore", "Generation", "LabelClass",
+    "RecoveredStoreWarning", "as_uint8_labels", "user_store_dir", "volume_checksum",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -72,11 +87,17 @@ SCRIBBLE_CHUNKS = (16, 64, 64)
 META_NAME = "session.json"
 PREV_NAME = "session.json.prev"
 #: Version written; versions this code reads are 1..FORMAT_VERSION (1 had no
-#: "scribbles" key: the array was always "scribbles").
-FORMAT_VERSION = 2
+#: "scribbles" key: the array was always "scribbles"; 3 added the history, whose
+#: invariants (scribble chunks are never deleted, array files are never written in
+#: place) older versions would break, so they refuse it).
+FORMAT_VERSION = 3
 _CHECKSUM_BLOCK_BYTES = 32 * 2**20
 _MASK_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_ARRAY_KEY = re.compile(r"^(scribbles(\.[0-9a-f]{8,32})?|masks/[A-Za-z0-9_-]{1,64}\.[0-9a-f]{8,32})$")
+_DAMAGED_FILE = re.compile(r"^session\.json\.damaged-[0-9T]+-[0-9a-f]{8}$")
+#: session.json keys that are the user's work (recorded in each generation, restored)
+#: rather than the store's bookkeeping.
+_BOOKKEEPING = ("version", "checksum", "shape", "geometry", "image_path", "scribbles",
+                "masks", "history_limit", "damaged")
 
 
 class RecoveredStoreWarning(UserWarning):
@@ -120,48 +141,6 @@ def volume_checksum(data) -> str:
     return digest.hexdigest()
 
 
-class DurableLocalStore(LocalStore):
-    """A zarr ``LocalStore`` whose writes are atomic and durable on every zarr 3 release.
-
-    Each key is written with :func:`~napari_labeleff.io._atomic.durable_put` (temporary
-    file, fsync, rename); the folders touched are remembered and fsynced once by
-    :meth:`sync_dirs` (one fsync per folder per save, not one per chunk). Only the
-    public ``Store`` API (``set``, ``set_if_not_exists``) is overridden.
-    """
-
-    def __init__(self, root, *, read_only: bool = False) -> None:
-        super().__init__(root, read_only=read_only)
-        self._dirty: set[Path] = set()
-        self._dirty_lock = threading.Lock()
-
-    def _put(self, key: str, value, exclusive: bool) -> None:
-        if self.read_only:
-            raise LabelEffError(f"store {self.root} is open read-only")
-        path = Path(self.root) / key
-        durable_put(path, value.to_bytes(), exclusive=exclusive, sync_dir=False)
-        with self._dirty_lock:
-            self._dirty.add(path.parent)
-
-    async def set(self, key: str, value) -> None:
-        await asyncio.to_thread(self._put, key, value, False)
-
-    async def set_if_not_exists(self, key: str, value) -> None:
-        try:
-            await asyncio.to_thread(self._put, key, value, True)
-        except FileExistsError:
-            pass
-
-    def set_sync(self, key: str, value) -> None:  # zarr >= 3.1 calls this on some paths
-        self._put(key, value, False)
-
-    def sync_dirs(self) -> None:
-        """fsync every folder that received a file since the last call."""
-        with self._dirty_lock:
-            dirs, self._dirty = sorted(self._dirty, key=lambda p: -len(p.parts)), set()
-        for folder in dirs:
-            fsync_dir(folder)
-
-
 @dataclass
 class LabelClass:
     """A class: ``name`` and display ``color`` (RGB floats in 0..1)."""
@@ -188,13 +167,25 @@ def _check_region(region, shape) -> tuple[slice, ...]:
     return tuple(out)
 
 
-def _as_uint8_labels(values, what: str) -> np.ndarray:
+def as_uint8_labels(values, what: str) -> np.ndarray:
+    """``values`` as a uint8 label array; LabelEffError unless integers in 0..255.
+
+    Parameters
+    ----------
+    values : array-like
+        Integer (or boolean) labels of any shape.
+    what : str
+        How the error message names the argument (e.g. ``"mask"``).
+    """
     values = np.asarray(values)
     if values.dtype.kind not in "uib":
         raise LabelEffError(f"{what} must hold integers, got dtype {values.dtype}")
     if values.size and (values.min() < 0 or values.max() > 255):
         raise LabelEffError(f"{what} values must be in 0..255, got {values.min()}..{values.max()}")
     return values.astype(np.uint8, copy=False)
+
+
+_as_uint8_labels = as_uint8_labels  # old name
 
 
 def _new_token() -> str:
@@ -236,6 +227,14 @@ class AnnotationSession:
         Opened with ``read_only=True``: nothing is written, every save raises.
     recovered : str or None
         What was recovered from the previous generation on open (None if nothing).
+    damaged : list of str
+        Arrays and files of a damaged generation kept after a recovery (for a repair
+        by hand) until :meth:`discard_damaged`; empty when there are none.
+    history_limit : int
+        Generations of the user's work kept (:meth:`history`, :meth:`restore`);
+        stored with the session; :meth:`set_history_limit` changes it. Default
+        :data:`~napari_labeleff._history.DEFAULT_HISTORY_LIMIT` (20) or the
+        ``LABELEFF_HISTORY_LIMIT`` environment variable.
     """
 
     checksum: str
@@ -251,6 +250,11 @@ class AnnotationSession:
     restored: bool = False
     read_only: bool = False
     recovered: str | None = None
+    damaged: list[str] = field(default_factory=list)
+    _history_limit: int | None = field(default=None, repr=False)
+    _extra: dict = field(default_factory=dict, repr=False)  # content keys of newer code
+    _history: History | None = field(default=None, repr=False)
+    _counts: np.ndarray | None = field(default=None, repr=False)  # scribble voxels per value
     _mask_keys: dict[str, str] = field(default_factory=dict, repr=False)
     _scribbles_key: str = field(default="scribbles", repr=False)
     _lock: StoreLock | None = field(default=None, repr=False)
@@ -341,6 +345,8 @@ class AnnotationSession:
         lock = None if read_only else StoreLock.acquire(store_path, what="annotation store")
         try:
             metas = _generations(store_path)  # [(file, meta or error)], current first
+            history = History(store_path).load()
+            expected = history.expected_files()
             errors = []
             for i, (path, meta) in enumerate(metas):
                 if isinstance(meta, str):
@@ -350,38 +356,24 @@ class AnnotationSession:
                     errors.append(f"{path.name} belongs to other content")
                     continue
                 try:
-                    arrays = _read_arrays(store_path, meta)
+                    arrays = _read_arrays(store_path, meta, expected)
                 except _Damaged as err:
                     errors.append(str(err))
                     continue
-                session = cls(
-                    checksum=checksum,
-                    shape=shape,
-                    geometry=geometry,
-                    image_path=image_path,
-                    classes=[LabelClass(c["name"], tuple(float(v) for v in c["color"]))
-                             for c in meta["classes"]],
-                    scribbles=arrays.pop(None),
-                    boxes=[tuple(int(v) for v in b) for b in meta.get("boxes", [])],
-                    masks=arrays,
-                    reviewed=list(meta.get("reviewed", [])),
-                    store_path=store_path,
-                    restored=True,
-                    read_only=read_only,
-                    recovered=("; ".join(errors) + f"; restored from {path.name}") if i else None,
-                    _mask_keys=dict(meta.get("masks", {})),
-                    _scribbles_key=meta.get("scribbles", "scribbles"),
-                    _lock=lock,
-                )
+                recovered = ("; ".join(errors) + f"; restored from {path.name}") if i else None
+                session = cls._from_meta(meta, arrays, geometry, image_path, store_path,
+                                         read_only, recovered, lock)
+                session._history = history
                 if read_only:
                     return session
                 session._store = DurableLocalStore(store_path)
                 session._meta_text = path.read_text(encoding="utf-8")
-                if i:
-                    session._adopt_recovered(metas[0][0])
-                session._remove_leftovers()
-                _register(checksum, store_path)
-                return session
+                return session._opened(metas[0][0] if i else None)
+            if not read_only:
+                session = cls._from_history(store_path, history, geometry, image_path,
+                                            checksum, shape, errors, lock)
+                if session is not None:
+                    return session._opened(metas[0][0])
             raise LabelEffError(
                 f"autosave store {store_path} is damaged: {'; '.join(errors)}. Nothing was "
                 f"changed. Move the store away (or restore {store_path / META_NAME} from a "
@@ -392,19 +384,112 @@ class AnnotationSession:
                 lock.release()
             raise
 
-    def _adopt_recovered(self, damaged: Path) -> None:
-        """Make the recovered generation current; keep the damaged file aside."""
-        if damaged.exists():
+    @classmethod
+    def _from_meta(cls, meta, arrays, geometry, image_path, store_path, read_only,
+                   recovered, lock) -> "AnnotationSession":
+        session = cls(
+            checksum=meta["checksum"],
+            shape=tuple(meta["shape"]),
+            geometry=geometry,
+            image_path=image_path,
+            classes=[],
+            scribbles=arrays.pop(None),
+            masks=arrays,
+            store_path=store_path,
+            restored=True,
+            read_only=read_only,
+            recovered=recovered,
+            damaged=list(meta.get("damaged", [])),
+            _mask_keys=dict(meta.get("masks", {})),
+            _scribbles_key=meta.get("scribbles", "scribbles"),
+            _lock=lock,
+        )
+        if "history_limit" in meta:
+            session._history_limit = int(meta["history_limit"])
+        session._apply_content(meta)
+        return session
+
+    @classmethod
+    def _from_history(cls, store_path, history, geometry, image_path, checksum, shape,
+                      errors, lock):
+        """Recover from the newest intact generation of the history (both session.json
+        generations unusable, e.g. a scribble chunk deleted by hand); None if none is.
+
+        Its arrays are recreated from the history's blobs, checked first, so nothing is
+        written unless the recovery succeeds."""
+        for record in reversed(history.records):
+            meta = record.get("meta", {})
+            if meta.get("checksum") != checksum or tuple(meta.get("shape", ())) != shape:
+                continue
+            store = DurableLocalStore(store_path)
+            files = record_arrays(record)
+            if any(store.verify(f) for f in files.values()):
+                continue
+            new = {"scribbles": f"scribbles.{_new_token()}",
+                   **{name: f"masks/{name}.{_new_token()}" for name in record["arrays"]["masks"]}}
+            try:
+                store.materialize(new["scribbles"], record["arrays"]["scribbles"]["files"])
+                for name, entry in record["arrays"]["masks"].items():
+                    store.materialize(new[name], entry["files"])
+                store.sync_dirs()
+                meta = {**meta, **record["content"], "scribbles": new.pop("scribbles"), "masks": new}
+                arrays = _read_arrays(store_path, meta)
+            except (LabelEffError, _Damaged, OSError):
+                for key in store.journal:
+                    shutil.rmtree(store_path / key, ignore_errors=True)
+                continue
+            recovered = "; ".join(errors) + f"; restored from history generation #{record['id']}"
+            session = cls._from_meta(meta, arrays, geometry, image_path, store_path, False,
+                                     recovered, lock)
+            session._history = history
+            session._store = store
+            session._counts = _counts_of(record)
+            return session
+        return None
+
+    def _opened(self, damaged_meta: Path | None) -> "AnnotationSession":
+        """Finish opening a store for writing: adopt a recovery, clean up, record."""
+        if self.recovered is not None:
+            self._adopt_recovered(damaged_meta)
+        self._remove_leftovers()
+        self._start_history()
+        _register(self.checksum, self.store_path)
+        return self
+
+    def _apply_content(self, meta: dict) -> None:
+        """Set the user's work (everything but the store's bookkeeping) from ``meta``."""
+        self.classes = [LabelClass(c["name"], tuple(float(v) for v in c["color"]))
+                        for c in meta["classes"]]
+        self.boxes = [tuple(int(v) for v in b) for b in meta.get("boxes", [])]
+        self.reviewed = list(meta.get("reviewed", []))
+        self._extra = {k: v for k, v in meta.items()
+                       if k not in _BOOKKEEPING and k not in ("classes", "boxes", "reviewed")}
+
+    def _adopt_recovered(self, damaged: Path | None) -> None:
+        """Make the recovered generation current; keep the damaged generation aside.
+
+        The damaged ``session.json`` is renamed, and every array the recovered
+        generation does not name is listed in ``damaged`` (persisted in session.json,
+        so later opens keep them) until :meth:`discard_damaged`.
+        """
+        kept = set(self.damaged)
+        if damaged is not None and damaged.exists():
             stamp = _dt.datetime.now().strftime("%Y%m%dT%H%M%S")
             aside = damaged.with_name(f"{damaged.name}.damaged-{stamp}-{_new_token()}")
             os.replace(damaged, aside)
             fsync_dir(damaged.parent)
-        # Arrays of the damaged generation stay (until the next open) for a hand repair.
-        self._pending.update(_array_keys(self.store_path))
+            kept.add(aside.name)
+        current = {self._scribbles_key, *self._mask_keys.values()}
+        kept.update(k for k in _array_keys(self.store_path) if k not in current)
+        self.damaged = sorted(kept)
         message = f"autosave store {self.store_path} was damaged and recovered: {self.recovered}"
+        if self.damaged:
+            message += (f". The damaged generation is kept in the store ({', '.join(self.damaged)}) "
+                        "until you discard it (AnnotationSession.discard_damaged())")
         logger.warning(message)
-        warnings.warn(message, RecoveredStoreWarning, stacklevel=4)
-        self.save_meta()
+        warnings.warn(message, RecoveredStoreWarning, stacklevel=5)
+        self._meta_text = None  # session.json is written even if its text did not change
+        self._save_meta(note=f"recovered after damage ({self.recovered})")
 
     def _create_store(self, path: Path) -> None:
         """Create the store in a temporary folder next to ``path``, then rename it."""
@@ -419,7 +504,9 @@ class AnnotationSession:
             self._meta_text = None
             self.store_path = tmp
             self._store = store
-            self.save_meta()
+            self._history = History(tmp)
+            self._counts = np.zeros(256, np.int64)
+            self._save_meta(note="session created")
             if path.exists():
                 raise LabelEffError(f"cannot create the autosave store {path}: it exists already")
             os.rename(tmp, path)
@@ -429,6 +516,8 @@ class AnnotationSession:
         fsync_dir(path.parent)
         self.store_path = path
         self._store = DurableLocalStore(path)
+        self._store.journal = store.journal
+        self._history.root = path
         self._lock = StoreLock.acquire(path, what="annotation store")
         _register(self.checksum, path)
 
@@ -462,7 +551,10 @@ class AnnotationSession:
 
     # ---- saving ------------------------------------------------------------------------
     def _open_array(self, key: str):
-        return zarr.open_array(store=self._store, path=key, mode="r+")
+        # Chunks of the scribbles are never deleted (an erased chunk is written as zeros),
+        # so every chunk file the history lists exists: a missing one is damage.
+        array = zarr.open_array(store=self._store, path=key, mode="r+")
+        return array.with_config({"write_empty_chunks": True})
 
     def _write_array(self, key: str, values: np.ndarray) -> None:
         """Create array ``key`` holding ``values`` (only non-empty chunks are stored)."""
@@ -474,37 +566,64 @@ class AnnotationSession:
     def save_scribbles(self, region=None) -> None:
         """Write the scribble chunks touched by ``region`` (tuple of slices; None = all).
 
-        Whole chunks are rewritten from memory, each atomically and durably.
+        Whole chunks are rewritten from memory, each atomically and durably; the result
+        is a new generation of the history (see :meth:`history`).
         """
         region = _check_region(() if region is None else region, self.shape)
         if np.shape(self.scribbles) != self.shape:
             raise LabelEffError(f"scribbles have shape {np.shape(self.scribbles)}, expected {self.shape}")
         with self._io:
             self._writable()
-            block = _as_uint8_labels(self.scribbles[region], "scribbles")
-            self._open_array(self._scribbles_key)[region] = block
-            self._store.sync_dirs()
+            block = as_uint8_labels(self.scribbles[region], "scribbles")
+            array = self._open_array(self._scribbles_key)
+            old = np.asarray(array[region])
+            try:
+                array[region] = block
+                self._store.sync_dirs()
+            except BaseException:
+                self._counts = None  # recounted at the next record
+                raise
+            if self._counts is not None:
+                self._counts += np.bincount(block.ravel(), minlength=256)
+                self._counts -= np.bincount(old.ravel(), minlength=256)
+            self._commit()
+
+    def _content(self) -> dict:
+        """The user's work recorded in session.json and in each generation."""
+        return {
+            **self._extra,
+            "classes": [c.to_dict() for c in self.classes],
+            "boxes": [[int(v) for v in b] for b in self.boxes],
+            "reviewed": self.reviewed,
+        }
 
     def _meta(self) -> dict:
-        return {
+        meta = {
             "version": FORMAT_VERSION,
             "checksum": self.checksum,
             "shape": list(self.shape),
             "geometry": self.geometry.to_dict(),
             "image_path": str(self.image_path) if self.image_path else None,
-            "classes": [c.to_dict() for c in self.classes],
-            "boxes": [[int(v) for v in b] for b in self.boxes],
-            "reviewed": self.reviewed,
+            **self._content(),
             "scribbles": self._scribbles_key,
             "masks": dict(self._mask_keys),
         }
+        if self._history_limit is not None:
+            meta["history_limit"] = self._history_limit
+        if self.damaged:
+            meta["damaged"] = list(self.damaged)
+        return meta
 
     def save_meta(self) -> None:
         """Atomically write classes, boxes, reviewed suggestions and the array index.
 
         The replaced ``session.json`` becomes ``session.json.prev``; arrays named by
-        neither generation are then deleted.
+        neither generation (nor kept as damaged) are then deleted, and the new state is
+        recorded as a generation of the history.
         """
+        self._save_meta()
+
+    def _save_meta(self, note: str | None = None) -> None:
         with self._io:
             self._writable()
             text = json.dumps(self._meta(), indent=1)
@@ -531,6 +650,190 @@ class AnnotationSession:
             fsync_dir(self.store_path)
             self._meta_text = text
             self._collect_garbage()
+            self._commit(note)
+
+    # ---- history -------------------------------------------------------------------------
+    @property
+    def history_limit(self) -> int:
+        """Generations kept: this session's own limit, else the user default."""
+        return self._history_limit if self._history_limit is not None else default_history_limit()
+
+    def set_history_limit(self, limit: int) -> None:
+        """Keep the last ``limit`` generations (>= 1) of this session; saved with it.
+
+        Lowering it deletes the oldest generations beyond the new limit at once.
+        """
+        limit = check_limit(limit)
+        with self._io:
+            self._writable()
+            self._history_limit = limit
+            self._save_meta()
+            self._prune()
+
+    def _record(self) -> dict:
+        """The current state as a generation record (id and change not yet set)."""
+        store = self._store
+        if self._counts is None:
+            self._counts = np.bincount(np.asarray(self.scribbles, np.uint8).ravel(), minlength=256)
+        record = {
+            "id": 0,
+            "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds"),
+            "change": "",
+            "meta": {"checksum": self.checksum, "shape": list(self.shape),
+                     "geometry": self.geometry.to_dict(),
+                     "image_path": str(self.image_path) if self.image_path else None},
+            "content": self._content(),
+            "arrays": {
+                "scribbles": {"key": self._scribbles_key, "files": store.manifest(self._scribbles_key)},
+                "masks": {name: {"key": key, "files": store.manifest(key)}
+                          for name, key in sorted(self._mask_keys.items())},
+            },
+            "counts": {str(v): int(n) for v, n in enumerate(self._counts) if n and v},
+        }
+        return json.loads(json.dumps(record))  # as it reads back (lists, not tuples)
+
+    def _commit(self, note: str | None = None) -> None:
+        """Record the current state as a new generation unless the newest one is it.
+
+        Called once a change is on disk; a failure here is logged, not raised (the
+        change itself is saved; the next save or open records it).
+        """
+        if self._history is None or self._store is None:
+            return
+        try:
+            record = self._record()
+            newest = self._history.newest
+            if newest is not None and all(newest[k] == record[k] for k in ("content", "arrays", "counts")):
+                return
+            record["change"] = note or describe(newest, record)
+            self._history.append(record)
+            self._prune()
+        except OSError as err:
+            logger.warning("the history of %s was not updated (%s); the change is saved and is "
+                           "recorded at the next save or open", self.store_path, err)
+
+    def _live(self) -> set:
+        return {self._scribbles_key, *self._mask_keys.values(), *self._pending}
+
+    def _prune(self, everything: bool = False) -> None:
+        """Drop generations beyond the limit and the blobs only they named."""
+        dropped = self._history.prune(self.history_limit)
+        self._store.forget(self._live())
+        if dropped or everything:
+            candidates = None if everything else {
+                sha for r in dropped for files in record_arrays(r).values() for sha in files.values()}
+            collect_blobs(self._store, self._history, self._live(), candidates)
+
+    def _start_history(self) -> None:
+        """At open: manifests of the current arrays, a record of any work not yet in the
+        history (a crash before its record), pruning, collection of stray blobs."""
+        for problem in self._history.problems:
+            logger.warning("autosave store %s: %s (skipped)", self.store_path, problem)
+        for key in {self._scribbles_key, *self._mask_keys.values()}:
+            self._store.scan(key)
+        self._store.sync_dirs()
+        self._commit()
+        self._prune(everything=True)
+
+    def history(self) -> list[Generation]:
+        """The generations of the user's work kept in the store, newest first.
+
+        Each save (a brush stroke, a box or class change, a reviewed suggestion, a mask
+        save, a restore) is one generation; the last :attr:`history_limit` are kept.
+        Works on read-only sessions too.
+        """
+        if self.store_path is None:
+            return []
+        history = self._history if self._history is not None else History(self.store_path).load()
+        records = history.records
+        return [Generation(r["id"], _dt.datetime.fromisoformat(r["time"]), r["change"],
+                           current=i == len(records) - 1)
+                for i, r in reversed(list(enumerate(records)))]
+
+    def restore(self, generation) -> Generation:
+        """Bring back generation ``generation`` (an id or a :class:`Generation`).
+
+        Scribbles, masks, classes, boxes and reviewed suggestions become exactly what
+        they were (the arrays are rebuilt from the history's blobs, bit-exact). The
+        state before is a generation of its own, so a restore can be undone by
+        restoring that one. One atomic transition on disk, like a class removal.
+
+        Returns
+        -------
+        Generation
+            The new current generation ("restored generation #id ...").
+        """
+        gid = generation.id if isinstance(generation, Generation) else generation
+        if isinstance(gid, bool) or not isinstance(gid, (int, np.integer)):
+            raise LabelEffError(f"generation={generation!r} must be a generation id (int) or a Generation")
+        with self._io:
+            self._writable()
+            self._commit()  # the current state is a generation first
+            record = self._history.find(int(gid))
+            if record is None:
+                kept = [r["id"] for r in self._history.records]
+                held = f"kept: {kept[0]}..{kept[-1]}" if kept else "it is empty"
+                raise LabelEffError(f"generation={gid} is not in the history of {self.store_path} ({held})")
+            damaged = {name: self._store.verify(files) for name, files in record_arrays(record).items()}
+            damaged = {k: v for k, v in damaged.items() if v}
+            if damaged:
+                raise LabelEffError(f"generation #{gid} cannot be restored: blobs of "
+                                    f"{', '.join(f'{k} ({len(v)} files)' for k, v in damaged.items())} "
+                                    "are missing or damaged; nothing was changed")
+            keys = {"scribbles": f"scribbles.{_new_token()}",
+                    **{name: f"masks/{name}.{_new_token()}" for name in record["arrays"]["masks"]}}
+            self._pending.update(keys.values())
+            try:
+                self._store.materialize(keys["scribbles"], record["arrays"]["scribbles"]["files"])
+                for name, entry in record["arrays"]["masks"].items():
+                    self._store.materialize(keys[name], entry["files"])
+                self._store.sync_dirs()
+                mask_keys = {name: key for name, key in keys.items() if name != "scribbles"}
+                try:
+                    arrays = _read_arrays(self.store_path, {"shape": list(self.shape),
+                                                            "scribbles": keys["scribbles"],
+                                                            "masks": mask_keys})
+                except _Damaged as err:
+                    raise LabelEffError(f"generation #{gid} cannot be restored: {err}") from err
+                before = (self.classes, self.boxes, self.reviewed, self._extra,
+                          self._scribbles_key, self._mask_keys, self._counts)
+                self._apply_content({**record["content"]})
+                self._scribbles_key, self._mask_keys = keys["scribbles"], mask_keys
+                self._counts = _counts_of(record)
+                stamp = _dt.datetime.fromisoformat(record["time"]).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+                try:
+                    self._save_meta(note=f"restored generation #{gid} of {stamp}")
+                except BaseException:
+                    (self.classes, self.boxes, self.reviewed, self._extra,
+                     self._scribbles_key, self._mask_keys, self._counts) = before
+                    raise
+                self.scribbles = arrays.pop(None)
+                self.masks = arrays
+            finally:
+                self._pending.difference_update(keys.values())
+            return self.history()[0]
+
+    def discard_damaged(self) -> list[str]:
+        """Delete what a recovery kept of the damaged generation (see ``damaged``).
+
+        Returns
+        -------
+        list of str
+            What was deleted (array keys and file names in the store).
+        """
+        with self._io:
+            self._writable()
+            gone, self.damaged = list(self.damaged), []
+            try:
+                self._save_meta()  # arrays no longer kept are collected here
+            except BaseException:
+                self.damaged = gone
+                raise
+            for name in gone:
+                if _DAMAGED_FILE.match(name):
+                    (self.store_path / name).unlink(missing_ok=True)
+            fsync_dir(self.store_path)
+            return gone
 
     def save_mask(self, name: str, mask) -> None:
         """Save ``mask`` ((Z, Y, X), 0..255) under ``name`` (letters, digits, _ or -).
@@ -540,7 +843,7 @@ class AnnotationSession:
         """
         if not isinstance(name, str) or not _MASK_NAME.match(name):
             raise LabelEffError(f"name={name!r} must be 1-64 letters, digits, '_' or '-'")
-        mask = _as_uint8_labels(mask, "mask")
+        mask = as_uint8_labels(mask, "mask")
         if mask.shape != self.shape:
             raise LabelEffError(f"mask has shape {mask.shape}, expected {self.shape}")
         self._writable()
@@ -662,7 +965,7 @@ class AnnotationSession:
             )
         with self._io:
             self._writable()
-            scribbles = _drop_value(_as_uint8_labels(self.scribbles, "scribbles"), index + 1)
+            scribbles = _drop_value(as_uint8_labels(self.scribbles, "scribbles"), index + 1)
             masks = {name: _drop_value(mask, index) for name, mask in self.masks.items()}
             keys = {name: f"masks/{name}.{_new_token()}" for name in masks}
             scribbles_key = f"scribbles.{_new_token()}"
@@ -671,14 +974,18 @@ class AnnotationSession:
                 self._write_array(scribbles_key, scribbles)
                 for name, mask in masks.items():
                     self._write_array(keys[name], mask)
-                before = (self.classes, self.boxes, self._scribbles_key, self._mask_keys)
+                before = (self.classes, self.boxes, self._scribbles_key, self._mask_keys, self._counts)
+                note = f"class {self.classes[index].name!r} removed" + (
+                    f" ({n:,} scribbled voxels erased)" if n else "")
                 self.classes = [c for i, c in enumerate(self.classes) if i != index]
                 self.boxes = [(b[0] - (b[0] > index), *b[1:]) for b in self.boxes if b[0] != index]
                 self._scribbles_key, self._mask_keys = scribbles_key, {**self._mask_keys, **keys}
+                self._counts = np.bincount(scribbles.ravel(), minlength=256)
                 try:
-                    self.save_meta()  # the one atomic switch
+                    self._save_meta(note=note)  # the one atomic switch
                 except BaseException:
-                    self.classes, self.boxes, self._scribbles_key, self._mask_keys = before
+                    (self.classes, self.boxes, self._scribbles_key, self._mask_keys,
+                     self._counts) = before
                     raise
                 self.scribbles = scribbles
                 self.masks = masks
@@ -687,7 +994,7 @@ class AnnotationSession:
 
     # ---- housekeeping --------------------------------------------------------------------
     def _referenced(self) -> set:
-        keys = {self._scribbles_key, *self._mask_keys.values(), *self._pending}
+        keys = {self._scribbles_key, *self._mask_keys.values(), *self._pending, *self.damaged}
         prev = _load_meta(self.store_path / PREV_NAME)
         if isinstance(prev, dict):
             keys |= {prev.get("scribbles", "scribbles"), *prev.get("masks", {}).values()}
@@ -727,11 +1034,22 @@ def _array_keys(store: Path) -> list[str]:
     return [k for k in keys if _ARRAY_KEY.match(k)]
 
 
-def _read_arrays(store: Path, meta: dict) -> dict:
-    """``{None: scribbles, name: mask, ...}`` read from ``store``; _Damaged if unreadable."""
+def _read_arrays(store: Path, meta: dict, expected: dict | None = None) -> dict:
+    """``{None: scribbles, name: mask, ...}`` read from ``store``; _Damaged if unreadable.
+
+    ``expected``: ``{array key: files}`` the history lists as written; a listed file
+    that is missing is damage (zarr would read its chunk as unannotated).
+    """
     out = {}
     keys = {None: meta.get("scribbles", "scribbles"), **meta.get("masks", {})}
     for name, key in keys.items():
+        missing = sorted(f for f in (expected or {}).get(key, ()) if not (store / key / f).is_file())
+        if missing:
+            shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+            raise _Damaged(
+                f"array {store / key} is missing {len(missing)} file(s) the history lists as "
+                f"written ({shown}); read as is, those voxels would show as unannotated"
+            )
         try:
             array = zarr.open_array(store=LocalStore(store, read_only=True), path=key, mode="r")
             if tuple(array.shape) != tuple(meta["shape"]) or array.dtype != np.uint8:
@@ -785,6 +1103,10 @@ def _check_meta(meta) -> str | None:
         assert all(isinstance(k, str) and isinstance(v, str) and _ARRAY_KEY.match(v)
                    for k, v in masks.items())
         assert _ARRAY_KEY.match(meta.get("scribbles", "scribbles"))
+        assert all(isinstance(d, str) and (_ARRAY_KEY.match(d) or _DAMAGED_FILE.match(d))
+                   for d in meta.get("damaged", []))
+        limit = meta.get("history_limit", 1)
+        assert isinstance(limit, int) and not isinstance(limit, bool) and limit >= 1
     except (AssertionError, KeyError, TypeError, ValueError) as err:
         return f"does not have the expected content ({type(err).__name__} {err})".replace(" )", ")")
     return None
@@ -826,6 +1148,14 @@ def _belongs(store: Path, checksum: str, shape: tuple) -> bool:
     if re.fullmatch(r"[0-9a-f]{64}", name):
         return name == checksum
     return any((store / n).exists() for n in (META_NAME, PREV_NAME, "zarr.json"))
+
+
+def _counts_of(record: dict) -> np.ndarray:
+    """Scribble voxels per value (256 entries) recorded in a generation."""
+    counts = np.zeros(256, np.int64)
+    for value, n in record["counts"].items():
+        counts[int(value)] = n
+    return counts
 
 
 def _drop_value(labels: np.ndarray, value: int) -> np.ndarray:

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -67,6 +68,7 @@ def test_damaged_meta_without_previous_generation_is_reported_and_nothing_erased
     meta = s.store_path / META_NAME
     meta.write_text(meta.read_text()[:40])  # truncated
     assert not (s.store_path / PREV_NAME).exists()
+    shutil.rmtree(s.store_path / "history")  # else it recovers (tests/test_history.py)
     before = _digest(s.store_path)
     with pytest.raises(LabelEffError, match=rf"is damaged: {META_NAME} is not valid JSON.*{PREV_NAME} is missing.*"
                                             r"Nothing was changed\. Move the store away"):
@@ -165,6 +167,7 @@ def test_unrecoverable_damage_is_a_clear_error_and_changes_nothing(tmp_path, ima
         target, match = None, rf"newer napari-labeleff .*format version {FORMAT_VERSION + 1}"
     if target is not None:
         damage(target)
+    shutil.rmtree(store / "history")  # else it recovers (tests/test_history.py)
     before = _digest(store)
     with pytest.raises(LabelEffError, match=match + r".*[Nn]othing was changed"):
         AnnotationSession.open(image, GEOM, store_dir=tmp_path)
@@ -190,6 +193,7 @@ def test_adjacent_store_with_unreadable_meta_is_not_replaced(tmp_path, image):
     s.save_scribbles()
     s.close()
     _garbage(s.store_path / META_NAME)
+    shutil.rmtree(s.store_path / "history")  # else it recovers (tests/test_history.py)
     before = _digest(s.store_path)
     with pytest.raises(LabelEffError, match="is damaged"):
         AnnotationSession.open(image, GEOM, image_path=path)
@@ -271,7 +275,7 @@ class _Crash(BaseException):
 
 def _crash_after(monkeypatch, n):
     """Make the n-th file write (chunks, zarr.json, session.json...) 'kill' the process."""
-    import napari_labeleff.io._atomic as atomic
+    import napari_labeleff.io.atomic as atomic
 
     count = {"n": 0}
     real_put, real_replace = atomic.durable_put, os.replace
@@ -290,6 +294,7 @@ def _crash_after(monkeypatch, n):
         return real_replace(*a, **k)
 
     monkeypatch.setattr("napari_labeleff.session.durable_put", put)
+    monkeypatch.setattr("napari_labeleff._history.durable_put", put)
     monkeypatch.setattr(atomic.os, "replace", replace)
     return count
 
@@ -382,8 +387,11 @@ def test_saves_are_fsynced(tmp_path, image, monkeypatch):
     s.scribbles[0, 0, 0] = 1
     s.save_scribbles((slice(0, 1),))
     if sys.platform.startswith("linux"):
-        assert any(".partial" in str(p) and "scribbles" in str(p) for p in synced)  # the chunk
+        # the chunk's bytes (written once, as its history blob, then linked into the array)
+        assert any(".partial" in str(p) and "history/blobs" in str(p) for p in synced)
         assert str(s.store_path / "scribbles" / "c" / "0" / "0") in map(str, synced)  # its folder
+        assert str(s.store_path / "history" / "blobs") in map(str, synced)
+        assert any(str(p).startswith(str(s.store_path / "history" / "0")) for p in synced)  # record
     synced.clear()
     s.add_class("a")
     if sys.platform.startswith("linux"):
