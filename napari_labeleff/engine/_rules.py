@@ -12,16 +12,44 @@ Contract used by ``engine/_api.py``:
 
 from __future__ import annotations
 
+import numpy as np
+
 from .._errors import LabelEffError
 
 
 def check(rules, n_classes: int):
-    """Validate ``rules`` for a call with ``n_classes`` classes; returns it or None."""
+    """Validate ``rules`` for a call with ``n_classes`` classes; returns it or None.
+
+    Rules naming a structure beyond this call's K (not scribbled, boxed or in the prior
+    yet) are set aside and listed in ``info["rules"]["skipped"]``.
+    """
     if rules is None:
         return None
-    raise LabelEffError("rules= is not available yet")  # filled in by the rules work
+    from ..rules import Rules
+
+    if not isinstance(rules, Rules):
+        raise LabelEffError(
+            f"rules has type {type(rules).__name__}; pass a napari_labeleff.rules.Rules "
+            "(Rules([...], class_names=...) or Rules.template(name, class_names)) or None"
+        )
+    return rules
 
 
 def enforce(rules, probabilities, ctx, info):
     """Probabilities that satisfy ``rules`` (see module docstring)."""
-    raise LabelEffError("rules= is not available yet")
+    from ..rules import _enforce
+
+    k1 = int(probabilities.shape[0])
+    kept, skipped = rules.restricted(k1 - 1)
+    p = probabilities
+    if hasattr(p, "detach"):
+        p = p.detach().float().cpu().numpy()
+    p = np.asarray(p, dtype=np.float32)
+    offset = tuple(int(s[0]) for s in info["roi"]) if info.get("roi") else (0, 0, 0)
+    out, report = _enforce.enforce(kept, p, ctx.scribbles, ctx.spacing, offset=offset)
+    info["rules"] = {
+        "rules": [kept.text(r) for r in kept],
+        "skipped": skipped,
+        **report,
+    }
+    return out
