@@ -166,6 +166,12 @@ def coarse_context(ctx: RefineContext, f) -> RefineContext:
         prior=prior)
 
 
+def upsample(coarse: torch.Tensor, f, shape) -> torch.Tensor:
+    """Coarse (K + 1, Zc, Yc, Xc) probabilities of a grid pooled by ``f`` (ceil mode)
+    -> (K + 1, *shape) by trilinear interpolation."""
+    return _upsample(coarse.float(), f, 0, shape[0], shape)
+
+
 def _upsample(coarse: torch.Tensor, f, z0, z1, shape):
     """Coarse (K + 1, Zc, Yc, Xc) probabilities -> fine slab [z0, z1) of ``shape``."""
     fz = f[0]

@@ -26,20 +26,22 @@ from __future__ import annotations
 import hashlib
 import math
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import torch
 
 from .._errors import LabelEffError
-from . import _boxes, _watershed
+from . import _boxes, _multiscale, _watershed
 from ._likelihood import Histograms, fit_histograms, posterior
 from ._registry import MethodOutput, RefineContext, as_numpy, register_method
-from ._rw_boxes import _solve_boxes
-from ._rw_common import _prior_trust, _trusted_weight
+from ._rw_boxes import BoxDecision, BoxSolve
+from ._rw_common import SolveLog, _prior_trust, _trusted_weight
 from ._rw_local import _local_box, _scope_correction, _solve_local_or_full
 from ._rw_select import (ISLAND_CONFIRM, ISLAND_MAX, _island_share, _model_prior,
                          _prior_shift, _select_weight, _stroke_generalizes)
 from ._rw_solver import binomial_smooth, contrast_scale
+from ._types import Progress
 
 #: Options of ``refine(method="randomwalk", **options)`` and their defaults.
 DEFAULTS = {
@@ -83,6 +85,9 @@ DEFAULTS = {
     # check the model prior against the user's own strokes: mix it with this scan's
     # intensity model at the share (of PRIOR_SHARES) that best predicts held-out strokes
     "prior_check": True,
+    # a first call on a large region yields a coarse first result, makes its choices on
+    # a coarse grid and solves once at full resolution (``_staged``)
+    "staged": True,
 }
 _KEY_OPTIONS = ("smooth", "beta", "prior_weight", "prior_trust_low", "prior_trust_high",
                 "box_prior_weight", "box_margin", "box_core", "box_shell", "box_grow_rounds",
@@ -155,26 +160,117 @@ def _prior_key(prior):
 
 
 
+#: Regions (voxels) above which a first call runs in stages: a first result on a coarse
+#: grid, the choices on a coarse grid, then one solve at full resolution.
+STAGED_MIN_VOXELS = 1 << 16
+#: Largest grid of the first result (``Progress.preview``).
+PREVIEW_VOXELS = 1 << 17
+#: Largest grid on which a first call makes its choices (held-out stroke checks, island
+#: and watershed checks, box weights, probe and face moves).
+DECIDE_VOXELS = 1 << 18
+#: Relative residual at which the coarse stages' solves stop (their labels decide; the
+#: final solve still runs to ``tol``).
+COARSE_TOL = 1e-2
+#: Options of the first result: the default unary term, no choices, no box moves.
+_PREVIEW_OPTIONS = {"prior_select": False, "watershed_select": False, "box_select": False,
+                    "box_probe": False, "box_grow_rounds": 0, "box_rounds": 1}
+#: Diagnostics of the choice stage reported with the final result.
+_DECIDE_INFO = ("prior_select_scores", "island_hits", "island_share", "watershed_claims",
+                "box_weight_scores", "box_probe_faces", "centre_seeds", "box_warnings")
+
+
 @register_method("randomwalk")
 def randomwalk(ctx: RefineContext):
     """Random walker with priors (see module docstring).
 
     Generator yielding :class:`Progress`; returns :class:`MethodOutput` with
     probabilities (K + 1, Z, Y, X) float32. Options: :data:`DEFAULTS`.
+
+    A first call on a region above :data:`STAGED_MIN_VOXELS` runs in three stages
+    (:func:`_staged`): it yields a first result early (``Progress.preview``), makes its
+    choices on a coarse grid and solves once at full resolution. ``info["solves"]``
+    counts the solves of each stage and those on the whole full-resolution grid.
     """
     opts = _options(ctx.options)
+    log = SolveLog(ctx.seeds.size)
+    prev = _usable_previous(ctx, opts)
+    if prev is None and opts["staged"] and ctx.seeds.size > STAGED_MIN_VOXELS:
+        out = yield from _staged(ctx, opts, log)
+    else:
+        out = yield from _single(ctx, opts, prev, log)
+    out.info["solves"] = log.summary()
+    return out
+
+
+def _staged(ctx: RefineContext, opts: dict, log: SolveLog):
+    """A first call in stages; returns :class:`MethodOutput`.
+
+    1. *First result*: one solve on a grid of at most :data:`PREVIEW_VOXELS` (block
+       means) with the default unary term and no choices; yielded upsampled as
+       ``Progress.preview``.
+    2. *Choices*: the full first-call logic (held-out stroke checks, island and
+       watershed checks, box weights, probe and face moves) on a grid of at most
+       :data:`DECIDE_VOXELS`, whatever the volume's size (a region that small is
+       decided and solved at full resolution in one go).
+    3. *Final*: one solve at full resolution with those choices, warm-started from the
+       upsampled solution of stage 2; the choices go into the state, so corrections
+       keep them.
+    """
+    shape, n = tuple(ctx.seeds.shape), ctx.seeds.size
+    base = replace(ctx, state=None, changed=None)
+    log.stage = "preview"
+    fp = _multiscale.factors(shape, ctx.spacing, min(PREVIEW_VOXELS, n // 8))
+    coarse_tol = max(float(opts["tol"]), COARSE_TOL)
+    popts = {**ctx.options, **_PREVIEW_OPTIONS, "tol": coarse_tol}
+    pctx = replace(_multiscale.coarse_context(base, fp), options=popts)
+    pout = yield from _single(pctx, _options(popts), None, log)
+    up = _multiscale.upsample(torch.from_numpy(pout.probabilities), fp, shape)
+    yield Progress(log.step, log.step + 2, "first result (coarse grid); choosing the "
+                   "unary term", preview=up.argmax(dim=0).to(torch.uint8).numpy())
+    del up, pout
+    fd = _multiscale.factors(shape, ctx.spacing, DECIDE_VOXELS)
+    if fd == (1, 1, 1):
+        # a region this small is decided at full resolution, where the choices are
+        # made on the solutions themselves (no separate final solve)
+        log.stage = "final"
+        out = yield from _single(ctx, opts, None, log)
+        out.info["preview_on"] = {"shape": list(pctx.seeds.shape), "factors": list(fp)}
+        return out
+    log.stage = "decide"
+    dctx = _multiscale.coarse_context(base, fd)
+    dout = yield from _single(dctx, {**opts, "tol": coarse_tol}, None, log)
+    decided = dict(dout.payload)
+    decided.update(
+        probabilities=_multiscale.upsample(torch.from_numpy(dout.probabilities), fd,
+                                           shape).numpy(),
+        sigma2=None, hist=None)
+    box = BoxDecision.from_payload(decided.get("box_decision"))
+    if box is not None:
+        decided["box_decision"] = box.scaled(fd, dctx.boxes, ctx.boxes, shape).to_payload()
+    log.stage = "final"
+    yield Progress(log.step, log.step + 1, "solving at full resolution")
+    out = yield from _single(ctx, opts, decided, log)
+    out.info.update({k: dout.info[k] for k in _DECIDE_INFO if k in dout.info})
+    out.info["decided_on"] = {"shape": list(dctx.seeds.shape), "factors": list(fd)}
+    out.info["preview_on"] = {"shape": list(pctx.seeds.shape), "factors": list(fp)}
+    return out
+
+
+def _single(ctx: RefineContext, opts: dict, prev, log: SolveLog):
+    """The graph method on the grid of ``ctx`` in one stage (``prev``: the payload to
+    start from, a previous call's or the choice stage's, or None for a first call with
+    every choice made here); returns :class:`MethodOutput`."""
     device = torch.device(ctx.device)
     image = torch.from_numpy(np.ascontiguousarray(ctx.image, dtype=np.float32)).to(device)
     image = binomial_smooth(image, ctx.spacing, int(opts["smooth"]))
     seeds = torch.from_numpy(ctx.seeds.astype(np.int64)).to(device)
     k1 = ctx.n_classes
-    prev = _usable_previous(ctx, opts)
-    sigma2 = prev["sigma2"] if prev is not None else contrast_scale(image)
+    sigma2 = prev["sigma2"] if prev is not None and prev.get("sigma2") is not None \
+        else contrast_scale(image)
     kw = dict(beta=float(opts["beta"]), gamma=float(opts["prior_weight"]), sigma2=sigma2,
               h_ref=min(ctx.spacing), tol=float(opts["tol"]), max_iter=int(opts["max_iter"]))
     x_prev = None if prev is None else torch.from_numpy(prev["probabilities"]).to(device)
     info = {"warm_start": prev is not None, "local": False}
-    counter = [0]
     class_counts = None
 
     if not bool((seeds >= 0).any()) and not ctx.boxes and (
@@ -184,19 +280,18 @@ def randomwalk(ctx: RefineContext):
             "model_prior_weight=0; scribble, draw boxes or use model_prior_weight > 0")
     hist = hist_global = None
     pure_walker = False
+    box_decision = None
     if ctx.boxes:
-        x, hist = yield from _solve_boxes(ctx, image, seeds, x_prev, opts, kw, counter, info,
-                                          prev)
-        if prev is not None:  # faces moved by earlier calls stay moved
-            info["box_faces_moved"] = prev.get("box_faces_moved", []) + info["box_faces_moved"]
-            info["boxes_loosened"] = prev.get("boxes_loosened", [])
-        info.setdefault("boxes_loosened", [])
+        solver = BoxSolve(ctx, image, seeds, opts, kw, log, info,
+                          None if prev is None else BoxDecision.from_payload(
+                              prev.get("box_decision")))
+        x, hist, box_decision = yield from solver.run(x_prev)
     elif ctx.prior is not None:
         prior, kw["gamma"] = _model_prior(ctx, image, seeds, opts, info)
         box = None if prev is None else _local_box(ctx.changed, ctx.spacing, opts)
         x = yield from _solve_local_or_full(
             ctx, image, seeds, x_prev, box,
-            lambda b: prior if b is None else prior[(slice(None), *b)], kw, counter, info,
+            lambda b: prior if b is None else prior[(slice(None), *b)], kw, log, info,
             opts)
     else:
         hist = fit_histograms(image, [seeds == k for k in range(k1)])
@@ -208,7 +303,7 @@ def randomwalk(ctx: RefineContext):
         confirmed = 0.0
         if prev is None and opts["prior_select"] and (gamma > 0 or opts["watershed_select"]):
             chosen, scores, confirmed, ws_wins = yield from _select_weight(
-                ctx, image, seeds, kw, gamma, counter, watershed=opts["watershed_select"])
+                ctx, image, seeds, kw, gamma, log, watershed=opts["watershed_select"])
             info.update(prior_select_scores=scores, island_hits=round(confirmed, 3))
             pure_walker = chosen == 0.0
         elif prev is not None:  # incremental calls keep the first call's choice
@@ -260,7 +355,7 @@ def randomwalk(ctx: RefineContext):
                 return posterior(hist_global, image)
             return posterior(hist, image[(slice(None), *b)])
         x = yield from _solve_local_or_full(ctx, image, seeds, x_prev, box, prior_of, kw,
-                                            counter, info, opts)
+                                            log, info, opts)
         claimed = int((x.argmax(dim=0) > 0).sum())  # most expansive walker solution
         if prev is None and opts["prior_select"] and gamma > 0 and not watershed:
             # an intensity model that puts a large share of a structure in components
@@ -275,7 +370,7 @@ def randomwalk(ctx: RefineContext):
                 gamma = kw["gamma"] = 0.0
                 info.update(prior_weight=0.0, unary="none")
                 x = yield from _solve_local_or_full(ctx, image, seeds, None, None, prior_of,
-                                                    kw, counter, info, opts)
+                                                    kw, log, info, opts)
                 claimed = max(claimed, int((x.argmax(dim=0) > 0).sum()))
         if ws_wins:
             # the watershed won the held-out check; it is taken only if it claims no more
@@ -291,7 +386,7 @@ def randomwalk(ctx: RefineContext):
                 gamma = kw["gamma"] = float(opts["watershed_prior_weight"])
                 info.update(prior_weight=gamma, unary="watershed")
                 x = yield from _solve_local_or_full(ctx, image, seeds, None, None, prior_of,
-                                                    kw, counter, info, opts)
+                                                    kw, log, info, opts)
 
     if prev is not None and opts["correction_scope"]:
         x = _scope_correction(ctx, x, x_prev, info)
@@ -313,10 +408,7 @@ def randomwalk(ctx: RefineContext):
         "class_counts": class_counts,
         "pure_walker": pure_walker,
         "watershed": info.get("unary") == "watershed",
-        "boxes_solved": info.get("boxes_solved"),
-        "box_gamma": info.get("prior_weight") if ctx.boxes else None,
-        "box_faces_moved": info.get("box_faces_moved", []),
-        "boxes_loosened": info.get("boxes_loosened", []),
+        "box_decision": None if box_decision is None else box_decision.to_payload(),
         "options": {k: opts[k] for k in _KEY_OPTIONS},
     }
     return MethodOutput(probabilities=probs, payload=payload, info=info)

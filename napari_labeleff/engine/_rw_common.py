@@ -3,6 +3,7 @@ seeds, stroke folds, and the trust of an intensity model."""
 
 from __future__ import annotations
 
+import time
 
 import numpy as np
 import torch
@@ -10,21 +11,66 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from ._likelihood import Histograms, posterior
+from ._rw_solver import solve
 from ._types import Progress
 
 #: Voxels sampled per class when intensity models are checked against strokes.
 _PRIOR_CHECK_SAMPLES = 1 << 16
 
 
-def _progress(gen, counter: list):
+class SolveLog:
+    """Progress counter and record of the solver calls of one refine call.
+
+    Attributes
+    ----------
+    stage : str
+        Stage of the calls now being made: ``"preview"`` (the first result, on a coarse
+        grid), ``"decide"`` (the choices, on a coarse grid) or ``"final"``.
+    full_voxels : int
+        Voxels of the full-resolution grid (of the region solved).
+    calls : list of dict
+        One per solve: stage, voxels of its grid, CG iterations on its finest level,
+        seconds.
+    """
+
+    def __init__(self, full_voxels: int):
+        self.step = 0
+        self.stage = "final"
+        self.full_voxels = int(full_voxels)
+        self.calls: list[dict] = []
+
+    def summary(self) -> dict:
+        """``info["solves"]``: solves per stage, and how many ran on the whole
+        full-resolution grid (sub-box and coarse solves are not counted there)."""
+        by_stage: dict[str, int] = {}
+        for c in self.calls:
+            by_stage[c["stage"]] = by_stage.get(c["stage"], 0) + 1
+        full = sum(1 for c in self.calls if c["voxels"] >= self.full_voxels)
+        return {"full_resolution": full, "total": len(self.calls), "by_stage": by_stage,
+                "iterations": [c["iterations"] for c in self.calls],
+                "seconds": [round(c["seconds"], 3) for c in self.calls]}
+
+
+def _progress(gen, log: SolveLog):
     """Turn the solver's messages into Progress reports; returns the solver's value."""
     while True:
         try:
             msg = next(gen)
         except StopIteration as stop:
             return stop.value
-        counter[0] += 1
-        yield Progress(counter[0], counter[0] + 1, msg)
+        log.step += 1
+        yield Progress(log.step, log.step + 1, msg)
+
+
+def run_solve(p, log: SolveLog, **kw):
+    """Solve ``p`` in place (``_rw_solver.solve``), reporting progress and recording the
+    call in ``log``; returns the solver's per-level statistics."""
+    t0 = time.perf_counter()
+    stats = yield from _progress(solve(p, **kw), log)
+    log.calls.append({"stage": log.stage, "voxels": int(p.fixed.numel()),
+                      "iterations": int(stats[-1]["iterations"]),
+                      "seconds": time.perf_counter() - t0})
+    return stats
 
 
 def _onehot_init(seeds: torch.Tensor, n_classes: int, fill: torch.Tensor | None):

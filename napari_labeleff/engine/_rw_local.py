@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from ._rw_common import _onehot_init, _progress, _set_seeds
-from ._rw_solver import Problem, solve
+from ._rw_common import _onehot_init, _set_seeds, run_solve
+from ._rw_solver import Problem
 
 
 def _local_box(changed, spacing, opts):
@@ -30,7 +30,7 @@ def _local_box(changed, spacing, opts):
 
 
 
-def _solve_local_or_full(ctx, image, seeds, x_prev, box, prior_of, kw, counter, info,
+def _solve_local_or_full(ctx, image, seeds, x_prev, box, prior_of, kw, log, info,
                          opts):
     """Solve inside the sub-box ``box`` with the previous solution ``x_prev`` as its
     Dirichlet boundary, or, when ``box`` is None, the whole volume (warm-started from
@@ -50,7 +50,7 @@ def _solve_local_or_full(ctx, image, seeds, x_prev, box, prior_of, kw, counter, 
         frame = _frame(sub_seeds.shape, box, seeds.shape, seeds.device)
         p = Problem(image[sub], (sub_seeds >= 0) | frame, _set_seeds(x_prev[sub], sub_seeds),
                     ctx.spacing, prior_of(box))
-        yield from _progress(solve(p, coarse_to_fine=False, **kw), counter)
+        yield from run_solve(p, log, coarse_to_fine=False, **kw)
         sides = _touched_faces(p.x.argmax(dim=0) != x_prev[sub].argmax(dim=0), box,
                                seeds.shape)
         if not sides:
@@ -66,7 +66,7 @@ def _solve_local_or_full(ctx, image, seeds, x_prev, box, prior_of, kw, counter, 
     init = _set_seeds(x_prev, seeds) if x_prev is not None else _onehot_init(
         seeds, ctx.n_classes, prior)
     p = Problem(image, seeds >= 0, init, ctx.spacing, prior)
-    stats = yield from _progress(solve(p, coarse_to_fine=x_prev is None, **kw), counter)
+    stats = yield from run_solve(p, log, coarse_to_fine=x_prev is None, **kw)
     info["cg_iterations"] = [s["iterations"] for s in stats]
     return p.x
 

@@ -12,9 +12,9 @@ from scipy import ndimage
 
 from . import _watershed
 from ._likelihood import Histograms, fit_histograms, posterior
-from ._rw_common import (_PRIOR_CHECK_SAMPLES, _balanced_accuracy, _onehot_init, _progress,
+from ._rw_common import (_PRIOR_CHECK_SAMPLES, _balanced_accuracy, _onehot_init, run_solve,
                          _prior_trust, _stroke_folds, _trusted_weight)
-from ._rw_solver import Problem, solve
+from ._rw_solver import Problem
 
 #: Shares of the model prior (vs. the scan's intensity model) tried by ``prior_check``.
 PRIOR_SHARES = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -127,7 +127,7 @@ ISLAND_CONFIRM = 0.25
 
 
 def _select_weight(ctx, image: torch.Tensor, seeds: torch.Tensor, kw: dict, gamma: float,
-                   counter, watershed: bool = False):
+                   log, watershed: bool = False):
     """Choose the unary term, by held-out strokes: the intensity model at weight 0 or
     ``gamma``, or (``watershed``) the marker watershed's labels (``_watershed``).
 
@@ -185,7 +185,7 @@ def _select_weight(ctx, image: torch.Tensor, seeds: torch.Tensor, kw: dict, gamm
         prior = posterior(hist, img)
         for g in candidates:
             p = Problem(img, train_c >= 0, _onehot_init(train_c, k1, prior), spacing, prior)
-            yield from _progress(solve(p, coarse_to_fine=True, **{**kw, "gamma": g}), counter)
+            yield from run_solve(p, log, coarse_to_fine=True, **{**kw, "gamma": g})
             lab = p.x.argmax(dim=0).cpu().numpy()
             scores[g] += _balanced_accuracy(lab[idx], truth) / 2
             if g > 0:

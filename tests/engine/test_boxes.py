@@ -218,8 +218,9 @@ def test_box_only_incremental_call_keeps_the_chosen_weight(binary_phantom):
 def test_a_loose_box_on_ct_takes_the_watershed_unary():
     """On the shipped CT excerpt (organs of look-alike intensities: the intensity model
     gets no weight), boxes 40% too large let the walker alone fill them toward their
-    faces (mean Dice 0.76); the marker watershed of the strokes stops at the organs'
-    edges, fits the boxes better and wins the check (0.84)."""
+    faces (mean Dice 0.81; 0.76 before the latency budget dropped the tightness re-solve
+    at full resolution); the marker watershed of the strokes stops at the organs' edges,
+    fits the boxes better and wins the check (0.84)."""
     from napari_labeleff.io._samples import load_sample
 
     s = load_sample("ct")
@@ -236,7 +237,7 @@ def test_a_loose_box_on_ct_takes_the_watershed_unary():
     walker = refine(image, s.scribbles, spacing=s.volume.spacing, boxes=loose,
                     method="randomwalk", watershed_select=False)
     assert walker.info["unary"] == "none"
-    assert mean_dice(res) > 0.82 > mean_dice(walker) + 0.04
+    assert mean_dice(res) > 0.83 > mean_dice(walker) + 0.02
 
 
 def test_box_that_leaves_out_its_strokes_is_loosened(binary_phantom):
