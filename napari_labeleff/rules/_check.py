@@ -127,6 +127,8 @@ def bad_voxels(rules, rule: Rule, mask: np.ndarray, spacing, offset=(0, 0, 0)):
     t = rules.text(rule)
     name = rules._name
     vox = float(np.prod(spacing))
+    if rule.relation == "part_of":
+        return None, None  # nested regions: holds in every label map by construction
     if rule.relation == "inside":
         a = region(mask, rules, rule.a)
         if not a.any():

@@ -153,11 +153,16 @@ def _inside(st: _State, rule) -> None:
         t = ring_thickness(outer)
         leak = np.zeros(L.shape, dtype=bool)
         leak[zs] = True
-        grown = ndi.binary_dilation(a & leak, structure=_disk(t))
+        # only the pieces (per slice) that B already touches: a ring is completed, not
+        # built around a stray piece (those go to their next class below)
+        pieces2d, _ = ndi.label(a & leak, structure=IN_PLANE)
+        held = np.unique(pieces2d[touching(a & leak, outer)])
+        grown = ndi.binary_dilation(np.isin(pieces2d, held[held > 0]), structure=_disk(t))
         st.assign(grown & (L == 0), rule.b, why)
         a = region(L, rules, rule.a)
         inner = a | region(L, rules, rule.b)
-        rim = a & leak & ndi.binary_dilation(~inner, IN_PLANE, border_value=1)
+        rim = (np.isin(pieces2d, held[held > 0]) & a
+               & ndi.binary_dilation(~inner, IN_PLANE, border_value=1))
         st.assign(rim, rule.b, why)
         outer = region(L, rules, rule.b) & ~region(L, rules, rule.a)
         filled = fill_slices(outer)
