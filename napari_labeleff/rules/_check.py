@@ -90,6 +90,11 @@ def pieces(mask: np.ndarray):
     return lab, np.bincount(lab.ravel(), minlength=n + 1)[1:]
 
 
+def distance_mm(b: np.ndarray, spacing) -> np.ndarray:
+    """Distance (mm, 3D, with the voxel spacing) of every voxel to ``b``."""
+    return ndi.distance_transform_edt(~b, sampling=spacing)
+
+
 def region(mask: np.ndarray, rules, c: int) -> np.ndarray:
     """Class c's region: its voxels plus those of its parts (``part_of``)."""
     return np.isin(mask, [c, *rules.parts(c)])
@@ -140,6 +145,16 @@ def bad_voxels(rules, rule: Rule, mask: np.ndarray, spacing, offset=(0, 0, 0)):
         zs = np.flatnonzero(bad.any(axis=(1, 2))) + offset[0]
         return bad, (f"{name(rule.a)} is not inside {name(rule.b)}: {int(bad.sum())} voxels "
                      f"lie outside what {name(rule.b)} encloses at {_slices_text(zs)}")
+    if rule.relation == "within":
+        a, b = region(mask, rules, rule.a), region(mask, rules, rule.b)
+        if not a.any() or not b.any():
+            return None, None
+        bad = a & (distance_mm(b, spacing) > rule.mm)
+        if not bad.any():
+            return None, None
+        zs = np.flatnonzero(bad.any(axis=(1, 2))) + offset[0]
+        return bad, (f"{int(bad.sum())} voxels of {name(rule.a)} lie farther than "
+                     f"{rule.mm:g} mm from {name(rule.b)} at {_slices_text(zs)}")
     if rule.relation in ("excludes", "touches"):
         a, b = region(mask, rules, rule.a), region(mask, rules, rule.b)
         contact = touching(a, b)

@@ -13,7 +13,8 @@ Design (docs/rules.md has the measured effect):
    where A leaks through them; A voxels still outside what B encloses go to their next
    most probable allowed class; holes of B that hold neither B nor a class nested in it
    get the most probable class nested in B. ``excludes(A, B)``: voxels where A and B
-   touch go to their next most probable other class. ``n_pieces(A, n)``: pieces holding
+   touch go to their next most probable other class. ``within(A, B, mm)``: voxels of A
+   farther than mm from B go to their next most probable class. ``n_pieces(A, n)``: pieces holding
    A's strokes are kept (else the largest), the others go to their next class.
    ``touches(A, B)``: when they do not touch, the shortest in-plane bridge (at most
    ``BRIDGE_MAX_VOXELS``) becomes A. ``volume``: the least (most) probable voxels leave
@@ -35,6 +36,7 @@ from ._check import (
     IN_PLANE,
     _slices_text,
     bad_voxels,
+    distance_mm,
     fill_slices,
     pieces,
     region,
@@ -42,7 +44,7 @@ from ._check import (
     touching,
 )
 
-MAX_ROUNDS = 3
+MAX_ROUNDS = 4
 RING_MIN, RING_MAX, RING_DEFAULT = 1, 12, 3
 CROP_MARGIN = 16
 BRIDGE_MAX_VOXELS = 6
@@ -157,7 +159,11 @@ def _inside(st: _State, rule) -> None:
         # built around a stray piece (those go to their next class below)
         pieces2d, _ = ndi.label(a & leak, structure=IN_PLANE)
         held = np.unique(pieces2d[touching(a & leak, outer)])
-        grown = ndi.binary_dilation(np.isin(pieces2d, held[held > 0]), structure=_disk(t))
+        seed = np.isin(pieces2d, held[held > 0])
+        grown = np.zeros(L.shape, dtype=bool)
+        for z in zs:  # in-plane disk dilation by t, as a distance threshold (fast for any t)
+            if seed[z].any():
+                grown[z] = ndi.distance_transform_edt(~seed[z]) <= t
         st.assign(grown & (L == 0), rule.b, why)
         a = region(L, rules, rule.a)
         inner = a | region(L, rules, rule.b)
@@ -178,6 +184,16 @@ def _inside(st: _State, rule) -> None:
             n = int(holes.sum())
             L[holes] = best
             st.changed[why] = st.changed.get(why, 0) + n
+
+
+def _within(st: _State, rule) -> None:
+    L = st.labels
+    a, b = region(L, st.rules, rule.a), region(L, st.rules, rule.b)
+    if not a.any() or not b.any():
+        return
+    far = a & (distance_mm(b, st.spacing) > rule.mm)
+    if far.any():
+        st.reassign(far, st.members(rule.a), st.rules.text(rule))
 
 
 def _excludes(st: _State, rule) -> None:
@@ -277,9 +293,9 @@ def _side(st: _State, rule) -> None:
     st.reassign(drop, st.members(rule.a), st.rules.text(rule))
 
 
-_ORDER = {"inside": 0, "excludes": 1, "n_pieces": 2, "touches": 3, "volume": 4,
+_ORDER = {"inside": 0, "within": 8, "excludes": 1, "n_pieces": 2, "touches": 3, "volume": 4,
           "left_of": 5, "right_of": 5, "part_of": 9}
-_STEPS = {"inside": _inside, "excludes": _excludes, "n_pieces": _pieces,
+_STEPS = {"inside": _inside, "within": _within, "excludes": _excludes, "n_pieces": _pieces,
           "touches": _touches, "volume": _volume, "left_of": _side, "right_of": _side}
 
 

@@ -16,6 +16,10 @@ Relations (A, B are structures 1..K, by name or 1-based id; background is implic
     siblings holds by construction; the explicit rule says they are separated.)
 ``touches(A, B)``
     When both are present, some voxel of A is a 4-neighbour of B within a slice.
+``within(A, B, mm)``
+    Every voxel of A lies within ``mm`` millimetres of B (3D distance with the voxel
+    spacing), e.g. the myocardium within 15 mm of the LV cavity (a wall-thickness
+    bound). Not checked while B is absent.
 ``one_piece(A)`` / ``n_pieces(A, n)``
     A's region has at most n connected pieces (26-connectivity, in 3D).
 ``volume(A, lo, hi)``
@@ -39,7 +43,7 @@ from .._errors import LabelEffError
 #: relation -> number of class arguments
 PAIR_RELATIONS = ("inside", "part_of", "excludes", "touches", "left_of", "right_of")
 SINGLE_RELATIONS = ("one_piece", "n_pieces", "volume")
-RELATIONS = PAIR_RELATIONS + SINGLE_RELATIONS
+RELATIONS = PAIR_RELATIONS + ("within",) + SINGLE_RELATIONS
 SIDE_RELATIONS = ("left_of", "right_of")
 JSON_FORMAT = "napari-labeleff rules"
 JSON_VERSION = 1
@@ -58,6 +62,8 @@ class Rule:
         Second class of a pair relation.
     n : int or None
         Pieces allowed (``n_pieces``).
+    mm : float or None
+        Distance bound (``within``).
     lo, hi : float or None
         Volume bounds in mm^3 (``volume``).
     """
@@ -68,6 +74,7 @@ class Rule:
     n: int | None = None
     lo: float | None = None
     hi: float | None = None
+    mm: float | None = None
 
     @property
     def classes(self) -> tuple:
@@ -80,6 +87,8 @@ class Rule:
             return ("one_piece", nm(self.a)) if self.n == 1 else ("n_pieces", nm(self.a), self.n)
         if self.relation == "volume":
             return ("volume", nm(self.a), self.lo, self.hi)
+        if self.relation == "within":
+            return ("within", nm(self.a), nm(self.b), self.mm)
         return (self.relation, nm(self.a), nm(self.b))
 
     def text(self, names: dict | None = None) -> str:
@@ -92,6 +101,8 @@ class Rule:
             lo = "0" if self.lo is None else f"{self.lo:g}"
             hi = "any" if self.hi is None else f"{self.hi:g}"
             return f"volume of {a} within {lo}..{hi} mm^3"
+        if self.relation == "within":
+            return f"{a} within {self.mm:g} mm of {nm(self.b)}"
         words = {"inside": "inside", "part_of": "part of", "excludes": "never touches",
                  "touches": "touches", "left_of": "on the patient's left of",
                  "right_of": "on the patient's right of"}[self.relation]
@@ -164,6 +175,7 @@ class Rules:
     ----------
     rules : iterable
         Tuples such as ``("inside", "LV cavity", "myocardium")``, ``("one_piece", A)``,
+        ``("within", A, B, mm)``,
         ``("n_pieces", A, n)``, ``("volume", A, lo_mm3, hi_mm3)`` (a bound may be None),
         ``("excludes", A, B)``, ``("touches", A, B)``, ``("part_of", A, B)``,
         ``("left_of", A, B)``, ``("right_of", A, B)``; classes by name (case-insensitive)
@@ -254,10 +266,11 @@ class Rules:
             raise LabelEffError(
                 f"rule {item!r}: relation {rel!r} is unknown; allowed: {', '.join(RELATIONS)}"
             )
-        nargs = {"one_piece": 2, "n_pieces": 3, "volume": 4}.get(rel, 3)
+        nargs = {"one_piece": 2, "n_pieces": 3, "volume": 4, "within": 4}.get(rel, 3)
         if len(item) != nargs:
             form = {"one_piece": "('one_piece', A)", "n_pieces": "('n_pieces', A, n)",
-                    "volume": "('volume', A, lo_mm3, hi_mm3)"}.get(rel, f"({rel!r}, A, B)")
+                    "volume": "('volume', A, lo_mm3, hi_mm3)",
+                    "within": "('within', A, B, mm)"}.get(rel, f"({rel!r}, A, B)")
             raise LabelEffError(f"rule {item!r} has {len(item)} items; the form is {form}")
         a = self._class(item[1], item)
         if rel in PAIR_RELATIONS:
@@ -265,6 +278,17 @@ class Rules:
             if a == b:
                 raise LabelEffError(f"rule {item!r} relates a class to itself")
             return Rule(rel, a, b)
+        if rel == "within":
+            b = self._class(item[2], item)
+            if a == b:
+                raise LabelEffError(f"rule {item!r} relates a class to itself")
+            d = item[3]
+            if isinstance(d, (bool, np.bool_)) or not isinstance(d, numbers.Real) \
+                    or not math.isfinite(float(d)) or float(d) <= 0:
+                raise LabelEffError(
+                    f"rule {item!r}: distance {d!r} must be a finite number > 0 (mm)"
+                )
+            return Rule("within", a, b, mm=float(d))
         if rel == "one_piece":
             return Rule("n_pieces", a, n=1)
         if rel == "n_pieces":

@@ -48,6 +48,14 @@ def test_second_piece_overlap_and_no_contact_are_found(cardiac):
     assert v.rule.relation == "touches" and "does not touch" in v.message
 
 
+def test_within_rule_measures_millimetres():
+    m = heart()  # ring 3 voxels thick around the cavity
+    r = Rules([("within", "myocardium", "LV cavity", 4.0)], class_names=NAMES)
+    assert r.violations(m, spacing=(8.0, 1.0, 1.0)) == []
+    (v,) = r.violations(m, spacing=(8.0, 2.0, 2.0))  # the same wall is 6 mm thick
+    assert "farther than 4 mm from LV cavity" in v.message
+
+
 def test_volume_and_side_rules():
     m = heart()
     vol = float((m == 3).sum()) * 2.0

@@ -55,6 +55,16 @@ def test_excludes_separates_touching_classes():
     assert rules.violations(out) == []
 
 
+def test_within_cuts_what_lies_too_far():
+    m = heart()
+    m[2][m[2] == 0] = 2  # the myocardium floods the whole slice
+    rules = Rules([("within", "myocardium", "LV cavity", 5.0)], class_names=NAMES)
+    assert rules.violations(m, spacing=SP)
+    out, _ = _run(rules, m)
+    assert rules.violations(out, spacing=SP) == []
+    assert (heart()[2] == 2).sum() <= (out[2] == 2).sum() < (m[2] == 2).sum() / 4
+
+
 def test_one_piece_keeps_the_stroked_piece():
     m = heart()
     m[0, 2:6, 2:6] = 1  # a small second RV piece

@@ -35,6 +35,8 @@ def test_names_and_ids_give_the_same_rules():
     ([("volume", 2, 100.0, None), ("volume", 2, None, 50.0)], "no mask can meet both"),
     ([("part_of", 3, 2), ("volume", 3, 1000.0, None), ("volume", 2, None, 10.0)], "no mask can meet both"),
     ([("volume", 2, None, 0)], "allows no voxel"),
+    ([("within", 2, 3, 0)], "must be a finite number > 0"),
+    ([("within", 2, 3)], "the form is"),
     ([("volume", 2, None, None)], "lower or an upper"),
     ([("volume", 2, -1, None)], ">= 0"),
     ([("n_pieces", 1, 0)], ">= 1"),
@@ -74,7 +76,8 @@ def test_side_rules_with_geometry_and_contradiction():
 def test_json_round_trip_and_class_changes():
     g = Geometry.from_spacing((2.0, 1.0, 1.0))
     r = Rules([("inside", 3, 2), ("touches", 1, 2), ("excludes", 1, 3), ("one_piece", 2),
-               ("n_pieces", 1, 2), ("volume", 3, 10.0, None), ("left_of", 1, 3)], class_names=NAMES, geometry=g)
+               ("n_pieces", 1, 2), ("volume", 3, 10.0, None), ("left_of", 1, 3),
+               ("within", 2, 3, 12.5)], class_names=NAMES, geometry=g)
     back = Rules.from_json(r.to_json(), geometry=g)
     assert back == r
     assert back.to_list() == r.to_list()
@@ -91,6 +94,7 @@ def test_json_round_trip_and_class_changes():
         r.for_classes(["RV cavity", "LV cavity"])
     kept = r.without_class("myocardium").for_classes(["RV cavity", "LV cavity"])
     assert {x.relation for x in kept} == {"excludes", "n_pieces", "volume", "left_of"}
+    assert r.to_list()[-1] == ("within", "myocardium", "LV cavity", 12.5)
     with pytest.raises(LabelEffError, match="not a rules document"):
         Rules.from_json('{"a": 1}')
     with pytest.raises(LabelEffError, match="cannot be parsed"):
@@ -120,10 +124,11 @@ def test_cardiac_template_matches_names(names, unmatched):
         lv, myo = names[2], names[1]
         assert f"{lv} inside {myo}" in texts
         assert f"{names[0]} never touches {lv}" in texts
-        assert len(r) == 6
+        assert len(r) == 7
+        assert f"{myo} within 15 mm of {lv}" in texts
     if unmatched == ["RV cavity"]:
         assert texts == {"LV cavity inside myocardium", "LV cavity in one piece",
-                         "myocardium in one piece"}
+                         "myocardium in one piece", "myocardium within 15 mm of LV cavity"}
     if len(unmatched) == 2:
         assert texts == {"LV cavity in one piece"}
 
