@@ -6,6 +6,7 @@ turn a :class:`RefineContext` into class probabilities.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import time
@@ -555,23 +556,44 @@ def refine_steps(image, scribbles, *, spacing, boxes=None, prior=None, method="a
         info["prior"] = dict(prior_notes)
     t1 = time.perf_counter()
     yield Progress(0, 1, f"refining with {name} on {dev}")
+    first = []  # time of the first usable result (Progress.preview)
+
+    def stream(gen):
+        """The method's reports, previews in the volume's full (Z, Y, X) shape."""
+        while True:
+            try:
+                report = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            if report.preview is not None:
+                if roi is not None:
+                    full = np.zeros(shape, np.uint8)
+                    full[roi] = report.preview
+                    report = dataclasses.replace(report, preview=full)
+                if not first:
+                    first.append(time.perf_counter())
+            yield report
+
     if large:
         def runner(cctx):
             return (yield from _run_with_fallback(name, cctx, info))
 
-        name, labels, probs, unc, payload = yield from _multiscale.run(runner, ctx, info)
+        name, labels, probs, unc, payload = yield from stream(
+            _multiscale.run(runner, ctx, info))
         out = MethodOutput(probabilities=probs, payload=payload, info={})
         t2 = time.perf_counter()
         if rules is not None:
             probs, labels, unc = _finalise(_rules.enforce(rules, probs, ctx, info))
+        t_rules = time.perf_counter()
     else:
-        name, out = yield from _run_with_fallback(name, ctx, info)
+        name, out = yield from stream(_run_with_fallback(name, ctx, info))
         if not isinstance(out, MethodOutput):
             raise TypeError(f"method {name!r} returned {type(out).__name__}, not MethodOutput")
         t2 = time.perf_counter()
         probabilities = out.probabilities
         if rules is not None:
             probabilities = _rules.enforce(rules, probabilities, ctx, info)
+        t_rules = time.perf_counter()
         probs, labels, unc = _finalise(probabilities)
     if roi is not None:
         labels, probs, unc = _paste(labels, probs, unc, roi, shape)
@@ -582,9 +604,14 @@ def refine_steps(image, scribbles, *, spacing, boxes=None, prior=None, method="a
         info["prior"] = {**prior_info, **info.get("prior", {})}
     info["memory_estimate_gb"] = round(_multiscale.estimate_bytes(
         sub_shape, ctx.image.shape[0], k + 1, large=large) / 2**30, 3)
+    if not first:  # one-stage calls: the final result is the first one
+        first.append(t3)
+        yield Progress(1, 1, "done", preview=labels)
     info["timings"] = {
+        "first_result_s": first[0] - t0,
         "prepare_s": t1 - t0,
         "method_s": t2 - t1,
+        "rules_s": t_rules - t2,
         "finalise_s": t3 - t2,
         "total_s": t3 - t0,
     }

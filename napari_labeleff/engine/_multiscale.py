@@ -224,7 +224,7 @@ def run(method_gen, ctx: RefineContext, info: dict):
     cctx = coarse_context(ctx, f)
     prev = _previous_fine(ctx, cctx, k1, shape)
     t0 = time.perf_counter()
-    name, out = yield from method_gen(cctx)
+    name, out = yield from _full_size_previews(method_gen(cctx), f, shape)
     t_coarse = time.perf_counter() - t0
     coarse = torch.from_numpy(np.asarray(out.probabilities, dtype=np.float32))
     coarse = coarse / coarse.sum(dim=0, keepdim=True).clamp_min(1e-12)
@@ -343,6 +343,23 @@ def _previous_fine(ctx, cctx, k1, shape):
     if tuple(fine["coarse"].shape[1:]) != tuple(cctx.seeds.shape):
         return None
     return fine
+
+
+def _full_size_previews(gen, f, shape):
+    """The coarse method's reports, its previews repeated up to the full ``shape``."""
+    while True:
+        try:
+            report = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if report.preview is not None:
+            up = report.preview
+            for axis, k in enumerate(f):
+                up = np.repeat(up, k, axis=axis) if k > 1 else up
+            report = Progress(report.step, report.total, report.message,
+                              preview=np.ascontiguousarray(up[:shape[0], :shape[1],
+                                                              :shape[2]]))
+        yield report
 
 
 def _silent(gen):
