@@ -14,7 +14,8 @@ Example::
 
 Recorded per run: Dice per structure and mean after the initial labels and after each
 interaction, NoC@0.85/0.90, seconds per refine call (in-process, loading excluded;
-median and max) and the CPU seconds of each call (all threads; less sensitive to a
+median and max; for our engine also the time to its first usable result and the number
+of full-resolution solves of each call) and the CPU seconds of each call (all threads; less sensitive to a
 busy machine than wall time), peak RSS (``ru_maxrss`` of the subprocess) and RSS before the first
 call, peak GPU memory (``torch.cuda.max_memory_allocated``) on CUDA, the load average
 at each call, and the machine (CPU, cores, torch, device), date and git commit.
@@ -68,19 +69,38 @@ def expand_methods(specs) -> list[str]:
 
 
 class _Ours:
-    """Our engine, carrying ``state`` from one call to the next."""
+    """Our engine, carrying ``state`` from one call to the next; records per call the
+    time to the first usable result (``Progress.preview``), to the final one, and the
+    solves (``info["solves"]``)."""
 
     def __init__(self, method, device):
-        from napari_labeleff.engine import refine
+        from napari_labeleff.engine import refine_steps
 
-        self.refine, self.method, self.device = refine, method, device
+        self.refine_steps, self.method, self.device = refine_steps, method, device
         self.result = None
+        self.calls = []
 
     def __call__(self, image, scribbles, spacing, boxes=None):
-        self.result = self.refine(
+        t0 = time.perf_counter()
+        gen = self.refine_steps(
             image, scribbles, spacing=spacing, boxes=boxes, method=self.method,
             device=self.device,
             state=None if self.result is None else self.result.state)
+        first = None
+        while True:
+            try:
+                report = next(gen)
+            except StopIteration as stop:
+                self.result = stop.value
+                break
+            if report.preview is not None and first is None:
+                first = time.perf_counter() - t0
+        total = time.perf_counter() - t0
+        solves = self.result.info.get("solves", {})
+        self.calls.append({"first_s": total if first is None else first, "final_s": total,
+                           "full_resolution_solves": solves.get("full_resolution"),
+                           "solves": solves.get("total"),
+                           "by_stage": solves.get("by_stage")})
         return self.result.labels
 
     def info(self):
@@ -165,6 +185,8 @@ def run_one(case_name, spec, k=10, device="auto", seed=0, budget=None):
         out[f"noc{round(t * 100)}"] = noc(mean, t)
     if isinstance(fn, _Ours):
         out["engine"] = fn.info()
+        out["calls"] = fn.calls
+        out["sec_first_result"] = [c["first_s"] for c in fn.calls]
     return out
 
 
@@ -235,7 +257,9 @@ def _short(r):
     if "error" in r:
         return f"{r['case']:<28} {r['method']:<20} ERROR {r['error']}"
     m = r["mean_dice"]
-    return (f"{r['case']:<28} {r['method']:<20} dice {m[0]:.3f} -> {m[-1]:.3f} "
+    first = (f"first {r['sec_first_result'][0]:.2f} s "
+             if r.get("sec_first_result") else "")
+    return (f"{r['case']:<28} {r['method']:<20} dice {m[0]:.3f} -> {m[-1]:.3f} {first}"
             f"({len(m) - 1} int.) NoC90 {r['noc90']} s/call med {r['sec_median']:.2f} "
             f"max {r['sec_max']:.2f} RSS {r['peak_rss_mb']:.0f} MB "
             f"load {np.mean(r['load_avg']):.1f}")
