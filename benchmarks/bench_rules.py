@@ -162,16 +162,22 @@ def inject(gt, kind, rng):
         ring = ndi.binary_fill_holes(gt[z] >= 2)
         grow = ndi.binary_dilation(ring, iterations=4)
         m[z][wedge & grow & (gt[z] != 1)] = 3
-    elif kind == "piece":  # a second piece of RV cavity far from the first
+    elif kind == "piece":  # a second piece of RV cavity, apart from the first
         rv = gt == 1
-        zz = [k for k in range(gt.shape[0]) if not rv[k].any()] or [0]
-        k = int(zz[0])
-        cy, cx = (int(v) for v in ndi.center_of_mass(rv[rv.any(axis=(1, 2))].any(axis=0)))
+        zr = np.flatnonzero(rv.any(axis=(1, 2)))
+        k = int(zr[len(zr) // 2])
+        ry, rx = ndi.center_of_mass(rv[k])
+        ly, lx = ndi.center_of_mass(gt[k] == 3)
+        d = np.array([ry - ly, rx - lx]) / max(np.hypot(ry - ly, rx - lx), 1e-6)
         yy, xx = np.mgrid[: gt.shape[1], : gt.shape[2]]
-        blob = (yy - cy) ** 2 + (xx - cx) ** 2 <= 36
-        m[k][blob & (gt[k] == 0)] = 1
-        if not (m[k] == 1).any():
-            m[k][blob] = 1
+        for step in (30, 40, 50, 20):  # beyond the RV, away from the LV
+            cy, cx = ry + step * d[0], rx + step * d[1]
+            blob = ((yy - cy) ** 2 + (xx - cx) ** 2 <= 36) & (gt[k] == 0)
+            trial = m.copy()
+            trial[k][blob] = 1
+            if blob.sum() > 20 and ndi.label(trial == 1, np.ones((3, 3, 3)))[1] > 1:
+                m = trial
+                break
     elif kind == "overlap":  # RV cavity painted across the septum into the LV cavity
         lv = gt[z] == 3
         rv = gt[z] == 1
