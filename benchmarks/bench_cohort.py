@@ -63,7 +63,7 @@ def _log(msg):
 
 def setup(work: Path, seed: int, dataset: str = "la_mri"):
     """Write the weak cases' labels snapshots; return (train cases, test entries)."""
-    from napari_labeleff.cohort._spec import TrainCase, write_labels_snapshot
+    from napari_labeleff.cohort.training import TrainCase, write_labels_snapshot
 
     entries = sorted(_entries(dataset), key=lambda e: e["case"])
     if len(entries) < 20:
@@ -83,7 +83,7 @@ def setup(work: Path, seed: int, dataset: str = "la_mri"):
 
 
 def _spec(cases, work, name, options, class_names=COHORTS["la_mri"]):
-    from napari_labeleff.cohort._spec import TrainSpec
+    from napari_labeleff.cohort.training import TrainSpec
 
     return TrainSpec(cases=tuple(cases), class_names=tuple(class_names), out_dir=str(work / "models" / name),
                      run_dir=str(work / "runs" / name), options=options)
@@ -102,7 +102,7 @@ def _drive(gen, label):
 
 
 def train_arm(cases, work, name, flags, args):
-    from napari_labeleff.cohort._background import train_in_background
+    from napari_labeleff.cohort.training import train_in_background
 
     seed = args.seed if args.train_seed is None else args.train_seed
     opts = {"max_minutes": args.budget, "device": args.device, "seed": seed, "num_threads": args.threads,
@@ -128,7 +128,7 @@ def _test_case(e):
 def evaluate(ckpt, tests, args, *, prior: bool):
     import torch
 
-    from napari_labeleff.cohort._predict import load_model
+    from napari_labeleff.cohort.prediction import load_model
     from napari_labeleff.engine import refine
 
     torch.set_num_threads(args.threads)
@@ -184,11 +184,11 @@ def learning_curve(work: Path, args, doc, save):
     ``--k``; the final mask is accepted (the refined mask, not the ground truth) and the
     model is trained further (warm start, ``--curve-budget`` minutes, all accepted
     masks) before the next volume."""
-    from napari_labeleff.cohort._predict import evaluate as evaluate_ckpt
-    from napari_labeleff.cohort._predict import load_model
-    from napari_labeleff.cohort._project import prior_gate
-    from napari_labeleff.cohort._spec import TrainCase, TrainSpec, write_labels_snapshot
-    from napari_labeleff.cohort._train import train_steps
+    from napari_labeleff.cohort.prediction import evaluate as evaluate_ckpt
+    from napari_labeleff.cohort.prediction import load_model
+    from napari_labeleff.cohort.services import prior_gate
+    from napari_labeleff.cohort.training import TrainCase, TrainSpec, write_labels_snapshot
+    from napari_labeleff.cohort.training import train_steps
     from napari_labeleff.engine import refine
     from napari_labeleff.io import Geometry, write_volume
 
@@ -356,7 +356,7 @@ def main(argv=None):
 
     # graph pseudo-labels once (shared by every arm through the cache)
     _log("graph pseudo-labels of the weak cases (once)")
-    from napari_labeleff.cohort._train import train_steps
+    from napari_labeleff.cohort.training import train_steps
 
     t0 = time.monotonic()
     prep = _drive(train_steps(_spec(cases, work, f"_prep_{time.strftime('%H%M%S')}", {

@@ -122,7 +122,7 @@ def _project(folder: Path):
 
 # ---- QA -------------------------------------------------------------------------------
 def run_qa(work: Path, args) -> tuple[dict, Path]:
-    from napari_labeleff.cohort._qa import QA_THRESHOLD
+    from napari_labeleff.cohort.services import QA_THRESHOLD
 
     from napari_labeleff.cohort import Project
 
@@ -176,7 +176,7 @@ def run_qa(work: Path, args) -> tuple[dict, Path]:
 # ---- Dask -----------------------------------------------------------------------------
 def run_dask(folder: Path, work: Path, args) -> dict:
     from napari_labeleff.cohort import Project
-    from napari_labeleff.cohort._jobs import run_job
+    from napari_labeleff.cohort.jobs import run_job
     from napari_labeleff.io import read_volume
 
     p = Project.open(folder)
@@ -210,7 +210,7 @@ def run_dask(folder: Path, work: Path, args) -> dict:
 
 # ---- volume AL --------------------------------------------------------------------------
 def _evaluate(p, version, tests) -> float:
-    from napari_labeleff.cohort._predict import load_model
+    from napari_labeleff.cohort.prediction import load_model
 
     model = load_model(str(p.model_dir(version)), device="cpu")
     dices = []

@@ -13,7 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from napari_labeleff.cohort._project import PRIOR_MIN_DICE
+from napari_labeleff.cohort.services import PRIOR_MIN_DICE
 
 START, END = "<!-- cohort:start -->", "<!-- cohort:end -->"
 TARGETS = {"model": 0.82, "prior": 0.90, "prior_gain": 0.05, "semi_gain": 0.02, "train_min": 15.0,
@@ -194,7 +194,7 @@ def render_compact(doc: dict, source: str, base: dict | None = None) -> list:
                    f"{_f(a['mean_model'])} | {_f(a.get('mean_prior'))} | {a['max_predict_s']:.1f} |")
     out.append(f"| (c) refine, no prior | | | | {_f(doc.get('mean_no_prior'))} | |")
     if conf or self_at or band is not None:
-        from napari_labeleff.cohort._train import PSEUDO_BAND, PSEUDO_WEIGHT, SELF_CONFIDENCE
+        from napari_labeleff.cohort.training import PSEUDO_BAND, PSEUDO_WEIGHT, SELF_CONFIDENCE
 
         what = (f"only the graph pseudo-labels of the 6 weak volumes differ: {band} voxel(s) on each side of "
                 f"their boundaries are left out of the loss instead of {PSEUDO_BAND}."
@@ -244,7 +244,7 @@ def _seed_summary(doc: dict, others: list) -> list:
     """The model alone per training seed for every variant run with it (runs of one seed
     share the weak labels), each variant's gain over ``labelled`` of the same seed, and
     the semi-supervised target for self-training judged on every seed."""
-    from napari_labeleff.cohort._train import DEFAULTS, PSEUDO_BAND
+    from napari_labeleff.cohort.training import DEFAULTS, PSEUDO_BAND
 
     by_seed = {}
     for o in [doc, *others]:

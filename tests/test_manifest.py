@@ -34,7 +34,7 @@ def test_headless_modules_import_without_gui_libraries():
         "import sys\n"
         "import napari_labeleff.io, napari_labeleff.engine, napari_labeleff.active\n"
         "import napari_labeleff.session, napari_labeleff.cli, napari_labeleff.cohort\n"
-        "import napari_labeleff.cohort._cli, napari_labeleff.cohort._project\n"
+        "import napari_labeleff.cli._project, napari_labeleff.cohort._project\n"
         "bad = sorted(m for m in ('qtpy', 'napari', 'magicgui', 'PyQt5', 'PyQt6', 'PySide2',"
         " 'PySide6') if m in sys.modules)\n"
         "print(','.join(bad))\n"

@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
 )
 
 from .._errors import LabelEffError
-from ..io._write import label_table_paths
+from ..io import label_table_paths
 from ._reader import layer_name
 from ._writer import write_labels
 

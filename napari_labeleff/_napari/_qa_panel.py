@@ -1,6 +1,6 @@
 """Label QA panel: the project's doubtful masks, listed and jumped to (issue 9).
 
-Thin: :func:`napari_labeleff.cohort._qa.label_qa` does the work in the widget's worker
+Thin: :func:`napari_labeleff.cohort.services.label_qa` does the work in the widget's worker
 seam; this module lists the items and, on selection, opens the volume through the
 project panel and moves the viewer to the doubtful region's centre.
 """
@@ -70,7 +70,7 @@ class LabelQAPanel(QGroupBox):
         if project is None:
             show_info("Label QA: open a project first")
             return False
-        from ..cohort._qa import label_qa
+        from ..cohort.services import label_qa
 
         return self.runner.start(label_qa, project, desc="Label QA",
                                  on_returned=self.show_items,

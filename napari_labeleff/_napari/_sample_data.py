@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..io._samples import load_sample
+from ..io import load_sample
 from ._layers import BOX_FEATURES, annotation_metadata, boxes_to_shapes, scribble_colormap
 from ._reader import layer_name, volume_layer_data
 

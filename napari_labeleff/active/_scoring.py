@@ -17,8 +17,7 @@ import torch.nn.functional as F
 from scipy import ndimage as ndi
 
 from .._errors import LabelEffError
-from ..engine._api import normalised_entropy
-from ..engine._device import resolve_device
+from ..engine import normalised_entropy, resolve_device
 
 #: Uncertainty kinds accepted by :func:`uncertainty_map`.
 KINDS = ("entropy", "margin", "mutual_info")

@@ -9,7 +9,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .._errors import LabelEffError
-from ..engine._device import resolve_device
+from ..engine import resolve_device
 from ._annotated import annotated_slices, structure_extents
 from ._scoring import (KINDS, available_kinds, decode_pair, ensemble_members, slice_stats,
                        uncertain_regions, voxel_scores)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_labeleff.cohort._spec import TrainCase, TrainSpec, write_labels_snapshot
+from napari_labeleff.cohort.training import TrainCase, TrainSpec, write_labels_snapshot
 from napari_labeleff.io import Geometry, write_volume
 
 SHAPE = (16, 32, 32)

@@ -1,6 +1,6 @@
 """Helpers for the project-store tests: tiny synthetic NIfTI volumes and a fake learner.
 
-The fake learner stands in for ``cohort._train`` / ``cohort._predict`` so store tests
+The fake learner stands in for ``cohort.training`` / ``cohort.prediction`` so store tests
 stay fast and can dictate validation scores (publish decisions) and damage
 checkpoints. It follows the contract: ``train_steps(spec)`` is a generator yielding
 ``TrainProgress`` and returning a ``TrainReport``, writes ``model.pt`` +
@@ -11,13 +11,11 @@ checkpoints. It follows the contract: ``train_steps(spec)`` is a generator yield
 from __future__ import annotations
 
 import json
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
 
-from napari_labeleff.cohort._spec import TrainProgress, TrainReport
+from napari_labeleff.cohort.training import TrainProgress, TrainReport
 from napari_labeleff.io import Geometry, write_volume
 
 SHAPE = (8, 12, 14)
@@ -102,14 +100,13 @@ class FakeLearner:
         return FakeModel(len(config["class_names"]) + 1, Path(folder).name)
 
     def install(self, monkeypatch):
-        """Put this fake in place of ``cohort._train`` and ``cohort._predict``."""
-        train = types.ModuleType("napari_labeleff.cohort._train")
-        train.train_steps = self.train_steps
-        predict = types.ModuleType("napari_labeleff.cohort._predict")
-        predict.evaluate = self.evaluate
-        predict.load_model = self.load_model
-        monkeypatch.setitem(sys.modules, "napari_labeleff.cohort._train", train)
-        monkeypatch.setitem(sys.modules, "napari_labeleff.cohort._predict", predict)
+        """Put this fake in place of ``cohort.training.train_steps`` and
+        ``cohort.prediction``'s ``evaluate`` / ``load_model``."""
+        from napari_labeleff.cohort import prediction, training
+
+        monkeypatch.setattr(training, "train_steps", self.train_steps)
+        monkeypatch.setattr(prediction, "evaluate", self.evaluate)
+        monkeypatch.setattr(prediction, "load_model", self.load_model)
         return self
 
 

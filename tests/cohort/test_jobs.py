@@ -12,7 +12,7 @@ import pytest
 
 from napari_labeleff import LabelEffError
 from napari_labeleff.cohort import Project
-from napari_labeleff.cohort._jobs import job_steps, run_job
+from napari_labeleff.cohort.jobs import job_steps, run_job
 from napari_labeleff.io import read_volume
 
 from .scale_synth import project  # noqa: F401 (fixture)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from napari_labeleff.cohort import _losses
-from napari_labeleff.cohort._data import PreparedCase, build_supervision, resample_labels
+from napari_labeleff.cohort.training import _losses
+from napari_labeleff.cohort.training import PreparedCase, build_supervision, resample_labels
 
 
 def _logits(seed=0, shape=(2, 3, 4, 6, 6)):

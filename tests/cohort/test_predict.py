@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from napari_labeleff._errors import LabelEffError
-from napari_labeleff.cohort._data import resample_image
-from napari_labeleff.cohort._network import build_network
-from napari_labeleff.cohort._predict import LoadedModel, evaluate, load_model, mean_dice, scribble_dice
-from napari_labeleff.cohort._spec import TrainCase, write_labels_snapshot
+from napari_labeleff.cohort.training import resample_image
+from napari_labeleff.cohort.training import build_network
+from napari_labeleff.cohort.prediction import LoadedModel, evaluate, load_model, mean_dice, scribble_dice
+from napari_labeleff.cohort.training import TrainCase, write_labels_snapshot
 from napari_labeleff.io import Geometry, write_volume
 
 CONFIG = {"network": "BasicUNet", "features": [4, 8, 16, 32, 32, 4], "in_channels": 1, "n_classes": 2,
@@ -160,7 +160,7 @@ def test_a_single_object_structure_keeps_its_largest_component():
 
 
 def test_single_component_classes_come_from_dense_labels():
-    from napari_labeleff.cohort._train import single_component_classes
+    from napari_labeleff.cohort.training import single_component_classes
 
     one = np.zeros((10, 20, 20), np.int16)
     one[2:6, 2:8, 2:8] = 1

@@ -246,7 +246,7 @@ def test_remove_keeps_the_annotations(images, project):
 
 
 def test_roles_and_validation_hold_out(tmp_path, project):
-    from napari_labeleff.cohort._project import _validation_ids
+    from napari_labeleff.cohort.services import validation_ids as _validation_ids
 
     for i in range(6):
         project.add(make_volume(tmp_path, f"v{i}", seed=i))

@@ -9,7 +9,7 @@ import pytest
 
 from napari_labeleff import LabelEffError
 from napari_labeleff.cohort import Project, run_training
-from napari_labeleff.cohort._spec import read_labels_snapshot
+from napari_labeleff.cohort.training import read_labels_snapshot
 
 from .project_fakes import SHAPE, FakeLearner, ball, make_volume, scribbles_for
 
@@ -75,7 +75,7 @@ def test_damaged_new_checkpoint_keeps_the_previous_model(project, monkeypatch):
 
     monkeypatch.setattr(learner, "train_steps", damaging)
     import sys
-    sys.modules["napari_labeleff.cohort._train"].train_steps = damaging
+    sys.modules["napari_labeleff.cohort.training"].train_steps = damaging
     report = project.train()
     assert not report.published and project.published == "v0001"
     assert "could not be evaluated" in report.message

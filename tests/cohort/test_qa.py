@@ -7,7 +7,7 @@ import pytest
 
 from napari_labeleff import LabelEffError
 from napari_labeleff.cohort import Project
-from napari_labeleff.cohort._qa import label_qa
+from napari_labeleff.cohort.services import label_qa
 from napari_labeleff.io import Geometry, write_labels
 
 from .scale_synth import project  # noqa: F401 (fixture)

@@ -1,4 +1,4 @@
-"""Hybrid training (``cohort._train.train_steps``) and the background process, on tiny
+"""Hybrid training (``cohort.training.train_steps``) and the background process, on tiny
 synthetic cohorts where a threshold does NOT solve the task (see ``learning_synth``)."""
 
 import json
@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from napari_labeleff._errors import LabelEffError
-from napari_labeleff.cohort._background import train_in_background
-from napari_labeleff.cohort._predict import load_model, mean_dice
-from napari_labeleff.cohort._spec import TrainCase, TrainSpec, write_labels_snapshot
-from napari_labeleff.cohort._train import train_steps
+from napari_labeleff.cohort.training import train_in_background
+from napari_labeleff.cohort.prediction import load_model, mean_dice
+from napari_labeleff.cohort.training import TrainCase, TrainSpec, write_labels_snapshot
+from napari_labeleff.cohort.training import train_steps
 
 from .learning_synth import make_spec, make_volume, write_case
 
@@ -61,7 +61,7 @@ def test_training_learns_what_a_threshold_cannot(tmp_path):
     untrained = tmp_path / "untrained"
     untrained.mkdir()
     torch.manual_seed(0)
-    from napari_labeleff.cohort._network import build_network
+    from napari_labeleff.cohort.training import build_network
 
     torch.save(build_network(config).state_dict(), untrained / "model.pt")
     json.dump(config, open(untrained / "config.json", "w"))
@@ -226,7 +226,7 @@ def test_training_on_cuda_with_mixed_precision(tmp_path):
 def test_disk_full_while_saving_is_a_clear_error_and_publishes_nothing(tmp_path, monkeypatch):
     import errno
 
-    from napari_labeleff.cohort import _train
+    from napari_labeleff.cohort.training import _checkpoint as _train
 
     spec = make_spec(tmp_path, n_labelled=1, n_val=0, options={"max_steps": 2, "semi": False})
     real_save = torch.save
@@ -244,8 +244,8 @@ def test_disk_full_while_saving_is_a_clear_error_and_publishes_nothing(tmp_path,
 
 
 def test_pseudo_labels_are_confident_interiors_and_cached_by_content(tmp_path):
-    from napari_labeleff.cohort._data import prepare_case
-    from napari_labeleff.cohort._train import _pseudo_labels
+    from napari_labeleff.cohort.training import prepare_case
+    from napari_labeleff.cohort.training import pseudo_labels as _pseudo_labels
     from .learning_synth import slice_scribbles
 
     spec = make_spec(tmp_path, n_labelled=1, n_val=0, kind="scribbles")
@@ -265,8 +265,8 @@ def test_pseudo_labels_are_confident_interiors_and_cached_by_content(tmp_path):
 
 
 def test_pseudo_confidence_leaves_out_uncertain_voxels(tmp_path):
-    from napari_labeleff.cohort._data import prepare_case
-    from napari_labeleff.cohort._train import _pseudo_labels
+    from napari_labeleff.cohort.training import prepare_case
+    from napari_labeleff.cohort.training import pseudo_labels as _pseudo_labels
 
     spec = make_spec(tmp_path, n_labelled=1, n_val=0, kind="scribbles")
     case = spec.cases[0]
@@ -307,7 +307,8 @@ def test_self_training_labels_keep_confident_voxels_of_the_largest_object(tmp_pa
 
     from scipy import ndimage as ndi
 
-    from napari_labeleff.cohort._train import PSEUDO_BAND, SELF_CONFIDENCE, _self_labels
+    from napari_labeleff.cohort.training import PSEUDO_BAND, SELF_CONFIDENCE
+    from napari_labeleff.cohort.training import self_labels as _self_labels
 
     z, y, x = np.mgrid[:24, :32, :32]
     image = np.zeros((1, 24, 32, 32), np.float32)

@@ -6,7 +6,7 @@ import pytest
 
 from napari_labeleff import LabelEffError
 from napari_labeleff.cohort import Project
-from napari_labeleff.cohort._volume_al import VOLUME_STRATEGIES, suggest_volumes
+from napari_labeleff.cohort.services import VOLUME_STRATEGIES, suggest_volumes
 from napari_labeleff.io import read_volume, write_volume
 
 from .scale_synth import project  # noqa: F401 (fixture)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from cohort.project_fakes import FakeLearner, make_volume
 from napari_labeleff.cohort import Project
-from napari_labeleff.cohort._spec import TrainProgress
+from napari_labeleff.cohort.training import TrainProgress
 
 pytestmark = pytest.mark.gui
 

@@ -20,14 +20,14 @@ import queue as queue_mod
 import traceback
 from collections.abc import Generator
 
-from .._errors import LabelEffError
+from ..._errors import LabelEffError
 from ._spec import TrainProgress, TrainReport, TrainSpec
 
 
 def _child(spec: TrainSpec, out, cancel) -> None:
     """Child process body: run ``train_steps`` and report on ``out``."""
     try:
-        from ._train import train_steps
+        from ._loop import train_steps
 
         gen = train_steps(spec)
         while True:

@@ -1,7 +1,7 @@
 """Training interface between the project store and the learner (contract C3).
 
-The store (``cohort/_project.py``) builds a :class:`TrainSpec` from the project's
-volumes and hands it to :func:`napari_labeleff.cohort._train.train_steps`; training never
+The project (``cohort/services/_training.py``) builds a :class:`TrainSpec` from the project's
+volumes and hands it to :func:`napari_labeleff.cohort.training.train_steps`; training never
 imports the store. This module is pure Python + numpy (no torch), so the store, the CLI
 and the GUI can import it cheaply.
 
@@ -26,12 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from .._errors import LabelEffError
+from ..._errors import LabelEffError
 
 ROLES = ("labelled", "unlabeled", "validation")
 """Allowed values of :attr:`TrainCase.role`."""
 
-#: Option names understood by ``train_steps`` (documented in ``cohort/_train.py``).
+#: Option names understood by ``train_steps`` (documented in ``cohort/training/_options.py``).
 KNOWN_OPTIONS = (
     "max_minutes", "max_steps", "device", "seed", "semi", "pretrain", "pretrain_minutes",
     "pseudo_labels", "patch_size", "batch_size", "target_spacing", "features",
@@ -100,7 +100,7 @@ class TrainSpec:
     init_checkpoint : str or None
         Published checkpoint folder to warm-start from (its class list must match).
     options : dict
-        Training options, see ``napari_labeleff.cohort._train`` (``max_minutes``,
+        Training options, see ``napari_labeleff.cohort.training._options`` (``max_minutes``,
         ``device``, ``seed``, ``semi``, ``pretrain``, ...).
     """
 

@@ -29,10 +29,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .._errors import LabelEffError
+from ..._errors import LabelEffError
 from ._spec import TrainCase, has_labels, read_labels_snapshot
 
-LABEL_KEYS = ("lab", "weight", "boxes", "forbid")
 
 
 @dataclass
@@ -137,7 +136,7 @@ def resample_mask(mask: np.ndarray, spacing, target, *, out_shape=None) -> np.nd
                           out_shape=out_shape)[0].round().astype(np.uint8)
 
 
-def normalise(image: np.ndarray) -> np.ndarray:
+def clip_zscore(image: np.ndarray) -> np.ndarray:
     """Clip each channel to its 0.5-99.5 percentiles and z-score it (MONAI
     ``NormalizeIntensity``, channel-wise). (C, z, y, x) float32 -> same."""
     from monai.transforms import NormalizeIntensity
@@ -153,7 +152,7 @@ def normalise(image: np.ndarray) -> np.ndarray:
 # ---- reading ----------------------------------------------------------------------------
 def read_image(path):
     """Image (C, Z, Y, X) float32 and (Z, Y, X) spacing via ``napari_labeleff.io``."""
-    from ..io import read_volume
+    from ...io import read_volume
 
     vol = read_volume(path)
     data = np.asarray(vol.data, dtype=np.float32)
@@ -181,7 +180,7 @@ def prepare_case(case: TrainCase, config: dict, *, n_classes: int) -> PreparedCa
         )
     target = tuple(config["target_spacing"])
     shp = target_shape(image.shape[1:], spacing, target)
-    img = normalise(resample_image(image, spacing, target, out_shape=shp))
+    img = clip_zscore(resample_image(image, spacing, target, out_shape=shp))
     pc = PreparedCase(case.volume_id, case.role, img, spacing=target, orig_spacing=spacing,
                       orig_shape=tuple(image.shape[1:]))
     if case.labels_path is None:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .._errors import LabelEffError
+from ..._errors import LabelEffError
 
 CPU_FEATURES = (8, 16, 32, 64, 128, 16)
 GPU_FEATURES = (16, 32, 64, 128, 256, 32)

@@ -1,4 +1,4 @@
-"""Loading a trained cohort model, predicting, embedding and scoring (contract C3).
+"""Loading a trained cohort model, predicting, embedding and evaluating (contract C3).
 
 Prediction resamples the volume to the model's target spacing (MONAI ``Spacing``),
 normalises it as in training, runs MONAI ``SlidingWindowInfererAdapt`` (Gaussian
@@ -9,117 +9,18 @@ volume's own grid (``Spacing`` with the original shape: voxel centres stay align
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from .._errors import LabelEffError
-from ..engine import resolve_device
-from ._data import normalise, read_image, resample_image
-from ._network import build_network, encode
-from ._spec import TrainCase, read_labels_snapshot
-
-REQUIRED_FILES = ("model.pt", "config.json")
-_CONFIG_KEYS = ("network", "features", "in_channels", "n_classes", "class_names",
-                "target_spacing", "patch_size")
-
-
-def autocast(device: torch.device, enabled: bool | None = None):
-    """Mixed-precision context: bf16 (or fp16 when bf16 is unsupported) on CUDA, off
-    elsewhere (CPU autocast is slower than fp32 for these 3D convolutions)."""
-    use = device.type == "cuda" if enabled is None else (enabled and device.type == "cuda")
-    if not use:
-        return torch.autocast(device_type="cpu", enabled=False)
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast(device_type="cuda", dtype=dtype)
-
-
-def sliding_window_probs(net, image, patch_size, device, *, overlap=0.25, amp=None,
-                         sw_batch_size=4) -> torch.Tensor:
-    """Class probabilities of a whole (C, z, y, x) image at the network's spacing.
-
-    Returns
-    -------
-    Tensor, shape (K+1, z, y, x), float32, on the CPU.
-    """
-    from monai.inferers import SlidingWindowInfererAdapt
-
-    # 4 windows per forward: ~3x faster than 1 on CPU (measured on the LA cohort)
-    inferer = SlidingWindowInfererAdapt(roi_size=tuple(int(p) for p in patch_size), sw_batch_size=sw_batch_size,
-                                        overlap=overlap, mode="gaussian")
-    x = torch.as_tensor(np.ascontiguousarray(image), dtype=torch.float32)[None].to(device)
-    was_training = net.training
-    net.eval()
-    try:
-        with torch.no_grad(), autocast(device, amp):
-            logits = inferer(x, net)
-    finally:
-        net.train(was_training)
-    return torch.softmax(logits.float(), dim=1)[0].cpu()
-
-
-def dice_scores(pred: np.ndarray, gt: np.ndarray, n_classes: int) -> list:
-    """Dice per structure c = 1..K (NaN when c is absent from both)."""
-    out = []
-    for c in range(1, n_classes):
-        p, g = pred == c, gt == c
-        s = int(p.sum()) + int(g.sum())
-        out.append(float("nan") if s == 0 else 2.0 * int((p & g).sum()) / s)
-    return out
-
-
-def mean_dice(pred, gt, n_classes) -> float:
-    """Mean Dice over the structures present in ``gt`` or ``pred`` (1.0 if none)."""
-    d = [x for x in dice_scores(pred, gt, n_classes) if not np.isnan(x)]
-    return float(np.mean(d)) if d else 1.0
-
-
-def scribble_dice(pred, scribbles, n_classes) -> float:
-    """Dice restricted to scribbled voxels (held-out weak labels): per structure c,
-    Dice of ``pred == c`` vs ``scribbles == c + 1`` over voxels with a scribble."""
-    sel = scribbles > 0
-    return mean_dice(np.where(sel, pred, 0), np.where(sel, scribbles.astype(np.int16) - 1, 0), n_classes)
-
-
-def _read_config(checkpoint_dir) -> dict:
-    path = os.path.join(checkpoint_dir, "config.json")
-    try:
-        with open(path) as fh:
-            config = json.load(fh)
-    except (OSError, ValueError) as err:
-        raise LabelEffError(f"checkpoint {str(checkpoint_dir)!r}: config.json is unreadable or damaged ({err})") from err
-    missing = [k for k in _CONFIG_KEYS if k not in config]
-    if missing:
-        raise LabelEffError(f"checkpoint {str(checkpoint_dir)!r}: config.json lacks {missing}")
-    return config
-
-
-def read_checkpoint(checkpoint_dir) -> tuple:
-    """(config dict, state_dict) of a checkpoint folder.
-
-    Raises
-    ------
-    LabelEffError
-        Missing folder or files, damaged config or weights, weights that do not fit the
-        network the config describes.
-    """
-    checkpoint_dir = os.fspath(checkpoint_dir)
-    if not os.path.isdir(checkpoint_dir):
-        raise LabelEffError(f"checkpoint folder {checkpoint_dir!r} does not exist")
-    missing = [f for f in REQUIRED_FILES if not os.path.exists(os.path.join(checkpoint_dir, f))]
-    if missing:
-        raise LabelEffError(f"checkpoint {checkpoint_dir!r} is incomplete: missing {missing}")
-    config = _read_config(checkpoint_dir)
-    try:
-        state = torch.load(os.path.join(checkpoint_dir, "model.pt"), map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle / zip / EOF errors of a truncated or damaged file
-        raise LabelEffError(f"checkpoint {checkpoint_dir!r}: model.pt is damaged ({type(err).__name__}: {err})") from err
-    if not isinstance(state, dict):
-        raise LabelEffError(f"checkpoint {checkpoint_dir!r}: model.pt does not hold a state dict")
-    return config, state
+from ..._errors import LabelEffError
+from ..._metrics import mean_dice, scribble_dice
+from ...engine import resolve_device
+from ..training import (TrainCase, autocast, build_network, clip_zscore, encode, read_checkpoint,
+                        read_image, read_labels_snapshot, resample_image, sliding_window_probs)
+from ..training import keep_largest as _keep_largest
 
 
 @dataclass
@@ -166,7 +67,7 @@ class LoadedModel:
         if not np.all(np.isfinite(img)):
             raise LabelEffError("image holds NaN/Inf voxels")
         target = tuple(float(t) for t in self.config["target_spacing"])
-        return normalise(resample_image(img, sp, target)), sp, img.shape[1:]
+        return clip_zscore(resample_image(img, sp, target)), sp, img.shape[1:]
 
     def predict(self, image, spacing, *, keep_largest: bool = True) -> np.ndarray:
         """Class probabilities on the image's own grid.
@@ -178,7 +79,7 @@ class LoadedModel:
             (Z, Y, X) mm.
         keep_largest : bool
             Structures the training labels showed as one object keep only their
-            largest component (:func:`_keep_largest`); False: the network's raw output.
+            largest component (``training.keep_largest``); False: the network's raw output.
 
         Returns
         -------
@@ -211,36 +112,6 @@ class LoadedModel:
         with torch.no_grad(), autocast(self.device):
             f = encode(self.net, torch.as_tensor(np.asarray(x))[None].to(self.device))
         return f[0].float().cpu().numpy()
-
-
-def _keep_largest(probs: np.ndarray, single) -> None:
-    """Structures known to be one object keep only their largest predicted component.
-
-    ``single[c - 1]`` is True when the training labels showed structure c as one
-    connected object (``_train.single_component_classes``); elsewhere its probability
-    goes to the other classes (in place; MONAI ``KeepLargestConnectedComponent`` on the
-    argmax labels).
-
-    Parameters
-    ----------
-    probs : ndarray, shape (K + 1, Z, Y, X), float32
-        Sums to 1 per voxel; modified in place.
-    single : sequence of bool, length K
-    """
-    from monai.transforms import KeepLargestConnectedComponent
-
-    applied = [c for c, flag in enumerate(single, start=1) if flag is True]
-    if not applied:
-        return
-    labels = probs.argmax(axis=0)
-    # (the transform may edit its input in place: it gets a copy)
-    kept = np.asarray(KeepLargestConnectedComponent(applied_labels=applied, is_onehot=False,
-                                                    connectivity=3)(labels[None].copy()))[0]
-    for c in applied:
-        drop = (labels == c) & (kept != c)
-        if drop.any():
-            probs[c][drop] = 0.0
-    probs /= np.maximum(probs.sum(axis=0, keepdims=True), 1e-8)
 
 
 def load_model(checkpoint_dir, device="auto") -> LoadedModel:

@@ -33,8 +33,6 @@ Kinds
 from __future__ import annotations
 
 import json
-import os
-import threading
 import time
 import traceback
 from collections.abc import Generator
@@ -43,17 +41,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .._errors import LabelEffError
-from .._steps import drain
-from ..engine import Progress
+from ..._errors import LabelEffError
+from ..._steps import drain
+from ...engine import Progress
+from ..prediction import cached_model, model_loads, summarise
+from ..store import ProjectStore, VolumeRecord
 
 JOB_KINDS = ("predict", "score", "export")
 #: Seconds a connection to a scheduler address may take before the job gives up.
 CONNECT_TIMEOUT = 10.0
-
-_MODEL_CACHE: dict = {}
-_MODEL_LOADS = {"n": 0}
-_CACHE_LOCK = threading.Lock()
 
 
 @dataclass
@@ -148,22 +144,6 @@ class JobReport:
 
 
 # ---- worker side ------------------------------------------------------------------------
-def cached_model(checkpoint_dir: str, device: str = "auto"):
-    """The model of ``checkpoint_dir``, loaded once per process (per device and weights
-    file version): every task on a worker after the first reuses it."""
-    from ._predict import load_model
-
-    weights = Path(checkpoint_dir) / "model.pt"
-    key = (os.path.abspath(checkpoint_dir), device,
-           weights.stat().st_mtime_ns if weights.exists() else None)
-    with _CACHE_LOCK:
-        if key not in _MODEL_CACHE:
-            _MODEL_CACHE.clear()
-            _MODEL_CACHE[key] = load_model(checkpoint_dir, device=device)
-            _MODEL_LOADS["n"] += 1
-        return _MODEL_CACHE[key]
-
-
 def _worker_name() -> str:
     try:
         from distributed import get_worker
@@ -175,8 +155,8 @@ def _worker_name() -> str:
 
 def _read_checked(record: dict):
     """Read the volume as ``Project.read_image`` does (same reader, same checks)."""
-    from ..io import read_volume
-    from ..session import volume_checksum
+    from ...io import read_volume
+    from ...session import volume_checksum
 
     path = Path(record["path"])
     if not path.exists():
@@ -191,8 +171,6 @@ def _read_checked(record: dict):
 
 
 def _geometry(record: dict):
-    from ._project import VolumeRecord
-
     return VolumeRecord.from_dict(record).geometry
 
 
@@ -215,8 +193,6 @@ def run_task(kind: str, record: dict, *, checkpoint: str | None, out_path: str |
 
             if threads:
                 torch.set_num_threads(int(threads))
-            from ._project import _summarise
-
             vol = _read_checked(record)
             model = cached_model(checkpoint, device)
             res.device = str(model.device)
@@ -226,10 +202,10 @@ def run_task(kind: str, record: dict, *, checkpoint: str | None, out_path: str |
             if probs.shape != (k1, *record["shape"]):
                 raise LabelEffError(f"model returned probabilities of shape {probs.shape}; "
                                     f"expected {(k1, *record['shape'])}")
-            labels, _, scores = _summarise(probs)
+            labels, _, scores = summarise(probs)
             res.scores = {"model": model.version, **scores}
             if kind == "predict":
-                from ..io import write_labels
+                from ...io import write_labels
 
                 written = write_labels(out_path, labels, vol.geometry,
                                        label_names=["background", *class_names],
@@ -244,20 +220,19 @@ def run_task(kind: str, record: dict, *, checkpoint: str | None, out_path: str |
         if not isinstance(err, (LabelEffError, OSError)):
             res.error += " | " + traceback.format_exc(limit=2).splitlines()[-1]
     res.seconds = time.perf_counter() - t0
-    res.model_loads = _MODEL_LOADS["n"]
+    res.model_loads = model_loads()
     return res
 
 
 def _export(res: VolumeResult, record: dict, project: str, out_path: str,
             class_names: tuple) -> None:
-    from ..io import write_labels
-    from ._project import Project
+    from ...io import write_labels
 
-    p = Project.open(project, read_only=True)
+    store = ProjectStore.open(project, read_only=True)
     try:
-        mask = p.labels(record["id"]).get("mask")
+        mask = store.labels.read(record["id"]).get("mask")
     finally:
-        p.close()
+        store.file.close()
     if mask is None:
         res.skipped, res.error = True, f"no accepted or imported mask (status {record['status']})"
         return
@@ -351,57 +326,65 @@ def job_steps(project, kind: str, *, out=None, scheduler: str = "local", workers
     records = {v: project.volume(v).to_dict() for v in ids}  # unknown ids raise here
     checkpoint, version = None, None
     if kind in ("predict", "score"):
-        version = str(project._require_model())
+        version = project.require_published().version
         checkpoint = str(project.model_dir(version))
-    out_dir = None
-    if out is not None:
-        out_dir = Path(out).expanduser().absolute()
+    out_dir = None if out is None else Path(out).expanduser().absolute()
+    if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
     common = dict(checkpoint=checkpoint, class_names=tuple(project.class_names),
                   device=device, project=str(project.folder), threads=threads_per_worker)
-
-    def out_path(v):
-        return None if out_dir is None or kind == "score" else str(out_dir / f"{v}.nii.gz")
-
+    tasks = {v: (kind, records[v], None if out_dir is None or kind == "score"
+                 else str(out_dir / f"{v}.nii.gz")) for v in ids}
     t0 = time.perf_counter()
     results: dict = {}
-    total = len(ids)
-    yield Progress(0, total, f"{kind}: starting ({scheduler})")
-    if scheduler == "serial":
-        n_workers = 1
-        for i, v in enumerate(ids, start=1):
-            results[v] = run_task(kind, records[v], out_path=out_path(v), **common)
-            _record(project, results[v])
-            yield Progress(i, total, _message(kind, results[v]))
-    else:
-        from distributed import as_completed
-
-        client, cluster = _connect(scheduler, workers, connect_timeout, threads_per_worker)
-        try:
-            n_workers = len(client.scheduler_info().get("workers", {})) or int(workers)
-            futures = {client.submit(run_task, kind, records[v], out_path=out_path(v),
-                                     key=f"labeleff-{kind}-{v}-{time.time_ns()}",
-                                     pure=False, **common): v for v in ids}
-            for i, fut in enumerate(as_completed(futures), start=1):
-                v = futures[fut]
-                try:
-                    results[v] = fut.result()
-                except Exception as err:  # noqa: BLE001 - e.g. KilledWorker: reported
-                    results[v] = VolumeResult(v, ok=False, error=(
-                        f"worker failed ({type(err).__name__}: "
-                        f"{str(err).splitlines()[0] if str(err) else 'no message'})"))
-                _record(project, results[v])
-                yield Progress(i, total, _message(kind, results[v]))
-        finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
+    yield Progress(0, len(ids), f"{kind}: starting ({scheduler})")
+    run = _run_serial if scheduler == "serial" else _run_dask
+    n_workers = yield from run(project, tasks, common, results, scheduler=scheduler,
+                               workers=workers, timeout=connect_timeout, threads=threads_per_worker)
     report = JobReport(kind, {v: results[v] for v in ids}, version, scheduler, n_workers,
                        time.perf_counter() - t0, None if out_dir is None else str(out_dir))
     if kind == "score" and out_dir is not None:
         (out_dir / "scores.json").write_text(json.dumps(
             {v: r.scores for v, r in report.results.items() if r.ok}, indent=1))
     return report
+
+
+def _run_serial(project, tasks: dict, common: dict, results: dict, **_):
+    """Generator: every task in this process, in order; returns the worker count (1)."""
+    for i, (v, (kind, record, out_path)) in enumerate(tasks.items(), start=1):
+        results[v] = run_task(kind, record, out_path=out_path, **common)
+        _record(project, results[v])
+        yield Progress(i, len(tasks), _message(kind, results[v]))
+    return 1
+
+
+def _run_dask(project, tasks: dict, common: dict, results: dict, *, scheduler, workers,
+              timeout, threads):
+    """Generator: the tasks on a Dask cluster, as they finish; returns the worker count."""
+    from distributed import as_completed
+
+    client, cluster = _connect(scheduler, workers, timeout, threads)
+    try:
+        n_workers = len(client.scheduler_info().get("workers", {})) or int(workers)
+        futures = {client.submit(run_task, kind, record, out_path=out_path,
+                                 key=f"labeleff-{kind}-{v}-{time.time_ns()}",
+                                 pure=False, **common): v
+                   for v, (kind, record, out_path) in tasks.items()}
+        for i, fut in enumerate(as_completed(futures), start=1):
+            v = futures[fut]
+            try:
+                results[v] = fut.result()
+            except Exception as err:  # noqa: BLE001 - e.g. KilledWorker: reported
+                results[v] = VolumeResult(v, ok=False, error=(
+                    f"worker failed ({type(err).__name__}: "
+                    f"{str(err).splitlines()[0] if str(err) else 'no message'})"))
+            _record(project, results[v])
+            yield Progress(i, len(tasks), _message(tasks[v][0], results[v]))
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return n_workers
 
 
 def _message(kind: str, r: VolumeResult) -> str:

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .._errors import LabelEffError
+from ..._errors import LabelEffError
 
 VOLUME_STRATEGIES = ("default", "random", "foreground_random")
 #: Volumes with these statuses are annotated (the diversity term keeps away from them).
@@ -92,7 +92,7 @@ def model_view(project, vids, *, device: str = "auto", embed: bool = True,
         volume id -> {"scores": dict, "embedding": ndarray (F,) or None}. ``cache``
         (a dict the caller keeps) avoids recomputing for the same model version.
     """
-    version = str(project._require_model())
+    version = project.require_published().version
     model = project.load_model(device) if embed else None
     out = {}
     for v in vids:

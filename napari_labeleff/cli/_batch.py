@@ -1,7 +1,7 @@
 """``labeleff project predict|score|export|suggest|qa``: cohort-scale commands.
 
-:func:`register` adds them to the ``project`` subparsers of ``cohort/_cli.py``. Batch
-jobs run on ``dask.distributed`` (``--scheduler local`` starts a LocalCluster of
+:func:`add_batch` adds them to the ``project`` subparsers (``_project``). Batch jobs
+run on ``dask.distributed`` (``--scheduler local`` starts a LocalCluster of
 ``--workers`` processes; an address such as ``tcp://host:8786`` uses an existing
 cluster; ``serial`` runs in this process) with a progress bar on stderr. Nothing heavy
 is imported at registration time.
@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+
+from ._common import drive
 
 
 def _job_options(p, *, out_required: bool, out_help: str) -> None:
@@ -30,7 +32,7 @@ def _job_options(p, *, out_required: bool, out_help: str) -> None:
                    help="seconds to reach a scheduler address (default 10)")
 
 
-def register(sub) -> None:
+def add_batch(sub) -> None:
     """Add the batch and ranking commands to ``labeleff project``'s subparsers."""
     p = sub.add_parser("predict", help="predict every volume with the published model "
                        "(Dask batch job) -> OUT/<volume id>.nii.gz")
@@ -75,20 +77,19 @@ def register(sub) -> None:
 
 
 def _open(path, read_only=False):
-    from . import Project
+    from ..cohort import Project
 
     return Project.open(path, read_only=read_only)
 
 
 def _cmd_job(args) -> int:
-    from ..cli import _drive  # here: the main CLI imports this module
-    from ._jobs import job_steps
+    from ..cohort.jobs import job_steps
 
     with _open(args.path) as p:
-        report = _drive(job_steps(p, args.kind, out=args.out, scheduler=args.scheduler,
-                                  workers=args.workers, volumes=args.volumes,
-                                  device=args.device, connect_timeout=args.timeout),
-                        f"project {args.kind}", unit="volume")
+        report = drive(job_steps(p, args.kind, out=args.out, scheduler=args.scheduler,
+                                 workers=args.workers, volumes=args.volumes,
+                                 device=args.device, connect_timeout=args.timeout),
+                       f"project {args.kind}", unit="volume")
     print(report.summary())
     for vid, path in report.outputs.items():
         print(f"  {vid}: {path}")
@@ -102,7 +103,7 @@ def _cmd_job(args) -> int:
 
 
 def _cmd_suggest(args) -> int:
-    from ._volume_al import suggest_volumes
+    from ..cohort.services import suggest_volumes
 
     with _open(args.path) as p:
         items = suggest_volumes(p, n=args.n, strategy=args.strategy, seed=args.seed,
@@ -115,7 +116,7 @@ def _cmd_suggest(args) -> int:
 
 
 def _cmd_qa(args) -> int:
-    from ._qa import QA_THRESHOLD, label_qa, write_qa
+    from ..cohort.services import QA_THRESHOLD, label_qa, write_qa
 
     threshold = QA_THRESHOLD if args.threshold is None else args.threshold
     with _open(args.path) as p:

@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
-from .._errors import LabelEffError
+from ..._errors import LabelEffError
 
 #: Model probability from which a voxel's label counts as the model's firm opinion.
 CONFIDENT = 0.8
@@ -290,8 +290,8 @@ def fold_models(project, vids, folds: int, *, device: str = "auto",
                 progress=None) -> dict:
     """Train (or reuse) one model per fold; returns volume id -> checkpoint folder of a
     model that did not train on that volume's mask."""
-    from ._spec import TrainCase, TrainSpec, write_labels_snapshot
-    from ._train import train_steps
+    from .. import training
+    from ..training import TrainCase, TrainSpec, write_labels_snapshot
 
     key = _qa_key(project, vids)
     root = project.folder / "qa" / key
@@ -324,7 +324,7 @@ def fold_models(project, vids, folds: int, *, device: str = "auto",
         spec = TrainSpec(cases=tuple(cases), class_names=tuple(project.class_names),
                          out_dir=str(ckpt), run_dir=str(root / f"run{k}"),
                          init_checkpoint=None, options=opts)
-        gen = train_steps(spec)
+        gen = training.train_steps(spec)
         try:
             while True:
                 step = next(gen)
@@ -356,7 +356,7 @@ def label_qa(project, *, threshold: float = QA_THRESHOLD, folds: int = 2,
     max_minutes : float
         Training budget of each fold model.
     train_options : dict, optional
-        Further learner options of the fold models (``cohort._train``).
+        Further learner options of the fold models (``cohort.training``).
     seed : int
     progress : callable, optional
         ``progress(fold, folds, TrainProgress)`` while fold models train.
@@ -381,10 +381,10 @@ def label_qa(project, *, threshold: float = QA_THRESHOLD, folds: int = 2,
     if not vids:
         raise LabelEffError(f"project {project.folder.name} has no accepted or imported "
                             "mask to check")
-    from ._jobs import cached_model
+    from ..prediction import cached_model
 
     if folds == 0:
-        version = str(project._require_model())
+        version = project.require_published().version
         ckpts = {v: str(project.model_dir(version)) for v in vids}
     else:
         if len(vids) < folds:

@@ -2,24 +2,23 @@
 
 Subcommands: ``create``, ``add``, ``status``, ``train``, ``accept``, ``import``,
 ``relocate``, ``remove`` (batch jobs ``predict``, ``export``, ``score``, ``suggest``,
-``qa`` come from ``cohort/_cli_batch.py`` when present). :func:`register` adds the
-``project`` command to the ``labeleff`` parser; this module imports nothing heavy at
-import time (the store is imported inside each command). Errors are
-:class:`~napari_labeleff.LabelEffError` (one line, exit status 2, printed by
-``napari_labeleff.cli.main``).
+``qa``: ``_batch``). The store is imported inside each command.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
-import warnings
-from contextlib import contextmanager
+from pathlib import Path
+
+from .._errors import LabelEffError
+from ..io import read_label_volume
+from ._batch import add_batch
+from ._common import drive, warnings_to_stderr
 
 
-def register(subparsers) -> None:
+def add_project(subparsers) -> None:
     """Add ``project`` and its subcommands to ``labeleff``'s subparsers."""
     parser = subparsers.add_parser(
         "project", help="cohort projects: many volumes, one model learned across them",
@@ -85,32 +84,17 @@ def register(subparsers) -> None:
     p.add_argument("volume", help="volume id")
     p.set_defaults(func=_cmd_remove)
 
-    if importlib.util.find_spec("napari_labeleff.cohort._cli_batch") is not None:
-        from ._cli_batch import register as register_batch
-
-        register_batch(sub)
-
-
-@contextmanager
-def _warnings_to_stderr():
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            yield
-        finally:
-            for w in caught:
-                if issubclass(w.category, (UserWarning, RuntimeWarning)):
-                    print(f"warning: {w.message}", file=sys.stderr)
+    add_batch(sub)
 
 
 def _open(path, read_only=False):
-    from . import Project
+    from ..cohort import Project
 
     return Project.open(path, read_only=read_only)
 
 
 def _cmd_create(args) -> int:
-    from . import Project
+    from ..cohort import Project
 
     with Project.create(args.path, class_names=args.classes) as p:
         print(f"created project {p.folder} with structures: {', '.join(p.class_names)}")
@@ -118,12 +102,10 @@ def _cmd_create(args) -> int:
 
 
 def _cmd_add(args) -> int:
-    from pathlib import Path
-
     from ..io import can_read
 
     added, skipped = [], []
-    with _warnings_to_stderr(), _open(args.path) as p:
+    with warnings_to_stderr(), _open(args.path) as p:
         for item in args.inputs:
             path = Path(item).expanduser()
             if path.is_dir() and not can_read(path):
@@ -147,13 +129,14 @@ def _fmt(value, spec="{:.2f}") -> str:
 
 
 def _cmd_status(args) -> int:
-    with _warnings_to_stderr(), _open(args.path, read_only=True) as p:
+    with warnings_to_stderr(), _open(args.path, read_only=True) as p:
         rows = p.table()
         published = p.published
         if args.as_json:
             print(json.dumps({
                 "project": str(p.folder), "classes": p.class_names,
-                "published": None if published is None else {"version": str(published), "score": published.score},
+                "published": None if published is None else {"version": published.version,
+                                                              "score": published.score},
                 "models": p.models, "volumes": rows,
             }, indent=1, default=str))
             return 0
@@ -179,18 +162,17 @@ def _cmd_status(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from ..cli import _drive
-    from ._project import run_training
+    from ..cohort import run_training
 
     options = {k: v for k, v in (("semi", args.semi), ("pretrain", args.pretrain),
                                  ("self_training", args.self_training)) if v is not None}
-    with _warnings_to_stderr(), _open(args.path) as p:
+    with warnings_to_stderr(), _open(args.path) as p:
         plan = p.prepare_training(max_minutes=args.max_minutes, device=args.device,
                                   seed=args.seed, **options)  # bad input fails before the bar
         if plan.resumed:
             print(f"resuming the interrupted run of {plan.version}", file=sys.stderr)
         try:
-            report = p.finish_training(_drive(run_training(plan), "train"))
+            report = p.finish_training(drive(run_training(plan), "train"))
         except KeyboardInterrupt:
             print("training interrupted; run the same command again to resume it", file=sys.stderr)
             raise
@@ -205,24 +187,9 @@ def _cmd_train(args) -> int:
 
 def _read_mask(p, vid, path):
     """A mask file checked against the volume's grid, as an integer array."""
-    import numpy as np
-
-    from ..io import read_volume
-    from ._project import _geometry_differences
-
     rec = p.volume(vid)
-    vol = read_volume(path)
-    if vol.channel_axis is not None or vol.shape != tuple(rec.shape):
-        raise _error(f"mask {path} has shape {tuple(vol.data.shape)}; volume {vid!r} has (Z, Y, X) = {tuple(rec.shape)}")
-    problems = _geometry_differences(vol.geometry, rec.geometry)
-    if problems:
-        raise _error(f"mask {path} is not on the voxel grid of volume {vid!r}: " + "; ".join(problems))
-    data = np.asarray(vol.data)
-    if data.dtype.kind == "f":
-        if not np.all(np.isfinite(data)) or not np.array_equal(data, np.round(data)):
-            raise _error(f"mask {path} holds non-integer values; expected integer labels 0..K")
-        data = data.astype(np.int64)
-    return data
+    return read_label_volume(path, tuple(rec.shape), rec.geometry, what="mask",
+                             owner=f"volume {vid!r}", grid=f"the voxel grid of volume {vid!r}")
 
 
 def _cmd_accept(args) -> int:
@@ -261,6 +228,4 @@ def _cmd_remove(args) -> int:
 
 
 def _error(message: str):
-    from .._errors import LabelEffError
-
     return LabelEffError(message)

@@ -1,0 +1,28 @@
+"""Services room of the cohort: what a project does with its store and its model.
+
+* ``_training``  :func:`prepare_training` / :func:`run_training` /
+                 :func:`finish_training` (snapshot, learner, publish decision);
+* ``_predict``   :class:`Predictor`: the published model's prediction of a volume;
+* ``_refine``    refine with the published model as prior (:func:`prior_gate`);
+* ``_qa``        label QA: doubtful accepted or imported masks (:func:`label_qa`);
+* ``_volume_al`` which volume to annotate next (:func:`suggest_volumes`).
+
+The :class:`~napari_labeleff.cohort.Project` facade calls these; they use the store,
+training and prediction rooms, never the facade's internals.
+"""
+
+from ._predict import Predictor
+from ._qa import QA_THRESHOLD, QAItem, label_qa, write_qa
+from ._refine import PRIOR_MIN_DICE, prior_gate, prior_use, refine_steps
+from ._training import (VALIDATION_EVERY, VALIDATION_MIN, ProjectTrainReport, TrainOutcome,
+                        TrainPlan, finish_training, prepare_training, publish_decision,
+                        run_training, validation_ids)
+from ._volume_al import VOLUME_STRATEGIES, VolumeSuggestion, suggest_volumes
+
+__all__ = [
+    "PRIOR_MIN_DICE", "QA_THRESHOLD", "VALIDATION_EVERY", "VALIDATION_MIN", "VOLUME_STRATEGIES",
+    "Predictor", "ProjectTrainReport", "QAItem", "TrainOutcome", "TrainPlan", "VolumeSuggestion",
+    "finish_training", "label_qa", "prepare_training", "prior_gate", "prior_use",
+    "publish_decision", "refine_steps", "run_training", "suggest_volumes", "validation_ids",
+    "write_qa",
+]
