@@ -11,6 +11,7 @@ import pytest
 import SimpleITK as sitk
 
 from napari_labeleff import LabelEffError, cli
+from napari_labeleff.cli import _common, _volume
 from napari_labeleff.engine import Progress
 from napari_labeleff.io import Geometry, read_volume, write_labels, write_volume
 
@@ -74,14 +75,14 @@ def test_oserror_and_ctrl_c(monkeypatch, capsys, tmp_path):
     def fail(args):
         raise PermissionError(13, "Permission denied", str(tmp_path / "x"))
 
-    monkeypatch.setattr(cli, "_cmd_info", fail)
+    monkeypatch.setattr(_volume, "_cmd_info", fail)
     assert cli.main(["info", "x"]) == 2
     assert capsys.readouterr().err.strip() == f"labeleff: error: Permission denied: {tmp_path / 'x'}"
 
     def interrupt(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_cmd_info", interrupt)
+    monkeypatch.setattr(_volume, "_cmd_info", interrupt)
     assert cli.main(["info", "x"]) == 130
 
 
@@ -97,25 +98,25 @@ def test_load_label_volume(tmp_path, image_file, oblique_geometry):
     labels = np.zeros(like.shape, np.uint8)
     labels[2, 3, 4] = 3
     write_labels(tmp_path / "s.nii.gz", labels, oblique_geometry)
-    loaded = cli._load_label_volume(tmp_path / "s.nii.gz", like)
+    loaded = _common.load_label_volume(tmp_path / "s.nii.gz", like)
     assert loaded.dtype == np.uint8 and loaded[2, 3, 4] == 3 and loaded.sum() == 3
 
     write_labels(tmp_path / "small.nii.gz", labels[:5], oblique_geometry)
     with pytest.raises(LabelEffError, match=r"scribbles .* has shape \(5, 16, 20\) .* image has \(12, 16, 20\)"):
-        cli._load_label_volume(tmp_path / "small.nii.gz", like)
+        _common.load_label_volume(tmp_path / "small.nii.gz", like)
     write_labels(tmp_path / "moved.nii.gz", labels, Geometry.from_spacing())
     with pytest.raises(LabelEffError, match="mask .* is not on the image's voxel grid"):
-        cli._load_label_volume(tmp_path / "moved.nii.gz", like, what="mask")
+        _common.load_label_volume(tmp_path / "moved.nii.gz", like, what="mask")
     write_volume(tmp_path / "frac.nii.gz", labels + 0.5, oblique_geometry)
     with pytest.raises(LabelEffError, match="non-integer values"):
-        cli._load_label_volume(tmp_path / "frac.nii.gz", like)
+        _common.load_label_volume(tmp_path / "frac.nii.gz", like)
 
 
 def test_load_boxes(tmp_path):
     good = tmp_path / "b.json"
     good.write_text(json.dumps([[1, 0, 1, 2, 5, 6, 7],
                                 {"class": 2, "z0": 1, "y0": 1, "x0": 1, "z1": 2, "y1": 3, "x1": 4}]))
-    assert cli._load_boxes(good) == [(1, 0, 1, 2, 5, 6, 7), (2, 1, 1, 1, 2, 3, 4)]
+    assert _common.load_boxes(good) == [(1, 0, 1, 2, 5, 6, 7), (2, 1, 1, 1, 2, 3, 4)]
     for content, match in [
         ("{", "is not valid JSON"),
         ('{"a": 1}', "must hold a JSON list, got dict"),
@@ -126,7 +127,7 @@ def test_load_boxes(tmp_path):
     ]:
         good.write_text(content)
         with pytest.raises(LabelEffError, match=match):
-            cli._load_boxes(good)
+            _common.load_boxes(good)
 
 
 def test_drive_returns_value_and_closes_on_interrupt(capsys):
@@ -135,7 +136,7 @@ def test_drive_returns_value_and_closes_on_interrupt(capsys):
             yield Progress(i + 1, 3, f"step {i}")
         return "done"
 
-    assert cli._drive(work(), "refining") == "done"
+    assert _common.drive(work(), "refining") == "done"
     assert "refining" in capsys.readouterr().err
 
     closed = []
@@ -148,7 +149,7 @@ def test_drive_returns_value_and_closes_on_interrupt(capsys):
             closed.append(True)
 
     with pytest.raises(KeyboardInterrupt):
-        cli._drive(interrupted(), "x")
+        _common.drive(interrupted(), "x")
     assert closed == [True]
 
 
