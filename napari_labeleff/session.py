@@ -903,6 +903,42 @@ class AnnotationSession:
             self.reviewed.append({**entry, "status": status})
             self.save_meta()
 
+    # ---- anatomical rules (napari_labeleff.rules) -----------------------------------------
+    @property
+    def rules(self) -> list:
+        """The session's rules as lists ``[relation, class name, ...]`` (the tuples of
+        :class:`napari_labeleff.rules.Rules`, by class name), saved in ``session.json``
+        under ``"rules"`` and in its history like the classes."""
+        return [list(r) for r in self._extra.get("rules", [])]
+
+    def set_rules(self, rules) -> None:
+        """Replace the rules (a ``Rules`` or rule tuples naming this session's classes);
+        validated against the classes (contradictions and unknown classes raise), saved."""
+        from .rules import Rules
+
+        names = [c.name for c in self.classes[1:]]
+        rules = (rules.for_classes(names) if isinstance(rules, Rules)
+                 else Rules(list(rules), class_names=names, geometry=self.geometry))
+        items = [list(t) for t in rules.to_list()]
+        with self._io:
+            self._writable()
+            if items:
+                self._extra["rules"] = items
+            else:
+                self._extra.pop("rules", None)
+            self.save_meta()
+
+    def rules_object(self):
+        """The rules as a ``Rules`` for the current classes and geometry (None without
+        rules). A rule naming a class that was removed raises a ``LabelEffError`` naming
+        the rule."""
+        from .rules import Rules
+
+        if not self._extra.get("rules"):
+            return None
+        return Rules([tuple(r) for r in self._extra["rules"]],
+                     class_names=[c.name for c in self.classes[1:]], geometry=self.geometry)
+
     # ---- classes -----------------------------------------------------------------------
     def _check_index(self, index: int) -> int:
         if not isinstance(index, (int, np.integer)) or not 0 <= index < len(self.classes):
@@ -935,7 +971,11 @@ class AnnotationSession:
         name = self._check_name(name, skip=index)
         with self._io:
             self._writable()
+            old = self.classes[index].name
             self.classes[index].name = name
+            if self._extra.get("rules"):  # the rules follow the rename (they store names)
+                self._extra["rules"] = [[name if i and v == old else v for i, v in enumerate(r)]
+                                        for r in self._extra["rules"]]
             self.save_meta()
 
     def recolor_class(self, index: int, color) -> None:
