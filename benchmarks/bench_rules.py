@@ -9,7 +9,8 @@ Parts (``--part``):
            ``Rules.template("cardiac", names)``. Per step: Dice per class, rule
            violations of the mask, and the share of the refine call spent enforcing the
            rules (in-process ``info`` timings, a ratio, not a latency benchmark).
-``brats``  BRATS dev, the two patients as 3 nested classes from the label ids
+``brats``  BRATS dev, the two patients (cropped to the tumour's box + ``CROP`` voxels) as
+           3 nested classes from the label ids
            (1 = whole tumour outside the core = edema, 2 = tumour core outside the
            enhancing tumour, 3 = enhancing tumour), T1c + FLAIR; arms as for cine with
            ``Rules.template("brain_tumour", names)``; Dice of the regions (whole tumour
@@ -45,6 +46,8 @@ from .bench_refine import machine_info
 from .cases import Case, _entries, _read, load_cases
 
 TUNE_PATIENTS = ("patient001", "patient002", "patient007")
+#: BRATS volumes are cropped to the whole tumour's box grown by this many voxels (1 mm)
+CROP = 20
 
 
 def brats_cases() -> list[Case]:
@@ -58,10 +61,14 @@ def brats_cases() -> list[Case]:
         gt[lab == 2] = 1
         gt[np.isin(lab, (1, 3))] = 2
         gt[lab == 4] = 3
-        out.append(Case(f"brats3:{pat}", np.stack([a, b]).astype(np.float32), gt, spacing,
+        box = tuple(slice(max(s.start - CROP, 0), min(s.stop + CROP, n))
+                    for s, n in zip(ndi.find_objects((gt > 0).astype(np.uint8))[0], gt.shape))
+        image = np.stack([a[box], b[box]]).astype(np.float32)
+        out.append(Case(f"brats3:{pat}", image, gt[box], spacing,
                         {1: "whole tumour", 2: "tumour core", 3: "enhancing tumour"},
                         notes=["class 1 = edema (whole tumour outside the core), 2 = core "
-                               "outside the enhancing tumour, 3 = enhancing tumour"]))
+                               "outside the enhancing tumour, 3 = enhancing tumour",
+                               f"cropped to the whole tumour's box grown by {CROP} voxels"]))
     return out
 
 
