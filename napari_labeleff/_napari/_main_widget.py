@@ -9,17 +9,30 @@ do the rest.
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import pandas as pd
 from napari.layers import Image, Labels, Shapes
 from napari.utils.notifications import show_info
 from qtpy.QtCore import Qt, QTimer
-from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel, QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QApplication,
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..io import Geometry
 from ._autosave import Autosave, open_session, warn_once
 from ._classes_panel import ClassesPanel
 from ._export_panel import ExportPanel
+from ._history_dialog import HistoryDialog
 from ._project_panel import ProjectPanel
 from ._qa_panel import LabelQAPanel
 from ._layers import (
@@ -72,6 +85,17 @@ def _same_layer(a, b) -> bool:
     return a is b or getattr(a, "unique_id", object()) == getattr(b, "unique_id", None)
 
 
+def _call_alive(ref, method: str) -> None:
+    """Call ``method`` of the widget ``ref`` points to, if it (and its Qt object) lives."""
+    widget = ref()
+    if widget is None:
+        return
+    try:
+        getattr(widget, method)()
+    except RuntimeError:  # its C++ object was deleted
+        pass
+
+
 def image_geometry(layer) -> Geometry:
     """Source geometry from our reader's metadata, else from the layer's affine."""
     stored = layer.metadata.get("geometry")
@@ -104,6 +128,14 @@ class LabelEffWidget(QWidget):
 
         self.image_combo = QComboBox()
         self.image_combo.setToolTip("The 3D volume to annotate")
+        self.history_button = QPushButton("History...")
+        self.history_button.setToolTip(
+            "Earlier generations of your scribbles, masks, classes and boxes on this volume "
+            "(kept across restarts); restore one"
+        )
+        self.history_button.setEnabled(False)
+        self.history_button.clicked.connect(self.open_history)
+        self.history_dialog: HistoryDialog | None = None
         self.classes_panel = ClassesPanel(self.state, on_remove=self._drop_class)
         self.refine_panel = RefinePanel(
             napari_viewer, self.state, self.runner, lambda: self.classes_panel.current_class
@@ -124,7 +156,10 @@ class LabelEffWidget(QWidget):
         col = QVBoxLayout(body)
         col.addWidget(self.banner)
         form = QFormLayout()
-        form.addRow("image", self.image_combo)
+        row = QHBoxLayout()
+        row.addWidget(self.image_combo, 1)
+        row.addWidget(self.history_button)
+        form.addRow("image", row)
         col.addLayout(form)
         for panel in (self.project_panel, self.qa_panel, self.classes_panel,
                       self.refine_panel, self.review_panel, self.export_panel):
@@ -147,9 +182,15 @@ class LabelEffWidget(QWidget):
         layers.events.moved.connect(self._refresh_combo)
         self._refresh_combo()
         self._auto_bind()
+        # weak: the application and its timers must not keep a closed viewer alive
+        me = weakref.ref(self)
+        app = QApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(lambda: _call_alive(me, "flush_saves"))
 
     def showEvent(self, event) -> None:  # noqa: N802 (Qt API)
-        """Once styled, be wide enough for the panels and the scroll bar (no clipping)."""
+        """Once styled, be wide enough for the panels and the scroll bar (no clipping);
+        once docked, watch the viewer's window to save pending work when it closes."""
         scroll = self._scroll
         scroll.setMinimumWidth(
             scroll.widget().minimumSizeHint().width()
@@ -157,6 +198,69 @@ class LabelEffWidget(QWidget):
             + 2 * scroll.frameWidth()
         )
         super().showEvent(event)
+
+    def hideEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        """The viewer's window is closing (or the dock was hidden): save what is pending.
+
+        (``Viewer.close()`` removes the layers first, which saves them too; the window's
+        close button hides the window and this widget with it.)"""
+        self.flush_saves()
+        super().hideEvent(event)
+
+    def flush_saves(self) -> None:
+        """Write what is pending now (strokes, the debounced final mask, queued mask
+        saves); called when the viewer's window closes and when the application quits.
+        Never raises: a failure is shown like any autosave failure."""
+        if self.state.session is None or self.state.session.read_only:
+            return
+        try:
+            self.autosave.flush()
+            self.autosave.save_scribbles()  # edits without paint events (undo) too
+        except Exception as err:  # noqa: BLE001 - closing must go on
+            report_error(err, "Saving pending work before closing")
+
+    # ---- history ---------------------------------------------------------------------------
+    def open_history(self) -> HistoryDialog | None:
+        """Show the "History..." dialog of the bound volume (None without one)."""
+        if self.state.session is None:
+            return None
+        if self.history_dialog is None:
+            self.history_dialog = HistoryDialog(self.state, self.restore_generation, parent=self)
+        self.history_dialog.refresh()
+        self.history_dialog.show()
+        self.history_dialog.raise_()
+        return self.history_dialog
+
+    def restore_generation(self, generation: int) -> None:
+        """Restore a generation of the history into the session and the layers.
+
+        What is pending is saved first, so the state before the restore is a generation
+        of its own (the restore can be undone the same way).
+        """
+        state, session = self.state, self.state.session
+        if state.busy:
+            self.runner.cancel()  # its result belongs to the state being replaced
+        self.autosave.flush()
+        self.autosave.save_scribbles()
+        session.restore(generation)
+        self._show_session()
+        show_info(f"Restored generation #{generation}; your previous work is the generation "
+                  "before this one in the history")
+
+    def _show_session(self) -> None:
+        """Put the session's content into the layers after it changed underneath them."""
+        state, session = self.state, self.state.session
+        if state.scribbles_layer is not None:
+            state.scribbles_layer.data = session.scribbles
+        for role in ("refined", "final"):
+            layer = getattr(state, ROLE_ATTR[role])
+            if layer is not None:
+                layer.data = session.masks.get(role, np.zeros(state.shape, np.uint8))
+        if state.boxes_layer is not None:
+            with state.boxes_layer.events.data.blocker(), state.boxes_layer.events.features.blocker():
+                set_boxes(state.boxes_layer, session.boxes)
+        state.result = None  # computed from other scribbles (maybe other classes)
+        state.classes_changed.emit()
 
     def _show_uncertainty_overlay(self) -> None:
         box = self.refine_panel.show_uncertainty
@@ -216,8 +320,11 @@ class LabelEffWidget(QWidget):
         state = self.state
         if _same_layer(layer, state.image_layer):
             self.unbind()
-        elif _same_layer(layer, state.final_layer):
-            self.autosave.flush()  # painting not yet saved (debounce) is saved now
+        elif any(_same_layer(layer, getattr(state, attr))
+                 for attr in ("scribbles_layer", "final_layer")):
+            # strokes and painting not yet saved (next turn, debounce) are saved now, while
+            # the layer is still bound (closing the window removes the layers one by one)
+            self.flush_saves()
         for attr in ROLE_ATTR.values():
             if _same_layer(getattr(state, attr), layer):
                 setattr(state, attr, None)
@@ -287,6 +394,7 @@ class LabelEffWidget(QWidget):
         self.autosave.attach()
         self._connect_layer_events()
         self._apply_classes()
+        self.history_button.setEnabled(True)
         state.image_changed.emit()
         self._refresh_combo()
 
@@ -300,6 +408,9 @@ class LabelEffWidget(QWidget):
         content is in the autosave store)."""
         state = self.state
         self._bind_token = None
+        self.history_button.setEnabled(False)
+        if self.history_dialog is not None:
+            self.history_dialog.close()
         if state.image_layer is None:
             return
         if state.busy:
