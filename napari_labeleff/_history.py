@@ -371,11 +371,17 @@ class History:
     def append(self, record: dict) -> None:
         """Write ``record`` durably as the next generation (assigns its id)."""
         record["id"] = (self.records[-1]["id"] + 1) if self.records else 1
-        if self.folder.is_dir():  # ids never go back, even if records were pruned by hand
-            ids = [int(m.group(1)) for p in self.folder.iterdir() if (m := _RECORD.match(p.name))]
-            record["id"] = max([record["id"], *(i + 1 for i in ids)])
-        path = self.folder / f"{record['id']:08d}.json"
-        durable_put(path, json.dumps(record, separators=(",", ":")).encode("utf-8"), exclusive=True)
+        for _ in range(2):
+            path = self.folder / f"{record['id']:08d}.json"
+            try:
+                durable_put(path, json.dumps(record, separators=(",", ":")).encode("utf-8"),
+                            exclusive=True)
+                break
+            except FileExistsError:  # an unreadable record holds the id: ids never go back
+                ids = [int(m.group(1)) for p in self.folder.iterdir() if (m := _RECORD.match(p.name))]
+                record["id"] = max(ids) + 1
+        else:
+            raise FileExistsError(path)
         self.records.append(record)
 
     def prune(self, limit: int) -> list[dict]:

@@ -349,3 +349,19 @@ def test_reopen_does_not_add_generations(tmp_path, image):
         AnnotationSession.open(image, GEOM, store_dir=tmp_path).close()
     assert len(AnnotationSession.open(image, GEOM, store_dir=tmp_path).history()) == 2
     assert os.path.isdir(s.store_path / BLOB_DIR)
+
+
+def test_an_unreadable_record_is_skipped_and_its_id_not_reused(tmp_path, image, caplog):
+    s = AnnotationSession.open(image, GEOM, store_dir=tmp_path)
+    s.add_class("liver")
+    s.add_class("spleen")
+    s.close()
+    newest = sorted((s.store_path / HISTORY_DIR).glob("*.json"))[-1]
+    newest.write_text("{not json")
+    with caplog.at_level("WARNING"):
+        r = AnnotationSession.open(image, GEOM, store_dir=tmp_path)
+    assert f"{HISTORY_DIR}/{newest.name} cannot be read" in caplog.text
+    # the state it recorded is recorded again, under a new id
+    assert r.history()[0].id == int(newest.stem) + 1
+    assert r.history()[0].change == "class 'spleen' added"
+    assert newest.read_text() == "{not json"  # left for a look, never overwritten
