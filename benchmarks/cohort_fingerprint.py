@@ -136,12 +136,29 @@ def fingerprint(work: Path) -> dict:
     return out
 
 
+def _code_version() -> dict:
+    """Commit of the napari_labeleff that ran, and whether its tree was clean."""
+    import subprocess
+
+    import napari_labeleff
+
+    here = str(Path(napari_labeleff.__file__).parent)
+
+    def git(*args):
+        out = subprocess.run(["git", "-C", here, *args], capture_output=True, text=True)
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".")
+    return {"commit": git("rev-parse", "HEAD"), "clean": status == ""}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="also write the fingerprint here")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         fp = fingerprint(Path(tmp))
+    fp["code"] = _code_version()
     text = json.dumps(fp, indent=1, sort_keys=True)
     print(text)
     if args.json:
