@@ -463,7 +463,7 @@ def describe(before: dict | None, after: dict) -> str:
         if key not in ("classes", "boxes", "reviewed") and \
                 before["content"].get(key) != after["content"].get(key):
             parts.append(f"{key} changed")
-    if not old_names == new_names:  # renumbered: voxel counts are not comparable per value
+    if old_names != new_names:  # renumbered: voxel counts are not comparable per value
         pass
     elif before["counts"] != after["counts"]:
         deltas = []
@@ -482,7 +482,7 @@ def describe(before: dict | None, after: dict) -> str:
     for name in sorted(set(old_m) | set(new_m)):
         if name not in new_m:
             parts.append(f"mask {name!r} removed")
-        elif name not in old_m or old_m[name]["files"] != new_m[name]["files"]:
-            if old_names == new_names:
-                parts.append(f"mask {name!r} saved")
+        elif (name not in old_m or old_m[name]["files"] != new_m[name]["files"]) \
+                and old_names == new_names:  # a class change renumbers every mask
+            parts.append(f"mask {name!r} saved")
     return "; ".join(parts) or "no change"

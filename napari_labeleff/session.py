@@ -15,15 +15,21 @@ Store layout (``<image>.labeleff.zarr`` next to the image, or
     session.json              format version, checksum, shape, geometry, classes,
                               boxes, reviewed, and which arrays are current
     session.json.prev         the previous generation of session.json
+    session.json.damaged-*    a damaged session.json set aside (until discard_damaged())
+    history/<id>.json         the last N generations of the user's work
+    history/blobs/<sha256>    each array file's bytes once (hard links of the chunks)
     writer.lock               while a process has the store open for writing
 
 Durability (see docs/formats.md, "Durability guarantees"):
 
 * every file is written to a temporary file, fsynced and renamed into place, and its
-  folder is fsynced (:func:`napari_labeleff.io._atomic.durable_put`); zarr chunks go
-  through :class:`DurableLocalStore`, which does this itself instead of relying on
-  whichever zarr release is installed. When a ``save_*`` method returns, the change is
-  on disk and survives a SIGKILL, a power cut or an OS crash;
+  folder is fsynced (:func:`napari_labeleff.io.atomic.durable_put`); zarr chunks go
+  through :class:`~napari_labeleff._history.DurableLocalStore`, which does this itself
+  instead of relying on whichever zarr release is installed. When a ``save_*`` method
+  returns, the change is on disk and survives a SIGKILL, a power cut or an OS crash;
+* every save is a generation of the history (:meth:`AnnotationSession.history`,
+  :meth:`AnnotationSession.restore`; :mod:`napari_labeleff._history` has the design);
+  a file a generation lists but the disk lacks is damage, not "unannotated";
 * a mask, and the scribbles after a class removal, are written as *new* arrays and
   become current only when ``session.json`` is atomically replaced, so every multi-array
   change (removing a class renumbers scribbles, boxes and every mask) is one atomic
@@ -31,8 +37,10 @@ Durability (see docs/formats.md, "Durability guarantees"):
 * the previous ``session.json`` generation and the arrays it names are kept, so a
   damaged ``session.json`` (or damaged current arrays) is recovered from it;
 * opening never deletes or overwrites anything in a store it cannot fully read: it
-  recovers from the previous generation (the damaged file is renamed, not deleted) or
-  raises a :class:`LabelEffError` naming the file and the remedy. A store written by a
+  recovers from the previous generation, else from the newest intact generation of the
+  history (the damaged session.json is renamed and the damaged arrays are kept until
+  :meth:`AnnotationSession.discard_damaged`), or raises a :class:`LabelEffError` naming
+  the file and the remedy. A store written by a
   newer version of the package is refused, nothing written;
 * one writer per store (:class:`napari_labeleff._lock.StoreLock`); ``read_only=True``
   opens without the lock and every save raises.
@@ -40,8 +48,6 @@ Durability (see docs/formats.md, "Durability guarantees"):
 
 from __future__ import annotations
 
-import datetime as _dt
-import hashlib
 import json
 import logging
 import os
@@ -49,28 +55,37 @@ import re
 import shutil
 import tempfile
 import threading
-import uuid
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import zarr
-from zarr.storage import LocalStore
 
 from ._errors import LabelEffError
-from ._history import (
-    ARRAY_KEY as _ARRAY_KEY,
-    DurableLocalStore,
-    Generation,
-    History,
-    check_limit,
-    collect_blobs,
-    default_history_limit,
-    describe,
-    record_arrays,
-)
+from ._history import DurableLocalStore, Generation, History
 from ._lock import LOCK_NAME, StoreLock
+from ._session_files import (  # noqa: F401 - constants re-exported (documented here)
+    BOOKKEEPING,
+    FORMAT_VERSION,
+    META_NAME,
+    PREV_NAME,
+    SCRIBBLE_CHUNKS,
+    STORE_SUFFIX,
+    RecoveredStoreWarning,
+    _array_keys,
+    _belongs,
+    _check_region,
+    _counts_of,
+    _Damaged,
+    _drop_value,
+    _generations,
+    _load_meta,
+    _read_arrays,
+    as_uint8_labels,
+    new_token,
+    volume_checksum,
+)
+from ._session_history import SessionHistory
 from .io import Geometry
 from .io._labeltable import check_color, default_color
 from .io.atomic import TMP_MARK, atomic_write_text, durable_put, fsync_dir
@@ -82,26 +97,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-STORE_SUFFIX = ".labeleff.zarr"
-SCRIBBLE_CHUNKS = (16, 64, 64)
-META_NAME = "session.json"
-PREV_NAME = "session.json.prev"
-#: Version written; versions this code reads are 1..FORMAT_VERSION (1 had no
-#: "scribbles" key: the array was always "scribbles"; 3 added the history, whose
-#: invariants (scribble chunks are never deleted, array files are never written in
-#: place) older versions would break, so they refuse it).
-FORMAT_VERSION = 3
-_CHECKSUM_BLOCK_BYTES = 32 * 2**20
 _MASK_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_DAMAGED_FILE = re.compile(r"^session\.json\.damaged-[0-9T]+-[0-9a-f]{8}$")
-#: session.json keys that are the user's work (recorded in each generation, restored)
-#: rather than the store's bookkeeping.
-_BOOKKEEPING = ("version", "checksum", "shape", "geometry", "image_path", "scribbles",
-                "masks", "history_limit", "damaged")
-
-
-class RecoveredStoreWarning(UserWarning):
-    """A damaged store was restored from its previous generation."""
 
 
 def user_store_dir() -> Path:
@@ -109,36 +105,6 @@ def user_store_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_data_dir("napari-labeleff"))
-
-
-def volume_checksum(data) -> str:
-    """SHA-256 over shape, dtype and voxel content (little-endian), read blockwise.
-
-    Parameters
-    ----------
-    data : ndarray, numpy.memmap or dask.array.Array
-        Any shape; lazy arrays are read slab by slab along axis 0.
-
-    Returns
-    -------
-    str
-        64 hexadecimal characters; equal for equal content whatever the path.
-    """
-    if not hasattr(data, "shape") or not hasattr(data, "dtype"):
-        raise LabelEffError(f"data must be an array, got {type(data).__name__}")
-    dtype = np.dtype(data.dtype).newbyteorder("<")
-    digest = hashlib.sha256(json.dumps({"shape": list(data.shape), "dtype": dtype.str}).encode())
-    if data.ndim == 0 or data.shape[0] == 0:
-        digest.update(np.ascontiguousarray(np.asarray(data), dtype=dtype))
-        return digest.hexdigest()
-    row_bytes = max(1, int(np.prod(data.shape[1:])) * dtype.itemsize)
-    step = max(1, _CHECKSUM_BLOCK_BYTES // row_bytes)
-    chunks = getattr(data, "chunks", None)
-    if chunks is not None and isinstance(chunks[0], tuple):  # dask: whole chunks per slab
-        step = max(chunks[0][0], step - step % chunks[0][0])
-    for start in range(0, data.shape[0], step):
-        digest.update(np.ascontiguousarray(np.asarray(data[start : start + step]), dtype=dtype))
-    return digest.hexdigest()
 
 
 @dataclass
@@ -152,48 +118,8 @@ class LabelClass:
         return {"name": self.name, "color": [float(v) for v in self.color]}
 
 
-def _check_region(region, shape) -> tuple[slice, ...]:
-    """Normalise ``region`` (tuple of slices) and grow it to whole scribble chunks."""
-    if not isinstance(region, tuple) or len(region) > 3 or not all(
-        isinstance(s, slice) for s in region
-    ):
-        raise LabelEffError(f"region={region!r} must be a tuple of up to 3 slices (Z, Y, X)")
-    out = []
-    for s, n, c in zip(region + (slice(None),) * (3 - len(region)), shape, SCRIBBLE_CHUNKS):
-        start, stop, step = s.indices(n)
-        if step != 1:
-            raise LabelEffError(f"region={region!r} must use slices with step 1")
-        out.append(slice(start // c * c, min(n, -(-max(stop, start) // c) * c)))
-    return tuple(out)
-
-
-def as_uint8_labels(values, what: str) -> np.ndarray:
-    """``values`` as a uint8 label array; LabelEffError unless integers in 0..255.
-
-    Parameters
-    ----------
-    values : array-like
-        Integer (or boolean) labels of any shape.
-    what : str
-        How the error message names the argument (e.g. ``"mask"``).
-    """
-    values = np.asarray(values)
-    if values.dtype.kind not in "uib":
-        raise LabelEffError(f"{what} must hold integers, got dtype {values.dtype}")
-    if values.size and (values.min() < 0 or values.max() > 255):
-        raise LabelEffError(f"{what} values must be in 0..255, got {values.min()}..{values.max()}")
-    return values.astype(np.uint8, copy=False)
-
-
-_as_uint8_labels = as_uint8_labels  # old name
-
-
-def _new_token() -> str:
-    return uuid.uuid4().hex[:8]
-
-
 @dataclass(eq=False)
-class AnnotationSession:
+class AnnotationSession(SessionHistory):
     """Annotation state of one volume, persisted in a zarr store.
 
     Open with :meth:`open`; close with :meth:`close` (or use a ``with`` block) to let
@@ -409,44 +335,6 @@ class AnnotationSession:
         session._apply_content(meta)
         return session
 
-    @classmethod
-    def _from_history(cls, store_path, history, geometry, image_path, checksum, shape,
-                      errors, lock):
-        """Recover from the newest intact generation of the history (both session.json
-        generations unusable, e.g. a scribble chunk deleted by hand); None if none is.
-
-        Its arrays are recreated from the history's blobs, checked first, so nothing is
-        written unless the recovery succeeds."""
-        for record in reversed(history.records):
-            meta = record.get("meta", {})
-            if meta.get("checksum") != checksum or tuple(meta.get("shape", ())) != shape:
-                continue
-            store = DurableLocalStore(store_path)
-            files = record_arrays(record)
-            if any(store.verify(f) for f in files.values()):
-                continue
-            new = {"scribbles": f"scribbles.{_new_token()}",
-                   **{name: f"masks/{name}.{_new_token()}" for name in record["arrays"]["masks"]}}
-            try:
-                store.materialize(new["scribbles"], record["arrays"]["scribbles"]["files"])
-                for name, entry in record["arrays"]["masks"].items():
-                    store.materialize(new[name], entry["files"])
-                store.sync_dirs()
-                meta = {**meta, **record["content"], "scribbles": new.pop("scribbles"), "masks": new}
-                arrays = _read_arrays(store_path, meta)
-            except (LabelEffError, _Damaged, OSError):
-                for key in store.journal:
-                    shutil.rmtree(store_path / key, ignore_errors=True)
-                continue
-            recovered = "; ".join(errors) + f"; restored from history generation #{record['id']}"
-            session = cls._from_meta(meta, arrays, geometry, image_path, store_path, False,
-                                     recovered, lock)
-            session._history = history
-            session._store = store
-            session._counts = _counts_of(record)
-            return session
-        return None
-
     def _opened(self, damaged_meta: Path | None) -> "AnnotationSession":
         """Finish opening a store for writing: adopt a recovery, clean up, record."""
         if self.recovered is not None:
@@ -463,37 +351,11 @@ class AnnotationSession:
         self.boxes = [tuple(int(v) for v in b) for b in meta.get("boxes", [])]
         self.reviewed = list(meta.get("reviewed", []))
         self._extra = {k: v for k, v in meta.items()
-                       if k not in _BOOKKEEPING and k not in ("classes", "boxes", "reviewed")}
-
-    def _adopt_recovered(self, damaged: Path | None) -> None:
-        """Make the recovered generation current; keep the damaged generation aside.
-
-        The damaged ``session.json`` is renamed, and every array the recovered
-        generation does not name is listed in ``damaged`` (persisted in session.json,
-        so later opens keep them) until :meth:`discard_damaged`.
-        """
-        kept = set(self.damaged)
-        if damaged is not None and damaged.exists():
-            stamp = _dt.datetime.now().strftime("%Y%m%dT%H%M%S")
-            aside = damaged.with_name(f"{damaged.name}.damaged-{stamp}-{_new_token()}")
-            os.replace(damaged, aside)
-            fsync_dir(damaged.parent)
-            kept.add(aside.name)
-        current = {self._scribbles_key, *self._mask_keys.values()}
-        kept.update(k for k in _array_keys(self.store_path) if k not in current)
-        self.damaged = sorted(kept)
-        message = f"autosave store {self.store_path} was damaged and recovered: {self.recovered}"
-        if self.damaged:
-            message += (f". The damaged generation is kept in the store ({', '.join(self.damaged)}) "
-                        "until you discard it (AnnotationSession.discard_damaged())")
-        logger.warning(message)
-        warnings.warn(message, RecoveredStoreWarning, stacklevel=5)
-        self._meta_text = None  # session.json is written even if its text did not change
-        self._save_meta(note=f"recovered after damage ({self.recovered})")
+                       if k not in BOOKKEEPING and k not in ("classes", "boxes", "reviewed")}
 
     def _create_store(self, path: Path) -> None:
         """Create the store in a temporary folder next to ``path``, then rename it."""
-        tmp = path.with_name(f".{path.name}.{_new_token()}{TMP_MARK}")
+        tmp = path.with_name(f".{path.name}.{new_token()}{TMP_MARK}")
         try:
             store = DurableLocalStore(tmp)
             group = zarr.open_group(store=store, mode="w-")
@@ -630,8 +492,8 @@ class AnnotationSession:
             if text == self._meta_text:
                 return
             meta, prev = self.store_path / META_NAME, self.store_path / PREV_NAME
-            tmp = meta.with_name(f"{META_NAME}.{_new_token()}.partial")
-            link = prev.with_name(f"{PREV_NAME}.{_new_token()}.partial")
+            tmp = meta.with_name(f"{META_NAME}.{new_token()}.partial")
+            link = prev.with_name(f"{PREV_NAME}.{new_token()}.partial")
             try:
                 durable_put(tmp, text.encode("utf-8"), sync_dir=False)
                 if self._meta_text is not None and meta.exists():
@@ -652,189 +514,6 @@ class AnnotationSession:
             self._collect_garbage()
             self._commit(note)
 
-    # ---- history -------------------------------------------------------------------------
-    @property
-    def history_limit(self) -> int:
-        """Generations kept: this session's own limit, else the user default."""
-        return self._history_limit if self._history_limit is not None else default_history_limit()
-
-    def set_history_limit(self, limit: int) -> None:
-        """Keep the last ``limit`` generations (>= 1) of this session; saved with it.
-
-        Lowering it deletes the oldest generations beyond the new limit at once.
-        """
-        limit = check_limit(limit)
-        with self._io:
-            self._writable()
-            self._history_limit = limit
-            self._save_meta()
-            self._prune()
-
-    def _record(self) -> dict:
-        """The current state as a generation record (id and change not yet set)."""
-        store = self._store
-        if self._counts is None:
-            self._counts = np.bincount(np.asarray(self.scribbles, np.uint8).ravel(), minlength=256)
-        record = {
-            "id": 0,
-            "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds"),
-            "change": "",
-            "meta": {"checksum": self.checksum, "shape": list(self.shape),
-                     "geometry": self.geometry.to_dict(),
-                     "image_path": str(self.image_path) if self.image_path else None},
-            "content": self._content(),
-            "arrays": {
-                "scribbles": {"key": self._scribbles_key, "files": store.manifest(self._scribbles_key)},
-                "masks": {name: {"key": key, "files": store.manifest(key)}
-                          for name, key in sorted(self._mask_keys.items())},
-            },
-            "counts": {str(v): int(n) for v, n in enumerate(self._counts) if n and v},
-        }
-        return json.loads(json.dumps(record))  # as it reads back (lists, not tuples)
-
-    def _commit(self, note: str | None = None) -> None:
-        """Record the current state as a new generation unless the newest one is it.
-
-        Called once a change is on disk; a failure here is logged, not raised (the
-        change itself is saved; the next save or open records it).
-        """
-        if self._history is None or self._store is None:
-            return
-        try:
-            record = self._record()
-            newest = self._history.newest
-            if newest is not None and all(newest[k] == record[k] for k in ("content", "arrays", "counts")):
-                return
-            record["change"] = note or describe(newest, record)
-            self._history.append(record)
-            self._prune()
-        except OSError as err:
-            logger.warning("the history of %s was not updated (%s); the change is saved and is "
-                           "recorded at the next save or open", self.store_path, err)
-
-    def _live(self) -> set:
-        return {self._scribbles_key, *self._mask_keys.values(), *self._pending}
-
-    def _prune(self, everything: bool = False) -> None:
-        """Drop generations beyond the limit and the blobs only they named."""
-        dropped = self._history.prune(self.history_limit)
-        self._store.forget(self._live())
-        if dropped or everything:
-            candidates = None if everything else {
-                sha for r in dropped for files in record_arrays(r).values() for sha in files.values()}
-            collect_blobs(self._store, self._history, self._live(), candidates)
-
-    def _start_history(self) -> None:
-        """At open: manifests of the current arrays, a record of any work not yet in the
-        history (a crash before its record), pruning, collection of stray blobs."""
-        for problem in self._history.problems:
-            logger.warning("autosave store %s: %s (skipped)", self.store_path, problem)
-        for key in {self._scribbles_key, *self._mask_keys.values()}:
-            self._store.scan(key)
-        self._store.sync_dirs()
-        self._commit()
-        self._prune(everything=True)
-
-    def history(self) -> list[Generation]:
-        """The generations of the user's work kept in the store, newest first.
-
-        Each save (a brush stroke, a box or class change, a reviewed suggestion, a mask
-        save, a restore) is one generation; the last :attr:`history_limit` are kept.
-        Works on read-only sessions too.
-        """
-        if self.store_path is None:
-            return []
-        history = self._history if self._history is not None else History(self.store_path).load()
-        records = history.records
-        return [Generation(r["id"], _dt.datetime.fromisoformat(r["time"]), r["change"],
-                           current=i == len(records) - 1)
-                for i, r in reversed(list(enumerate(records)))]
-
-    def restore(self, generation) -> Generation:
-        """Bring back generation ``generation`` (an id or a :class:`Generation`).
-
-        Scribbles, masks, classes, boxes and reviewed suggestions become exactly what
-        they were (the arrays are rebuilt from the history's blobs, bit-exact). The
-        state before is a generation of its own, so a restore can be undone by
-        restoring that one. One atomic transition on disk, like a class removal.
-
-        Returns
-        -------
-        Generation
-            The new current generation ("restored generation #id ...").
-        """
-        gid = generation.id if isinstance(generation, Generation) else generation
-        if isinstance(gid, bool) or not isinstance(gid, (int, np.integer)):
-            raise LabelEffError(f"generation={generation!r} must be a generation id (int) or a Generation")
-        with self._io:
-            self._writable()
-            self._commit()  # the current state is a generation first
-            record = self._history.find(int(gid))
-            if record is None:
-                kept = [r["id"] for r in self._history.records]
-                held = f"kept: {kept[0]}..{kept[-1]}" if kept else "it is empty"
-                raise LabelEffError(f"generation={gid} is not in the history of {self.store_path} ({held})")
-            damaged = {name: self._store.verify(files) for name, files in record_arrays(record).items()}
-            damaged = {k: v for k, v in damaged.items() if v}
-            if damaged:
-                raise LabelEffError(f"generation #{gid} cannot be restored: blobs of "
-                                    f"{', '.join(f'{k} ({len(v)} files)' for k, v in damaged.items())} "
-                                    "are missing or damaged; nothing was changed")
-            keys = {"scribbles": f"scribbles.{_new_token()}",
-                    **{name: f"masks/{name}.{_new_token()}" for name in record["arrays"]["masks"]}}
-            self._pending.update(keys.values())
-            try:
-                self._store.materialize(keys["scribbles"], record["arrays"]["scribbles"]["files"])
-                for name, entry in record["arrays"]["masks"].items():
-                    self._store.materialize(keys[name], entry["files"])
-                self._store.sync_dirs()
-                mask_keys = {name: key for name, key in keys.items() if name != "scribbles"}
-                try:
-                    arrays = _read_arrays(self.store_path, {"shape": list(self.shape),
-                                                            "scribbles": keys["scribbles"],
-                                                            "masks": mask_keys})
-                except _Damaged as err:
-                    raise LabelEffError(f"generation #{gid} cannot be restored: {err}") from err
-                before = (self.classes, self.boxes, self.reviewed, self._extra,
-                          self._scribbles_key, self._mask_keys, self._counts)
-                self._apply_content({**record["content"]})
-                self._scribbles_key, self._mask_keys = keys["scribbles"], mask_keys
-                self._counts = _counts_of(record)
-                stamp = _dt.datetime.fromisoformat(record["time"]).astimezone().strftime("%Y-%m-%d %H:%M:%S")
-                try:
-                    self._save_meta(note=f"restored generation #{gid} of {stamp}")
-                except BaseException:
-                    (self.classes, self.boxes, self.reviewed, self._extra,
-                     self._scribbles_key, self._mask_keys, self._counts) = before
-                    raise
-                self.scribbles = arrays.pop(None)
-                self.masks = arrays
-            finally:
-                self._pending.difference_update(keys.values())
-            return self.history()[0]
-
-    def discard_damaged(self) -> list[str]:
-        """Delete what a recovery kept of the damaged generation (see ``damaged``).
-
-        Returns
-        -------
-        list of str
-            What was deleted (array keys and file names in the store).
-        """
-        with self._io:
-            self._writable()
-            gone, self.damaged = list(self.damaged), []
-            try:
-                self._save_meta()  # arrays no longer kept are collected here
-            except BaseException:
-                self.damaged = gone
-                raise
-            for name in gone:
-                if _DAMAGED_FILE.match(name):
-                    (self.store_path / name).unlink(missing_ok=True)
-            fsync_dir(self.store_path)
-            return gone
-
     def save_mask(self, name: str, mask) -> None:
         """Save ``mask`` ((Z, Y, X), 0..255) under ``name`` (letters, digits, _ or -).
 
@@ -848,7 +527,7 @@ class AnnotationSession:
             raise LabelEffError(f"mask has shape {mask.shape}, expected {self.shape}")
         self._writable()
         mask = mask.copy()
-        key = f"masks/{name}.{_new_token()}"
+        key = f"masks/{name}.{new_token()}"
         with self._io:
             self._pending.add(key)
         try:
@@ -1007,8 +686,8 @@ class AnnotationSession:
             self._writable()
             scribbles = _drop_value(as_uint8_labels(self.scribbles, "scribbles"), index + 1)
             masks = {name: _drop_value(mask, index) for name, mask in self.masks.items()}
-            keys = {name: f"masks/{name}.{_new_token()}" for name in masks}
-            scribbles_key = f"scribbles.{_new_token()}"
+            keys = {name: f"masks/{name}.{new_token()}" for name in masks}
+            scribbles_key = f"scribbles.{new_token()}"
             self._pending.update([scribbles_key, *keys.values()])
             try:
                 self._write_array(scribbles_key, scribbles)
@@ -1059,151 +738,6 @@ class AnnotationSession:
                     if tmp.is_file() and tmp.name != LOCK_NAME:
                         tmp.unlink(missing_ok=True)
             self._collect_garbage()
-
-
-class _Damaged(Exception):
-    """An array of the store cannot be read."""
-
-
-def _array_keys(store: Path) -> list[str]:
-    """Keys of the scribble and mask arrays present in ``store``."""
-    keys = [p.name for p in store.glob("scribbles*") if p.is_dir()]
-    masks = store / "masks"
-    if masks.is_dir():
-        keys += [f"masks/{p.name}" for p in masks.iterdir() if p.is_dir()]
-    return [k for k in keys if _ARRAY_KEY.match(k)]
-
-
-def _read_arrays(store: Path, meta: dict, expected: dict | None = None) -> dict:
-    """``{None: scribbles, name: mask, ...}`` read from ``store``; _Damaged if unreadable.
-
-    ``expected``: ``{array key: files}`` the history lists as written; a listed file
-    that is missing is damage (zarr would read its chunk as unannotated).
-    """
-    out = {}
-    keys = {None: meta.get("scribbles", "scribbles"), **meta.get("masks", {})}
-    for name, key in keys.items():
-        missing = sorted(f for f in (expected or {}).get(key, ()) if not (store / key / f).is_file())
-        if missing:
-            shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-            raise _Damaged(
-                f"array {store / key} is missing {len(missing)} file(s) the history lists as "
-                f"written ({shown}); read as is, those voxels would show as unannotated"
-            )
-        try:
-            array = zarr.open_array(store=LocalStore(store, read_only=True), path=key, mode="r")
-            if tuple(array.shape) != tuple(meta["shape"]) or array.dtype != np.uint8:
-                raise ValueError(f"shape {array.shape} / dtype {array.dtype} is not the volume's uint8 grid")
-            out[name] = np.asarray(array[...], dtype=np.uint8)
-        except Exception as err:  # noqa: BLE001 - zarr/codecs raise many types on bad bytes
-            raise _Damaged(f"array {store / key} cannot be read ({type(err).__name__}: {err})") from err
-    return out
-
-
-def _load_meta(path: Path):
-    """The meta dict of ``path``, or a string saying why it is not usable."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return "is missing"
-    except UnicodeDecodeError as err:
-        return f"is not valid JSON (not UTF-8 text: {err})"
-    except OSError as err:
-        return f"cannot be read ({err.strerror or err})"
-    try:
-        meta = json.loads(text)
-    except ValueError as err:
-        return f"is not valid JSON ({err})"
-    problem = _check_meta(meta)
-    return meta if problem is None else problem
-
-
-def _check_meta(meta) -> str | None:
-    if not isinstance(meta, dict):
-        return "is not a JSON object"
-    version = meta.get("version")
-    if not isinstance(version, int) or version < 1:
-        return f"has no valid format version ({version!r})"
-    try:
-        assert isinstance(meta["checksum"], str)
-        assert isinstance(meta["shape"], list) and len(meta["shape"]) == 3
-        assert all(isinstance(n, int) and n >= 0 for n in meta["shape"])
-        if version > FORMAT_VERSION:
-            return None  # reported by _generations with its own message
-        classes = meta["classes"]
-        assert isinstance(classes, list) and classes
-        for c in classes:
-            assert isinstance(c["name"], str) and len(c["color"]) == 3
-            [float(v) for v in c["color"]]
-        for b in meta.get("boxes", []):
-            assert len(b) == 7 and all(isinstance(v, int) for v in b)
-        assert isinstance(meta.get("reviewed", []), list)
-        masks = meta.get("masks", {})
-        assert isinstance(masks, dict)
-        assert all(isinstance(k, str) and isinstance(v, str) and _ARRAY_KEY.match(v)
-                   for k, v in masks.items())
-        assert _ARRAY_KEY.match(meta.get("scribbles", "scribbles"))
-        assert all(isinstance(d, str) and (_ARRAY_KEY.match(d) or _DAMAGED_FILE.match(d))
-                   for d in meta.get("damaged", []))
-        limit = meta.get("history_limit", 1)
-        assert isinstance(limit, int) and not isinstance(limit, bool) and limit >= 1
-    except (AssertionError, KeyError, TypeError, ValueError) as err:
-        return f"does not have the expected content ({type(err).__name__} {err})".replace(" )", ")")
-    return None
-
-
-def _generations(store: Path) -> list:
-    """``[(path, meta or reason)]`` for session.json and session.json.prev.
-
-    Raises LabelEffError when a readable generation was written by a newer format.
-    """
-    out = []
-    for name in (META_NAME, PREV_NAME):
-        path = store / name
-        meta = _load_meta(path)
-        if isinstance(meta, dict) and meta["version"] > FORMAT_VERSION:
-            raise LabelEffError(
-                f"autosave store {store} was written by a newer napari-labeleff ({path.name} "
-                f"has format version {meta['version']}; this version reads up to "
-                f"{FORMAT_VERSION}); nothing was changed. Upgrade napari-labeleff to open it"
-            )
-        out.append((path, meta))
-    return out
-
-
-def _belongs(store: Path, checksum: str, shape: tuple) -> bool:
-    """True if ``store`` should hold this content's work.
-
-    A readable generation decides by checksum and shape. When no generation is
-    readable the store's name decides (``<checksum>.labeleff.zarr``, or a store next
-    to an image, which the caller looks at first): its work must not be silently
-    replaced by a fresh store elsewhere, so :meth:`AnnotationSession._restore` then
-    reports the damage.
-    """
-    metas = [_load_meta(store / name) for name in (META_NAME, PREV_NAME)]
-    readable = [m for m in metas if isinstance(m, dict)]
-    if readable:
-        return any(m["checksum"] == checksum and tuple(m["shape"]) == shape for m in readable)
-    name = store.name[: -len(STORE_SUFFIX)] if store.name.endswith(STORE_SUFFIX) else ""
-    if re.fullmatch(r"[0-9a-f]{64}", name):
-        return name == checksum
-    return any((store / n).exists() for n in (META_NAME, PREV_NAME, "zarr.json"))
-
-
-def _counts_of(record: dict) -> np.ndarray:
-    """Scribble voxels per value (256 entries) recorded in a generation."""
-    counts = np.zeros(256, np.int64)
-    for value, n in record["counts"].items():
-        counts[int(value)] = n
-    return counts
-
-
-def _drop_value(labels: np.ndarray, value: int) -> np.ndarray:
-    """``value`` -> 0 and every higher label moves down by one."""
-    out = labels.copy()
-    out[labels == value] = 0
-    out[labels > value] -= 1
-    return out
 
 
 # ---- store discovery ------------------------------------------------------------------

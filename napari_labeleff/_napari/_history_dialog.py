@@ -9,7 +9,7 @@ can be undone from this same list.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from napari.utils.notifications import show_error
 from qtpy.QtCore import Qt

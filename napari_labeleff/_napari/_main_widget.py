@@ -33,8 +33,6 @@ from ._autosave import Autosave, open_session, warn_once
 from ._classes_panel import ClassesPanel
 from ._export_panel import ExportPanel
 from ._history_dialog import HistoryDialog
-from ._project_panel import ProjectPanel
-from ._qa_panel import LabelQAPanel
 from ._layers import (
     BOX_FEATURES,
     boxes_to_shapes,
@@ -43,6 +41,8 @@ from ._layers import (
     scribble_colormap,
     shapes_to_boxes,
 )
+from ._project_panel import ProjectPanel
+from ._qa_panel import LabelQAPanel
 from ._refine_panel import RefinePanel
 from ._review_panel import ReviewPanel
 from ._state import ViewerState
@@ -199,7 +199,7 @@ class LabelEffWidget(QWidget):
         )
         super().showEvent(event)
 
-    def hideEvent(self, event) -> None:  # noqa: N802 (Qt API)
+    def hideEvent(self, event) -> None:  # Qt API name
         """The viewer's window is closing (or the dock was hidden): save what is pending.
 
         (``Viewer.close()`` removes the layers first, which saves them too; the window's
