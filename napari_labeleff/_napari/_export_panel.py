@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from napari.utils.notifications import show_info
+from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -128,5 +128,16 @@ class ExportPanel(QGroupBox):
             return None
         if target == "final mask":
             self.state.final_dirty = False
-        show_info(f"Saved {target} to {written[0]} (+ label tables for 3D Slicer and ITK-SNAP)")
+        rules_note = ""
+        session = self.state.session
+        if session is not None and session.rules:  # the session's rules travel with the mask
+            try:
+                from ..rules import write_beside
+
+                written = [*written, str(write_beside(session.rules_object(), written[0]))]
+                rules_note = " and its rules"
+            except (LabelEffError, OSError) as err:
+                show_error(f"Export: the mask is saved; its rules were not: {err}")
+        show_info(f"Saved {target}{rules_note} to {written[0]} (+ label tables for 3D Slicer "
+                  "and ITK-SNAP)")
         return written

@@ -612,3 +612,30 @@ class Rules:
         from ._check import violations
 
         return violations(self, mask, spacing)
+
+
+_MASK_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".tif", ".tiff",
+                  ".zarr", ".npy", ".dcm")
+
+
+def rules_path(mask_path):
+    """Where the rules of an exported mask go: ``<mask>.rules.json`` beside it
+    (``liver_mask.nii.gz`` -> ``liver_mask.rules.json``)."""
+    from pathlib import Path
+
+    p = Path(mask_path)
+    name = p.name
+    for suffix in _MASK_SUFFIXES:
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return p.with_name(f"{name}.rules.json")
+
+
+def write_beside(rules: "Rules", mask_path):
+    """Write ``rules`` as JSON beside an exported mask (atomically); returns the path."""
+    from ..io import atomic
+
+    path = rules_path(mask_path)
+    atomic.durable_put(path, rules.to_json().encode("utf-8"))
+    return path

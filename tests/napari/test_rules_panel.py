@@ -95,3 +95,18 @@ def test_removing_a_class_drops_its_rules(widget, notes):
     assert w.state.session.rules  # the others stay
     assert any("naming class 'myocardium'" in m for _, m in notes)
     assert box.rules_list.count() == len(w.state.session.rules)
+
+
+def test_export_writes_the_rules_beside_the_mask(widget, tmp_path):
+    from napari_labeleff.rules import Rules
+
+    w, truth = widget
+    w.classes_panel.rules_box.use_template("cardiac")
+    w.state.final_layer.data = truth
+    out = tmp_path / "out" / "heart_mask.nii.gz"
+    out.parent.mkdir()
+    written = w.export_panel.save(str(out), target="final mask")
+    side = out.parent / "heart_mask.rules.json"
+    assert str(side) in written
+    back = Rules.from_json(side.read_text(), class_names=NAMES)
+    assert back == w.state.session.rules_object()

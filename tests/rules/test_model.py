@@ -146,3 +146,14 @@ def test_other_templates():
     assert any(x.relation == "left_of" for x in a2)
     with pytest.raises(LabelEffError, match="template 'lungs' is unknown"):
         Rules.template("lungs", ["a"])
+
+
+def test_rules_file_beside_a_mask(tmp_path):
+    from napari_labeleff.rules import rules_path, write_beside
+
+    assert rules_path(tmp_path / "a_mask.nii.gz").name == "a_mask.rules.json"
+    assert rules_path("x/b.nrrd").name == "b.rules.json"
+    assert rules_path("x/c").name == "c.rules.json"
+    r = Rules.template("cardiac", NAMES)
+    p = write_beside(r, tmp_path / "m.nii.gz")
+    assert Rules.from_json(p.read_text()) == r
