@@ -52,9 +52,9 @@ ALLOWED_LONG_MODULES: set[str] = {
 
 #: Functions allowed over MAX_FUNCTION_LINES: "module:qualified name" (owner in the comment).
 ALLOWED_LONG_FUNCTIONS: set[str] = {
+    "napari_labeleff.engine._api:refine_steps",  # the lead's engine
     "napari_labeleff.engine._multiscale:run",  # the lead's engine
-    "napari_labeleff.engine._randomwalk:randomwalk",  # the lead's engine
-    "napari_labeleff.engine._rw_boxes:_solve_boxes",  # the lead's engine (box path, issue 22)
+    "napari_labeleff.engine._randomwalk:_single",  # the lead's engine
 }
 
 

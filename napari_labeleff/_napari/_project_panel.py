@@ -37,6 +37,7 @@ from qtpy.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QMessageBox,
     QPushButton,
     QTableWidgetItem,
 )
@@ -339,6 +340,8 @@ class ProjectPanel(QGroupBox):
             self.next_label.setText("next volume: -")
             self._update_enabled()
             return
+        if not p.read_only:  # scores that batch jobs run beside napari handed over
+            self._guard("Project scores", p.collect_scores)
         rows = self._guard("Project table", p.table) or []
         mode = " (read-only)" if p.read_only else ""
         self.info.setText(f"{p.folder.name}{mode}: {len(rows)} volume(s); structures "
@@ -573,10 +576,27 @@ class ProjectPanel(QGroupBox):
         if mask is None:
             show_info("Accept: the Final and Refined masks are empty; refine first")
             return False
-        p.accept(self.vid, mask, session=state.session, seconds=self._seconds())
+        status = p.volume(self.vid).status
+        replace = status in ("accepted", "imported")
+        if replace and not self.confirm_replace(self.vid, status):
+            show_info(f"Accept: kept the {status} mask of {self.vid}")
+            return False
+        p.accept(self.vid, mask, session=state.session, seconds=self._seconds(), replace=replace)
         show_info(f"Accepted the mask of {self.vid} ({int(np.count_nonzero(mask))} structure voxels)")
         self.refresh()
         return True
+
+    def confirm_replace(self, vid: str, status: str) -> bool:
+        """Ask whether to replace the volume's accepted or imported mask; True = yes."""
+        answer = QMessageBox.question(
+            self,
+            "Replace mask?",
+            f"Volume {vid} already has an {status} mask in the project.\n\n"
+            "Replace it with the mask shown now?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
+        )
+        return answer == QMessageBox.StandardButton.Yes
 
     # ---- training --------------------------------------------------------------------------------
     def train(self) -> bool:

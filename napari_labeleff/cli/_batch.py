@@ -5,6 +5,12 @@ run on ``dask.distributed`` (``--scheduler local`` starts a LocalCluster of
 ``--workers`` processes; an address such as ``tcp://host:8786`` uses an existing
 cluster; ``serial`` runs in this process) with a progress bar on stderr. Nothing heavy
 is imported at registration time.
+
+``predict``, ``score``, ``export`` and ``qa`` only read the project: they open it
+read-only and run while napari (another process) holds it for writing. The scores
+they find go to ``OUT/scores.json`` and to the project (at once when no one holds it,
+else through its inbox, recorded when a writer next opens it). ``predict`` and
+``export`` never replace ``OUT/<volume id>.nii.gz`` without ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ def _job_options(p, *, out_required: bool, out_help: str) -> None:
     p.add_argument("--volumes", nargs="+", metavar="ID", help="only these volume ids")
     p.add_argument("--timeout", type=float, default=10.0,
                    help="seconds to reach a scheduler address (default 10)")
+    if out_required:
+        p.add_argument("--overwrite", action="store_true",
+                       help="replace OUT/<volume id>.nii.gz files of an earlier run")
 
 
 def add_batch(sub) -> None:
@@ -85,12 +94,16 @@ def _open(path, read_only=False):
 def _cmd_job(args) -> int:
     from ..cohort.jobs import job_steps
 
-    with _open(args.path) as p:
+    with _open(args.path, read_only=True) as p:
         report = drive(job_steps(p, args.kind, out=args.out, scheduler=args.scheduler,
                                  workers=args.workers, volumes=args.volumes,
-                                 device=args.device, connect_timeout=args.timeout),
+                                 device=args.device, connect_timeout=args.timeout,
+                                 overwrite=getattr(args, "overwrite", False)),
                        f"project {args.kind}", unit="volume")
     print(report.summary())
+    if report.handed_over:
+        print(f"  scores wait in {report.handed_over}: the project is open for writing "
+              "elsewhere; they are recorded when it is next opened for writing")
     for vid, path in report.outputs.items():
         print(f"  {vid}: {path}")
     if args.kind == "score":
@@ -119,7 +132,7 @@ def _cmd_qa(args) -> int:
     from ..cohort.services import QA_THRESHOLD, label_qa, write_qa
 
     threshold = QA_THRESHOLD if args.threshold is None else args.threshold
-    with _open(args.path) as p:
+    with _open(args.path, read_only=True) as p:
         items = label_qa(p, threshold=threshold, folds=args.folds,
                          include_all=args.include_all, device=args.device,
                          max_minutes=args.max_minutes,

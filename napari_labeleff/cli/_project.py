@@ -2,7 +2,8 @@
 
 Subcommands: ``create``, ``add``, ``status``, ``train``, ``accept``, ``import``,
 ``relocate``, ``remove`` (batch jobs ``predict``, ``export``, ``score``, ``suggest``,
-``qa``: ``_batch``). The store is imported inside each command.
+``qa``: ``_batch``). The store is imported inside each command. ``status`` opens the
+project read-only (it runs while napari holds the project).
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ def add_project(subparsers) -> None:
     p.add_argument("volume", help="volume id (see status)")
     p.add_argument("--mask", help="mask file on the volume's grid (default: the mask saved "
                    "for the volume in the GUI, 'final')")
+    p.add_argument("--replace", action="store_true",
+                   help="replace the volume's accepted or imported mask (refused without it)")
     p.set_defaults(func=_cmd_accept)
 
     p = sub.add_parser("import", help="import an existing mask (status 'imported')")
@@ -201,8 +204,9 @@ def _cmd_accept(args) -> int:
             if mask is None:
                 raise _error(f"volume {args.volume!r} has no saved 'final' mask (from the GUI); "
                              "give one with --mask FILE")
-        p.accept(args.volume, mask)
-        print(f"accepted the mask of {args.volume} ({int((mask > 0).sum())} structure voxels)")
+        p.accept(args.volume, mask, replace=args.replace)
+        print(f"accepted the mask of {args.volume} ({int((mask > 0).sum())} structure voxels)"
+              + (" (replacing the earlier one)" if args.replace else ""))
     return 0
 
 

@@ -67,7 +67,9 @@ class Project:
         folder : str or Path
         read_only : bool
             Do not take the writer lock (another process may be writing); every
-            mutating method then raises.
+            mutating method then raises. Reading jobs (predict, export, score, QA,
+            status) work this way beside a writer. A writer records, when it opens,
+            the scores such readers left in the inbox (:meth:`hand_over_scores`).
 
         Raises
         ------
@@ -283,10 +285,15 @@ class Project:
         keep their status."""
         self.store.labels.refresh_status(vid, scribbles=scribbles, boxes=boxes)
 
-    def accept(self, vid: str, mask, *, seconds: float = 0.0, session=None) -> None:
+    def accept(self, vid: str, mask, *, seconds: float = 0.0, session=None,
+               replace: bool = False) -> None:
         """Accept ``mask`` ((Z, Y, X) integers 0..K) as the volume's label; status
-        "accepted". ``session``: as in :meth:`set_weak_labels`."""
-        self.store.labels.accept(vid, mask, seconds=seconds, session=session)
+        "accepted". ``session``: as in :meth:`set_weak_labels`.
+
+        A volume that has an accepted (or imported) mask already keeps it unless
+        ``replace=True``: without it this raises a :class:`LabelEffError` and nothing
+        changes."""
+        self.store.labels.accept(vid, mask, seconds=seconds, session=session, replace=replace)
 
     def import_mask(self, vid: str, path, *, session=None) -> None:
         """Import a mask file (NIfTI or any readable format) on the volume's grid;
@@ -386,6 +393,29 @@ class Project:
         """Store model-estimated scores of ``vid`` (e.g. from a batch job):
         ``model`` (version) plus floats such as ``uncertainty`` and ``quality``."""
         self.store.models.record_scores(vid, scores)
+
+    def hand_over_scores(self, scores: dict) -> str | None:
+        """Record scores (volume id -> scores) from a read-only view: they go to the
+        project's inbox and are recorded at once if no process holds the project for
+        writing, else when a writer next opens it. Returns the inbox file (None when
+        there was nothing to hand over, or it was recorded at once)."""
+        from .._lock import StoreLockedError
+
+        path = self.store.models.hand_over_scores(scores)
+        if path is None:
+            return None
+        try:
+            writer = ProjectStore.open(self.folder)  # merges the inbox when it opens
+        except StoreLockedError:
+            return str(path)
+        writer.file.close()
+        self.reload()
+        return None
+
+    def collect_scores(self) -> list[str]:
+        """Record the scores read-only processes handed over since this writer opened
+        the project (opening does it too); returns the volume ids updated."""
+        return self.store.models.merge_inbox()
 
     # ---- refine with the model -------------------------------------------------------------------
     def prior_use(self) -> tuple[bool, str]:

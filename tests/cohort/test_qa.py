@@ -68,7 +68,7 @@ def test_kfold_models_are_trained_once_and_reused(project):
     # a changed mask means new fold models
     changed = project.labels("vol07")["mask"].copy()
     changed[0, 0, 0] = 1
-    project.accept("vol07", changed)
+    project.accept("vol07", changed, replace=True)  # re-accepting replaces only when asked (issue 22)
     label_qa(project, folds=2, device="cpu", train_options=opts)
     assert len(sorted((project.folder / "qa").glob("*/fold*/model.pt"))) == 4
 

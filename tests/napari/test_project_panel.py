@@ -96,6 +96,17 @@ def test_project_flow(make_napari_viewer, qtbot, tmp_path, monkeypatch, notes):
     assert panel.accept_current()
     assert project.volume("case0").status == "accepted"
     assert np.array_equal(project.labels("case0")["mask"], state.refined_layer.data)
+    # accepting again asks first (issue 22): "no" keeps the accepted mask, "yes" replaces it
+    accepted = project.labels("case0")["mask"].copy()
+    state.refined_layer.data = np.where(accepted > 0, 0, 1).astype(accepted.dtype)
+    asked = []
+    panel.confirm_replace = lambda vid, status: asked.append((vid, status)) or False
+    assert not panel.accept_current()
+    assert asked == [("case0", "accepted")]
+    assert np.array_equal(project.labels("case0")["mask"], accepted)
+    panel.confirm_replace = lambda vid, status: asked.append((vid, status)) or True
+    assert panel.accept_current()
+    assert np.array_equal(project.labels("case0")["mask"], state.refined_layer.data)
 
     # the next-volume slot ranks the unannotated volumes with the model (background)
     qtbot.waitUntil(lambda: not panel.next_runner.running and panel._next is not None, timeout=60000)

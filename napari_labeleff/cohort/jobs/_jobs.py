@@ -7,7 +7,9 @@ image itself, loads the published model once (a cache in the worker process keye
 checkpoint folder, device and the weights file's modification time), predicts, and
 writes its output atomically with the volume's exact geometry
 (:func:`napari_labeleff.io.write_labels`). The client collects results with
-``as_completed`` (progress), records scores into the project, and reports every
+``as_completed`` (progress), records scores into the project (a read-only client,
+beside napari holding the project, hands them to the writer through the project's
+inbox and writes them to ``OUT/scores.json``), and reports every
 volume that failed (missing or changed file, unreadable, out of memory) while the
 others finish. A worker that dies has its tasks rerun by the scheduler on another
 worker (Dask's ``allowed_failures``); a task that keeps killing workers is reported as
@@ -22,12 +24,15 @@ each); an address (``tcp://host:8786``) runs the same job on an existing cluster
 Kinds
 -----
 ``predict``  ``OUT/<volume id>.nii.gz``: the published model's labels, equal to
-             ``Project.predict(volume_id).labels``; the volume's scores are recorded.
+             ``Project.predict(volume_id).labels``; the volume's scores are recorded
+             (and written to ``OUT/scores.json``).
 ``score``    the model's scores of every volume (mean uncertainty, foreground
              uncertainty, estimated quality) recorded in the project; with ``out``
              also ``OUT/scores.json``.
 ``export``   ``OUT/<volume id>.nii.gz``: the accepted or imported mask (no model
              needed); volumes without one are skipped (listed, not failed).
+
+Existing ``OUT/<volume id>.nii.gz`` files are never replaced without ``overwrite``.
 """
 
 from __future__ import annotations
@@ -44,10 +49,13 @@ import numpy as np
 from ..._errors import LabelEffError
 from ..._steps import drain
 from ...engine import Progress
+from ...io.atomic import atomic_write_text
 from ..prediction import cached_model, model_loads, summarise
 from ..store import ProjectStore, VolumeRecord
 
 JOB_KINDS = ("predict", "score", "export")
+#: Jobs that write OUT/<volume id>.nii.gz files.
+WRITING_KINDS = ("predict", "export")
 #: Seconds a connection to a scheduler address may take before the job gives up.
 CONNECT_TIMEOUT = 10.0
 
@@ -106,6 +114,9 @@ class JobReport:
     seconds : float
         Wall time of the whole job (cluster start included for ``"local"``).
     out : str or None
+    handed_over : str or None
+        The inbox file through which a read-only job handed its scores to the writer
+        (None when they were recorded directly, or there were none).
     """
 
     kind: str
@@ -115,6 +126,8 @@ class JobReport:
     workers: int
     seconds: float
     out: str | None = None
+    #: Inbox file through which a read-only job handed its scores to the writer.
+    handed_over: str | None = None
 
     @property
     def failed(self) -> dict:
@@ -137,6 +150,8 @@ class JobReport:
                 f"{self.seconds:.1f} s on {self.workers} worker(s) ({self.scheduler})")
         if self.skipped:
             text += f"; {len(self.skipped)} skipped"
+        if self.handed_over:
+            text += f"; scores handed to the project's writer ({Path(self.handed_over).name})"
         if self.failed:
             text += f"; {len(self.failed)} FAILED: " + "; ".join(
                 f"{v}: {e}" for v, e in self.failed.items())
@@ -277,14 +292,19 @@ def _connect(scheduler: str, workers: int, timeout: float, threads: int):
 
 def job_steps(project, kind: str, *, out=None, scheduler: str = "local", workers: int = 2,
               volumes=None, device: str = "auto", threads_per_worker: int = 1,
-              connect_timeout: float = CONNECT_TIMEOUT
+              connect_timeout: float = CONNECT_TIMEOUT, overwrite: bool = False
               ) -> Generator[Progress, None, JobReport]:
     """Run a batch job over a project's volumes, yielding progress.
 
     Parameters
     ----------
     project : Project
-        An open project (scores are recorded when it is open for writing).
+        An open project. Jobs only read it, so it may be open read-only while another
+        process (napari) holds it for writing. The model's scores of the volumes
+        (predict, score) are recorded at once in a writer; a read-only project hands
+        them to the writer (:meth:`Project.hand_over_scores`: recorded now if no one
+        holds the project, else when it is next opened for writing), and with ``out``
+        they are also written to ``OUT/scores.json``.
     kind : {"predict", "score", "export"}
         See the module docstring.
     out : str or Path, optional
@@ -302,6 +322,9 @@ def job_steps(project, kind: str, *, out=None, scheduler: str = "local", workers
         Threads per worker process (also torch's thread count there).
     connect_timeout : float
         Seconds to reach a scheduler address before a clear error.
+    overwrite : bool
+        Replace ``OUT/<volume id>.nii.gz`` files of an earlier run (predict, export);
+        without it such files stop the job before it starts, named.
 
     Yields
     ------
@@ -316,7 +339,8 @@ def job_steps(project, kind: str, *, out=None, scheduler: str = "local", workers
     ------
     LabelEffError
         Bad kind/workers/scheduler, missing ``out``, an empty project, unknown volume
-        ids, no published model (predict/score), an unreachable scheduler.
+        ids, no published model (predict/score), an unreachable scheduler, outputs
+        that exist already (without ``overwrite``).
     """
     _check(kind, workers, scheduler, out)
     ids = list(project.volume_ids) if volumes is None else [str(v) for v in volumes]
@@ -329,6 +353,8 @@ def job_steps(project, kind: str, *, out=None, scheduler: str = "local", workers
         version = project.require_published().version
         checkpoint = str(project.model_dir(version))
     out_dir = None if out is None else Path(out).expanduser().absolute()
+    if kind in WRITING_KINDS:
+        _refuse_overwrite(kind, out_dir, records, overwrite)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
     common = dict(checkpoint=checkpoint, class_names=tuple(project.class_names),
@@ -343,10 +369,27 @@ def job_steps(project, kind: str, *, out=None, scheduler: str = "local", workers
                                workers=workers, timeout=connect_timeout, threads=threads_per_worker)
     report = JobReport(kind, {v: results[v] for v in ids}, version, scheduler, n_workers,
                        time.perf_counter() - t0, None if out_dir is None else str(out_dir))
-    if kind == "score" and out_dir is not None:
-        (out_dir / "scores.json").write_text(json.dumps(
-            {v: r.scores for v, r in report.results.items() if r.ok}, indent=1))
+    scores = {v: r.scores for v, r in report.results.items() if r.ok and r.scores}
+    if kind in ("predict", "score") and out_dir is not None:
+        atomic_write_text(out_dir / "scores.json", json.dumps(scores, indent=1))
+    if project.read_only and scores:
+        report.handed_over = project.hand_over_scores(scores)
     return report
+
+
+def _refuse_overwrite(kind: str, out_dir: Path | None, records: dict, overwrite: bool) -> None:
+    """Raise when ``out_dir`` holds outputs this job would replace (unless ``overwrite``)."""
+    if overwrite or out_dir is None or not out_dir.is_dir():
+        return
+    writes = [v for v, r in records.items() if kind == "predict" or r.get("status") in ("accepted", "imported")]
+    existing = [f"{v}.nii.gz" for v in writes if (out_dir / f"{v}.nii.gz").exists()]
+    if existing:
+        shown = ", ".join(existing[:10]) + (f" and {len(existing) - 10} more" if len(existing) > 10 else "")
+        raise LabelEffError(
+            f"{out_dir} already holds {len(existing)} output(s) this {kind} job would replace: "
+            f"{shown}; pass overwrite=True (labeleff project {kind} --overwrite) to replace them, "
+            "or choose another output folder"
+        )
 
 
 def _run_serial(project, tasks: dict, common: dict, results: dict, **_):

@@ -6,7 +6,9 @@ Every mask is compared with a model that did **not** train on it, and with the i
   fold a network is trained (the learner's ``train_steps``, from scratch, small
   budget) on the other folds' masks and predicts this fold's volumes. The models are
   kept in ``<project>/qa/<key>/`` (key = hash of the masks and classes), so QA run
-  again on unchanged masks reuses them. ``folds=0`` uses the published model instead
+  again on unchanged masks reuses them. They are a cache beside the project's record
+  (``project.json`` is not touched), so QA also runs on a project open read-only
+  while napari holds it for writing. ``folds=0`` uses the published model instead
   (cheaper; it may have trained on the masks, which hides their errors).
 * **Features** per mask (per structure, worst structure kept):
 
@@ -306,9 +308,6 @@ def fold_models(project, vids, folds: int, *, device: str = "auto",
             out[v] = str(ckpt)
         if (ckpt / "model.pt").exists() and (ckpt / "config.json").exists():
             continue
-        if project.read_only:
-            raise LabelEffError("label QA trains k-fold models and needs the project open "
-                                "for writing (or pass folds=0 to use the published model)")
         snaps.mkdir(parents=True, exist_ok=True)
         cases = []
         for v in order:

@@ -12,23 +12,25 @@ Folder layout (see ``docs/formats.md``)::
     <project>/runs/<run>/           training snapshot (labels/<vid>.npz) + resume state
     <project>/annotations.jsonl     append-only log: time, volume, kind, class, voxels,
                                     seconds, model version, op
+    <project>/inbox/                scores left by read-only processes for the writer
 
 Rooms: :class:`ProjectFile` (``_file``: project.json generations and the lock),
 :class:`Volumes` (``_volumes``), :class:`Labels` (``_labels``: annotation stores,
 weak labels, masks, status), :class:`AnnotationLog` (``_log``), :class:`Models`
-(``_models``: versions, published pointer, scores); :class:`ProjectStore`
+(``_models``: versions, published pointer, scores, inbox); :class:`ProjectStore`
 holds one of each.
 """
 
 from ._file import PROJECT_FILE, ProjectFile, check_class_names
 from ._labels import Labels
 from ._log import LOG_FILE, AnnotationLog, check_seconds
-from ._models import Models, next_version
+from ._models import INBOX, Models, next_version
 from ._records import MASK_NAMES, ROLES, STATUSES, PublishedModel, VolumeRecord, now
 from ._store import ProjectStore
 from ._volumes import SPACING_RATIO_WARN, Volumes
 
 __all__ = [
+    "INBOX",
     "LOG_FILE",
     "MASK_NAMES",
     "PROJECT_FILE",

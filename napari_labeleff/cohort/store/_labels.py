@@ -206,15 +206,24 @@ class Labels(Room):
             self._store.volumes.update(vid, status=status)
 
     # ---- masks -----------------------------------------------------------------------------
-    def accept(self, vid: str, mask, *, seconds: float = 0.0, session=None) -> None:
+    def accept(self, vid: str, mask, *, seconds: float = 0.0, session=None,
+               replace: bool = False) -> None:
         """See :meth:`Project.accept`."""
         self._file.writer("accept a mask")
         check_seconds(seconds)
         rec = self._store.volumes.get(vid)
         mask = self.check_mask(rec, np.asarray(mask), "mask")
-        self._save_mask(vid, MASK_NAMES["accepted"], mask, session)
+        self._save_mask(vid, MASK_NAMES["accepted"], mask, session,
+                        check=lambda: self._refuse_replace(rec, replace))
         self._store.volumes.update(vid, status="accepted")
         self._store.log_entries(vid, self._mask_entries("accept", mask), seconds)
+
+    def _refuse_replace(self, rec: VolumeRecord, replace: bool) -> None:
+        if rec.status in MASK_NAMES and not replace:
+            raise LabelEffError(
+                f"volume {rec.id!r} already has an {rec.status} mask; accepting another one "
+                "replaces it: pass replace=True (labeleff project accept --replace) to do so"
+            )
 
     def import_mask(self, vid: str, path, *, session=None) -> None:
         """See :meth:`Project.import_mask`."""
@@ -228,9 +237,13 @@ class Labels(Room):
         self._store.volumes.update(vid, status="imported", mask_source=str(path))
         self._store.log_entries(vid, self._mask_entries("import", mask), 0.0)
 
-    def _save_mask(self, vid, name, mask, session) -> None:
+    def _save_mask(self, vid, name, mask, session, check=None) -> None:
+        """Save through the caller's session or a new one; ``check()`` runs once the
+        store is open (the volume is ours), before anything is written."""
         session, owned = self.with_session(vid, session)
         try:
+            if check is not None:
+                check()
             session.save_mask(name, mask)
         finally:
             if owned:

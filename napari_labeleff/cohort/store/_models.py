@@ -1,16 +1,24 @@
-"""Model versions: ``models/<version>/`` folders, their records, the published pointer,
-and the scores a model gave each volume (``VolumeRecord.scores``)."""
+"""Model versions: ``models/<version>/`` folders, their records, the published pointer.
+
+Also the scores a model gave each volume (``VolumeRecord.scores``) and the *inbox*
+through which read-only processes (batch jobs beside a writer) hand scores to the
+writer: ``<project>/inbox/scores-*.json``, merged when a writer next opens the project.
+"""
 
 from __future__ import annotations
 
 import copy
+import json
 import re
+import uuid
 from pathlib import Path
 
 from ..._errors import LabelEffError
+from ...io.atomic import atomic_write_text
 from ._records import PublishedModel, Room, now
 
 _VERSION = re.compile(r"^v(\d{4,})$")
+INBOX = "inbox"
 
 
 def next_version(models: list[dict], folder: Path) -> str:
@@ -71,6 +79,52 @@ class Models(Room):
         self._file.writer("record scores")
         self._store.volumes.get(vid)
         self._store.volumes.update(vid, scores=check_scores(scores))
+
+    # ---- scores from readers -------------------------------------------------------------------
+    def hand_over_scores(self, scores: dict[str, dict]) -> Path | None:
+        """Leave scores (volume id -> scores) for the writer: ``inbox/scores-*.json``.
+
+        A read-only process (a batch job while napari holds the project) calls this;
+        the writer merges the file when it next opens the project
+        (:meth:`merge_inbox`). Returns the file written (None when nothing to hand).
+        """
+        scores = {str(v): check_scores(s) for v, s in scores.items() if s}
+        if not scores:
+            return None
+        inbox = self._file.folder / INBOX
+        inbox.mkdir(exist_ok=True)
+        path = inbox / f"scores-{now().replace(':', '')}-{uuid.uuid4().hex[:8]}.json"
+        atomic_write_text(path, json.dumps({"written": now(), "scores": scores}, indent=1))
+        return path
+
+    def merge_inbox(self) -> list[str]:
+        """Record the scores read-only processes left (writer only); returns the volume
+        ids updated. A file is deleted once merged; an unreadable one is kept."""
+        self._file.writer("merge scores")
+        inbox = self._file.folder / INBOX
+        if not inbox.is_dir():
+            return []
+        files = sorted(inbox.glob("scores-*.json"))
+        merged: dict[str, dict] = {}
+        readable = []
+        for path in files:  # in time order: the newest scores of a volume win
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                merged.update({str(v): dict(s) for v, s in data["scores"].items()})
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                continue
+            readable.append(path)
+        known = set(self._store.volumes.ids)
+        merged = {v: s for v, s in merged.items() if v in known}
+        if merged:
+            data = self._file.edit()
+            for v in data["volumes"]:
+                if v["id"] in merged:
+                    v["scores"] = check_scores(merged[v["id"]])
+            self._file.commit(data)
+        for path in readable:
+            path.unlink(missing_ok=True)
+        return sorted(merged)
 
     # ---- training runs ------------------------------------------------------------------------
     def pending_run(self) -> dict | None:

@@ -33,8 +33,15 @@ class ProjectStore:
 
     @classmethod
     def open(cls, folder, read_only: bool = False, *, stacklevel: int = 2) -> "ProjectStore":
-        """Open a project folder."""
-        return cls(ProjectFile.open(folder, read_only, stacklevel=stacklevel + 1))
+        """Open a project folder; a writer merges what readers left in the inbox."""
+        store = cls(ProjectFile.open(folder, read_only, stacklevel=stacklevel + 1))
+        if not read_only:
+            try:
+                store.models.merge_inbox()
+            except BaseException:
+                store.file.close()
+                raise
+        return store
 
     @property
     def folder(self) -> Path:

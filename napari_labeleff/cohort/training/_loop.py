@@ -35,6 +35,8 @@ without touching the schedule, the resume state or the checkpoint.
 Cancelling (``close()`` on the generator) writes ``run_dir/resume.pt``; running the
 same spec again continues from that step with the same weights, optimiser and data
 stream. A state is also written every ~60 s, so a killed process loses at most that.
+The resume file holds tensors and plain values only and is read with
+``weights_only=True`` (``_checkpoint.safe_load``).
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ from ..._errors import LabelEffError
 from ..._metrics import mean_dice, scribble_dice
 from ...engine import resolve_device
 from . import _losses
-from ._checkpoint import atomic_text, atomic_torch_save, read_checkpoint
+from ._checkpoint import atomic_text, atomic_torch_save, read_checkpoint, safe_load
 from ._data import sample
 from ._inference import autocast, sliding_window_probs
 from ._network import build_network
@@ -100,11 +102,10 @@ def load_resume(resume_path: str, fp: str) -> dict | None:
     """The resume state of this run (None: none, or another spec's)."""
     if not os.path.exists(resume_path):
         return None
-    try:
-        resume = torch.load(resume_path, map_location="cpu", weights_only=False)
-    except Exception as err:
-        raise LabelEffError(f"resume state {resume_path!r} is damaged ({type(err).__name__}); "
-                            "delete it to start this run afresh") from err
+    resume = safe_load(resume_path, f"resume state {resume_path!r}")
+    if not isinstance(resume, dict) or "run" not in resume:
+        raise LabelEffError(f"resume state {resume_path!r} is damaged (not a resume state); "
+                            "delete it to start this run afresh")
     if resume.get("fingerprint") != fp:
         return None  # another spec used this run_dir: start afresh
     return resume
