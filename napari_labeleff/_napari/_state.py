@@ -16,7 +16,7 @@ show them (the Scribbles layer's data *is* ``session.scribbles``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from psygnal import Signal
@@ -24,9 +24,13 @@ from psygnal import Signal
 from ._layers import annotation_metadata, shapes_to_boxes
 
 if TYPE_CHECKING:
+    from napari import Viewer
+    from napari.layers import Image, Labels, Shapes
+
     from ..active import Suggestion
     from ..engine import RefineResult
     from ..io import Geometry
+    from ..session import AnnotationSession
 
 #: Review status values of a suggestion (see :attr:`ViewerState.review_status`).
 REVIEW_STATES = ("pending", "annotated", "confirmed", "skipped")
@@ -38,6 +42,11 @@ class ViewerState:
 
     Attributes
     ----------
+    The fields come in five groups; each is typed, and only the owner named in its
+    group sets it (the others read it or react to the signals below).
+
+    **The volume** (set by the main widget when it binds an image)
+
     viewer : napari.Viewer
     image_layer : napari.layers.Image or None
         The volume being annotated, data (Z, Y, X) (lazy data stays lazy).
@@ -47,43 +56,65 @@ class ViewerState:
     geometry : Geometry or None
         Voxel-to-world geometry used for layer affines and for export: the reader's
         source geometry, or the image layer's affine for images from elsewhere.
-    session : napari_labeleff.session.AnnotationSession or None
+    session : AnnotationSession or None
         Autosave store of scribbles, boxes, classes and masks for this volume; edit
         classes through its methods (they validate and save), then emit
         ``classes_changed``.
-    scribbles_layer, boxes_layer, refined_layer, final_layer, uncertainty_layer
-        The layers bound to this state (None until created).
+
+    **The annotation layers** (created or adopted by the main widget; None until then)
+
+    scribbles_layer : napari.layers.Labels or None
+        Its data *is* ``session.scribbles``.
+    boxes_layer : napari.layers.Shapes or None
+    refined_layer, final_layer : napari.layers.Labels or None
+    uncertainty_layer : napari.layers.Image or None
+        The optional uncertainty overlay (refine panel).
+
+    **Results** (refine and project panels)
+
     result : RefineResult or None
         The last successful refinement (kept when a later one is cancelled or fails).
     prior : ndarray or None
         (K + 1, Z, Y, X) class probabilities of a cohort project's model for this
         volume, passed to refinement as ``prior`` (set by the project panel).
+
+    **Active learning** (review panel)
+
     suggestions : list of Suggestion
         Current active-learning ranking, best first.
-    review_status : dict
+    review_status : dict of int to str
         ``suggestion position in suggestions -> one of REVIEW_STATES``.
+
+    **Flags**
+
     busy : bool
-        True while a worker runs for this state; Run buttons are disabled.
+        True while a worker runs for this state; Run buttons are disabled (set through
+        :meth:`set_busy`, which emits ``busy_changed``).
     scribbles_dirty : bool
         Scribbles or boxes changed since ``result`` was computed.
     final_dirty : bool
         The final mask changed since it was last exported.
     """
 
-    viewer: Any
-    image_layer: Any = None
-    channel_layers: list = field(default_factory=list)
+    # the volume
+    viewer: Viewer
+    image_layer: Image | None = None
+    channel_layers: list[Image] = field(default_factory=list)
     geometry: Geometry | None = None
-    session: Any = None
-    scribbles_layer: Any = None
-    boxes_layer: Any = None
-    refined_layer: Any = None
-    final_layer: Any = None
-    uncertainty_layer: Any = None
+    session: AnnotationSession | None = None
+    # the annotation layers
+    scribbles_layer: Labels | None = None
+    boxes_layer: Shapes | None = None
+    refined_layer: Labels | None = None
+    final_layer: Labels | None = None
+    uncertainty_layer: Image | None = None
+    # results
     result: RefineResult | None = None
-    prior: Any = None
+    prior: np.ndarray | None = None
+    # active learning
     suggestions: list[Suggestion] = field(default_factory=list)
     review_status: dict[int, str] = field(default_factory=dict)
+    # flags
     busy: bool = False
     scribbles_dirty: bool = False
     final_dirty: bool = False
