@@ -19,6 +19,7 @@ from zarr.storage import LocalStore
 
 from ._errors import LabelEffError
 from ._history import ARRAY_KEY as _ARRAY_KEY
+from .io import check_labels
 
 STORE_SUFFIX = ".labeleff.zarr"
 SCRIBBLE_CHUNKS = (16, 64, 64)
@@ -239,19 +240,10 @@ def _check_region(region, shape) -> tuple[slice, ...]:
 def as_uint8_labels(values, what: str) -> np.ndarray:
     """``values`` as a uint8 label array; LabelEffError unless integers in 0..255.
 
-    Parameters
-    ----------
-    values : array-like
-        Integer (or boolean) labels of any shape.
-    what : str
-        How the error message names the argument (e.g. ``"mask"``).
+    The package's one label check (:func:`napari_labeleff.io.check_labels`), under the
+    name the session has always used.
     """
-    values = np.asarray(values)
-    if values.dtype.kind not in "uib":
-        raise LabelEffError(f"{what} must hold integers, got dtype {values.dtype}")
-    if values.size and (values.min() < 0 or values.max() > 255):
-        raise LabelEffError(f"{what} values must be in 0..255, got {values.min()}..{values.max()}")
-    return values.astype(np.uint8, copy=False)
+    return check_labels(values, what)
 
 
 _as_uint8_labels = as_uint8_labels  # old name
