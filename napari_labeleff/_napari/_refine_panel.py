@@ -49,6 +49,8 @@ UNDO_DEPTH = 10
 ACCEPT_REGION_KEY = "Shift-A"
 #: Shortest time between two previews drawn into the Refined mask layer (s).
 PREVIEW_INTERVAL_S = 0.25
+#: Name of the refinement task in the worker seam and the activity dock.
+REFINE_TASK = "Refine"
 
 
 class RefinePanel(QGroupBox):
@@ -74,6 +76,7 @@ class RefinePanel(QGroupBox):
         self._pending_live = False
         self._preview_shown = False
         self._last_preview = 0.0
+        self._started = 0.0
 
         self.method = QComboBox()
         self.method.addItems(["auto", *engine.available_methods()])
@@ -148,13 +151,14 @@ class RefinePanel(QGroupBox):
             return False
         previous = state.result.state if state.result is not None else None
         snapshot_generation = self._generation
+        self._started = time.monotonic()
         self.progress.setRange(0, 0)
         self.progress.setFormat("starting…")
         return self.runner.start(
             engine.refine_steps,
             _engine_image(state),
             state.scribbles_snapshot(),
-            desc="Refine",
+            desc=REFINE_TASK,
             on_progress=self._on_progress,
             on_returned=lambda result: self._on_result(result, snapshot_generation),
             on_finished=self._on_finished,
@@ -176,8 +180,12 @@ class RefinePanel(QGroupBox):
         self.progress.setFormat(p.message or "%p%")
         now = time.monotonic()
         if p.preview is not None and self.state.refined_layer is not None:
-            if now - self._last_preview >= PREVIEW_INTERVAL_S:
+            if now - self._last_preview >= PREVIEW_INTERVAL_S or not self._preview_shown:
+                # the first result at once, later ones at most every PREVIEW_INTERVAL_S
                 self.state.refined_layer.data = np.asarray(p.preview, dtype=np.uint8)
+                if not self._preview_shown:
+                    self.status.setText(f"first result after {now - self._started:.2f} s; "
+                                        "refining…")
                 self._preview_shown = True
                 self._last_preview = now
 
@@ -218,6 +226,10 @@ class RefinePanel(QGroupBox):
         if self.live.isChecked():
             if self.state.busy:
                 self._pending_live = True
+                if self.runner.task == REFINE_TASK:
+                    # the next stroke cancels the refinement still running (its result
+                    # would be stale); the live refinement restarts after the quiet time
+                    self.runner.cancel(quiet=True)
             else:
                 self._timer.start()
 

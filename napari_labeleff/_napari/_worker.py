@@ -96,7 +96,9 @@ class Runner:
         self._gen = None
         self._pbar = None
         self._cancelled = False
+        self._quiet = False
         self._in_yield = False
+        self.task: str | None = None  # ``desc`` of the running task
 
     @property
     def mode(self) -> str:
@@ -150,6 +152,8 @@ class Runner:
             show_info(f"{desc}: another task is still running; cancel it or wait")
             return False
         self._cancelled = False
+        self._quiet = False
+        self.task = desc
         self._gen = _drive(fn, args, kwargs)
         self._pbar = progress(total=0, desc=desc)
         self.state.set_busy(True)
@@ -160,11 +164,13 @@ class Runner:
             self._run_thread(*callbacks)
         return True
 
-    def cancel(self) -> None:
-        """Ask the running task to stop at its next progress step."""
+    def cancel(self, quiet: bool = False) -> None:
+        """Ask the running task to stop at its next progress step (``quiet``: without
+        the "cancelled" notification, e.g. when a new stroke supersedes a refinement)."""
         if not self.running:
             return
         self._cancelled = True
+        self._quiet = quiet
         if self._worker is not None:
             self._worker.quit()
 
@@ -230,14 +236,14 @@ class Runner:
             on_returned(out.value)
 
     def _on_finished(self, desc, on_finished):
-        gen, self._gen, self._worker = self._gen, None, None
+        gen, self._gen, self._worker, self.task = self._gen, None, None, None
         if gen is not None:
             gen.close()  # runs the headless generator's cleanup on cancel
         if self._pbar is not None:
             self._pbar.close()
             self._pbar = None
         cancelled = self._cancelled
-        if cancelled:
+        if cancelled and not self._quiet:
             show_info(f"{desc} cancelled; the previous result is kept")
         self.state.set_busy(False)
         if on_finished is not None:

@@ -52,14 +52,17 @@ BAND_PRIOR_WEIGHT = 0.05
 _SOLVER_BYTES_PER_VOXEL = 230
 
 
-def factors(shape, spacing, budget: int | None = None) -> tuple:
+def factors(shape, spacing, budget: int | None = None, limit=None) -> tuple:
     """Integer pooling factor per axis so that the pooled grid has <= ``budget``
     (default :data:`COARSE_VOXELS`) voxels, growing first the axis whose pooled
-    spacing is finest."""
+    spacing is finest; no axis beyond ``limit`` (per axis), even if the budget is then
+    exceeded."""
     budget = COARSE_VOXELS if budget is None else budget
+    limit = (math.inf,) * 3 if limit is None else tuple(limit)
     f = [1, 1, 1]
     while math.prod(math.ceil(n / k) for n, k in zip(shape, f)) > budget:
-        axis = min((a for a in range(3) if math.ceil(shape[a] / f[a]) > 8),
+        axis = min((a for a in range(3) if math.ceil(shape[a] / f[a]) > 8
+                    and f[a] < limit[a]),
                    key=lambda a: spacing[a] * f[a], default=None)
         if axis is None:
             break

@@ -92,11 +92,15 @@ class RefineResult:
         return int(self.probabilities.shape[0])
 
     def summary(self) -> str:
-        """One line for the user: method, device, time and, for the graph method, the
-        unary term its held-out stroke check chose (``info["unary"]``)."""
-        secs = self.info.get("timings", {}).get("total_s")
+        """One line for the user: method, device, time (and the time to the first result
+        when it came earlier) and, for the graph method, the unary term its held-out
+        stroke check chose (``info["unary"]``)."""
+        timings = self.info.get("timings", {})
+        secs, first = timings.get("total_s"), timings.get("first_result_s")
         text = f"{self.method} on {self.device}" + (f" in {secs:.2f} s" if secs is not None
                                                     else "")
+        if secs is not None and first is not None and first < 0.9 * secs:
+            text += f" (first result after {first:.2f} s)"
         unary = {"watershed": "watershed of the strokes", "intensity": "stroke intensities",
                  "none": "edges only"}.get(self.info.get("unary"))
         return text + (f"; unary: {unary}" if unary else "")

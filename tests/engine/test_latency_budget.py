@@ -5,6 +5,7 @@ in benchmarks/bench_refine.py."""
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from napari_labeleff.engine import _randomwalk, refine, refine_steps
 
@@ -24,7 +25,19 @@ def small_budget(monkeypatch):
 
 
 def _phantom(n_structures=2):
-    return make_phantom(shape=(24, 64, 64), spacing=SPACING, n_structures=n_structures)
+    """The engine phantom with strokes as a user draws them on a scan: a row through
+    each class (eroded by 3 voxels) on three slices spread over its extent."""
+    image, gt, _ = make_phantom(shape=(24, 64, 64), spacing=SPACING,
+                                n_structures=n_structures)
+    scr = np.zeros(gt.shape, np.uint8)
+    for c in range(n_structures + 1):
+        inner = ndimage.binary_erosion(gt == c, iterations=3)
+        zs = np.nonzero(inner.any(axis=(1, 2)))[0]
+        for z in zs[[len(zs) // 4, len(zs) // 2, 3 * len(zs) // 4]]:
+            ys, xs = np.nonzero(inner[z])
+            y = int(np.median(ys))
+            scr[z, y, xs[ys == y]] = c + 1
+    return image, gt, scr
 
 
 def _drive(gen):
@@ -47,8 +60,9 @@ def _boxes(gt):
 
 @pytest.mark.parametrize("prompt", ["scribbles", "boxes", "boxes+scribbles"])
 def test_a_first_call_solves_once_at_full_resolution(small_budget, prompt):
-    # boxes: one structure (a box inside another's is a case of its own, test_boxes.py)
-    image, gt, scr = _phantom(2 if prompt == "scribbles" else 1)
+    # one structure: the sphere inside the ellipsoid is small enough (16 mm) that its
+    # strokes keep the choices at full resolution (test_short_strokes_...)
+    image, gt, scr = _phantom(1)
     boxes = None if prompt == "scribbles" else _boxes(gt)
     strokes = scr if "scribbles" in prompt else np.zeros_like(scr)
     res = refine(image, strokes, spacing=SPACING, boxes=boxes, method="randomwalk",
@@ -67,7 +81,7 @@ def test_a_first_call_solves_once_at_full_resolution(small_budget, prompt):
 
 
 def test_the_first_result_is_streamed_before_the_final_one(small_budget):
-    image, gt, scr = _phantom()
+    image, gt, scr = _phantom(1)
     reports, res = _drive(refine_steps(image, scr, spacing=SPACING, method="randomwalk"))
     with_preview = [i for i, r in enumerate(reports) if r.preview is not None]
     assert with_preview, "no first result was yielded"
@@ -83,11 +97,11 @@ def test_the_first_result_is_streamed_before_the_final_one(small_budget):
 def test_closing_after_the_first_result_cancels_and_keeps_the_state(small_budget):
     """The next stroke cancels what is still running: closing the generator at the
     first result leaves the inputs and the previous state as they were."""
-    image, gt, scr = _phantom()
+    image, gt, scr = _phantom(1)
     prev = refine(image, scr, spacing=SPACING, method="randomwalk")
     before = prev.state.payload["probabilities"].copy()
     scr2 = scr.copy()
-    scr2[12, 40:44, 20:40] = 1
+    scr2[12, 58:60, 20:40] = 1
     snapshot = scr2.copy()
     gen = refine_steps(image, scr2, spacing=SPACING, method="randomwalk", state=prev.state)
     for report in gen:
@@ -99,7 +113,7 @@ def test_closing_after_the_first_result_cancels_and_keeps_the_state(small_budget
 
 
 def test_a_correction_keeps_the_choices_and_solves_locally(small_budget):
-    image, gt, scr = _phantom()
+    image, gt, scr = _phantom(1)
     first = refine(image, scr, spacing=SPACING, method="randomwalk")
     scr2 = scr.copy()
     scr2[12, 30:34, 8:12] = 1  # a short background stroke near the ellipsoid's edge
@@ -127,3 +141,38 @@ def test_boxes_decided_on_the_coarse_grid_scale_back_to_the_users_faces(small_bu
         for axis in range(3):
             if not any(m[0] == i and m[1] == axis for m in moved):
                 assert solved[1 + axis] == b[1 + axis] and solved[4 + axis] == b[4 + axis]
+
+
+def test_short_strokes_keep_the_choices_at_full_resolution(small_budget):
+    """A small noisy lesion drawn with 3-voxel strokes: pooled twice in-plane, the
+    choice stage lost the watershed (Dice 0.31); the strokes' span limits the pooling,
+    so the choices are made on the full grid and the lesion is found."""
+    from .test_watershed_select import LEAKY, _noisy_lesions
+
+    image, (lesion, _), scr = _noisy_lesions()
+    assert _randomwalk._stroke_pooling_limit(scr, 2) == (1, 1, 1)
+    res = refine(image, scr, spacing=SPACING, method="randomwalk", **LEAKY)
+    assert "decided_on" not in res.info and res.info["unary"] == "watershed"
+    assert dice(res.labels == 1, lesion) > 0.9
+
+
+def test_the_watershed_claim_check_runs_at_full_resolution():
+    """On the shipped CT the coarse stage's held-out check prefers the watershed; how
+    much it claims is counted on the full grid (the count equals the full-resolution
+    flood's), against the walker's share of the volume."""
+    from napari_labeleff.engine import _watershed
+    from napari_labeleff.engine._api import normalise
+    from napari_labeleff.io import load_sample
+
+    s = load_sample("ct")
+    image = np.asarray(s.volume.data, np.float32)
+    res = refine(image, s.scribbles, spacing=s.volume.spacing, method="randomwalk")
+    assert res.info["decided_on"]["shape"] != list(image.shape)
+    scores = res.info["prior_select_scores"]
+    assert scores["watershed"] > max(v for k, v in scores.items() if k != "watershed")
+    flood = _watershed.labels(normalise(image[None]), s.scribbles.astype(np.int64) - 1,
+                              s.volume.spacing)
+    ws, walker = res.info["watershed_claims"]
+    assert ws == int((flood > 0).sum())
+    assert res.info["unary"] == ("watershed" if ws <= walker else "none")
+    assert res.info["solves"]["full_resolution"] == 1
