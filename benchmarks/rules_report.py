@@ -53,6 +53,7 @@ def _cine(res) -> list[str]:
            "the final masks (both arms checked with the same rules).", ""]
     head = "| cases | arm | " + " | ".join(names) + " | mean | violations (masks with any) |"
     out += [head, "|" + "---|" * (len(names) + 4)]
+    target = ""
     for g, cases in groups.items():
         if not cases:
             continue
@@ -71,6 +72,17 @@ def _cine(res) -> list[str]:
         cells = [f"{f:+.3f} ({i:+.3f})" for f, i in zip(d_f, d_i)]
         cells.append(f"{d_f.mean():+.3f} ({d_i.mean():+.3f})")
         out.append(f"| {g} | rules - none | " + " | ".join(cells) + " | |")
+        if g == "all":
+            myo = next((i for i, n in enumerate(names) if "myocard" in n.lower()), None)
+            viol = sum(by[c]["rules"]["steps"][-1]["violations"] for c in cases)
+            verdict = (d_f.mean() >= 0.05 and (myo is None or d_f[myo] >= 0.05) and viol == 0)
+            target = (f"Issue 21 target on all volumes (mean Dice >= +0.05, myocardium >= +0.05, "
+                      f"0 violations in the final masks): **{'met' if verdict else 'not met'}** "
+                      f"(mean {d_f.mean():+.3f}, "
+                      + (f"myocardium {d_f[myo]:+.3f}, " if myo is not None else "")
+                      + f"{viol} violations).")
+    if target:
+        out += ["", target]
     shares = [s["rules_share"] for r in runs if r["arm"] == "rules" for s in r["steps"]]
     rs = sum(s["rules_s"] for r in runs if r["arm"] == "rules" for s in r["steps"])
     tot = sum(s["total_s"] for r in runs if r["arm"] == "rules" for s in r["steps"])
@@ -113,6 +125,13 @@ def _brats(res) -> list[str]:
         d = [arms["rules"]["steps"][-1]["region_dice"][k] - arms["none"]["steps"][-1]["region_dice"][k]
              for k in regions]
         out.append(f"| {case} | rules - none | " + " | ".join(f"{v:+.3f}" for v in d) + " | |")
+    deltas = {k: np.mean([arms["rules"]["steps"][-1]["region_dice"][k]
+                          - arms["none"]["steps"][-1]["region_dice"][k] for arms in by.values()])
+              for k in ("tumour core", "enhancing tumour")}
+    ok = all(v >= 0.05 for v in deltas.values())
+    out += ["", "Issue 21 target (core and enhancing Dice >= +0.05 over no rules, mean of the "
+            f"two patients): **{'met' if ok else 'not met'}** (core {deltas['tumour core']:+.3f}, "
+            f"enhancing {deltas['enhancing tumour']:+.3f})."]
     return out
 
 
@@ -135,7 +154,9 @@ def _learn(res) -> list[str]:
 
 def _qa(res) -> list[str]:
     q = res["qa"]
-    out = [f"Label QA ({_commit(res)}): {q['masks']} ACDC reference masks, {q['faulty']} of them "
+    ok = q["precision"] >= 0.9 and q["recall"] >= 0.9
+    out = [f"Label QA ({_commit(res)}; issue 21 target precision and recall >= 0.9: "
+           f"**{'met' if ok else 'not met'}**): {q['masks']} ACDC reference masks, {q['faulty']} of them "
            "with an injected fault (cavity leaking through its ring, a second RV piece, RV "
            "painted into the LV cavity), checked with the cardiac template: precision "
            f"{q['precision']:.2f}, recall {q['recall']:.2f} (flagged correctly {q['tp']}, "

@@ -310,6 +310,8 @@ class RulesBox(QGroupBox):
             show_error(f"Rules: {err}")
             return False
         if self._set(rules):
+            if self.template.findText(name) >= 0:
+                self.template.setCurrentText(name)
             show_info(f"Rules: template {name!r}: {template_message(rules)}")
             return True
         return False
