@@ -422,3 +422,42 @@ def enforce(rules, probs, strokes, spacing, *, offset=(0, 0, 0)):
     out = labels_to_probabilities(probs, labels)
     report["seconds"] = time.perf_counter() - t0
     return out, report
+
+
+def apply(rules, probabilities, spacing, scribbles=None):
+    """Rules applied to any class probabilities (e.g. a project network's prediction).
+
+    Parameters
+    ----------
+    rules : Rules
+    probabilities : ndarray, shape (K + 1, Z, Y, X)
+        Background first; numpy or torch.
+    spacing : sequence of 3 float
+        (Z, Y, X) mm.
+    scribbles : ndarray of int, shape (Z, Y, X), optional
+        User strokes (0 none, 1 background, c + 1 structure c); they win locally.
+
+    Returns
+    -------
+    probabilities : ndarray, float32, shape (K + 1, Z, Y, X)
+        argmax = the labels that keep the rules (as far as the strokes allow).
+    report : dict
+        As ``info["rules"]`` of a refinement.
+    """
+    from .._errors import LabelEffError
+
+    p = probabilities.detach().float().cpu().numpy() if hasattr(probabilities, "detach") \
+        else np.asarray(probabilities, dtype=np.float32)
+    if p.ndim != 4 or p.shape[0] < 2:
+        raise LabelEffError(
+            f"probabilities have shape {p.shape}; a (K + 1, Z, Y, X) array is required")
+    strokes = np.zeros(p.shape[1:], np.uint8) if scribbles is None else np.asarray(scribbles)
+    if strokes.shape != p.shape[1:]:
+        raise LabelEffError(
+            f"scribbles have shape {strokes.shape}; the probabilities' (Z, Y, X) is {p.shape[1:]}")
+    kept, skipped = rules.restricted(p.shape[0] - 1)
+    out, report = enforce(kept, p.astype(np.float32, copy=False), strokes,
+                          tuple(float(v) for v in spacing))
+    report["skipped"] = skipped
+    report["rules"] = [kept.text(r) for r in kept]
+    return out, report

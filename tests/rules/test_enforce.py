@@ -197,3 +197,16 @@ def test_refine_rules_bad_input_and_skipped_classes():
     res = engine.refine(img, two, spacing=SP, method="randomwalk", device="cpu", rules=r)
     assert "LV cavity inside myocardium" in res.info["rules"]["skipped"]
     assert "RV cavity touches myocardium" in res.info["rules"]["rules"]
+
+
+def test_apply_to_a_network_prediction():
+    from napari_labeleff.rules import apply
+
+    m = heart()
+    m[0, 2:5, 2:5] = 3  # a stray LV piece in the prediction
+    rules = Rules.template("cardiac", NAMES)
+    probs, rep = apply(rules, onehot_probs(m), SP)
+    assert rules.violations(probs.argmax(0), spacing=SP) == []
+    assert rep["rules"] and rep["conflicts"] == []
+    with pytest.raises(LabelEffError, match="K \\+ 1, Z, Y, X"):
+        apply(rules, np.zeros((4, 4)), SP)
