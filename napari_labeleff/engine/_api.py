@@ -19,7 +19,7 @@ from .._errors import LabelEffError
 from .._steps import drain
 from . import _boxes, _multiscale, _rules
 from ._device import resolve_device
-from ._registry import METHODS, MethodOutput, RefineContext
+from ._registry import METHODS, MethodOutput, RefineContext, class_argmax
 from ._types import Progress, RefineResult, RefineState
 
 #: Learned methods that ``method="auto"`` prefers when the device or size allows,
@@ -475,7 +475,7 @@ def _finalise(probabilities):
     )
     p = p.float().clamp(0.0, 1.0)
     p = p / p.sum(dim=0, keepdim=True).clamp_min(1e-12)
-    labels = p.argmax(dim=0).to(torch.uint8)
+    labels = class_argmax(p).to(torch.uint8)
     unc = normalised_entropy(p).clamp_(0.0, 1.0)
     return (
         np.ascontiguousarray(p.cpu().numpy(), dtype=np.float32),

@@ -34,7 +34,7 @@ import torch
 from .._errors import LabelEffError
 from . import _boxes, _multiscale, _watershed
 from ._likelihood import Histograms, fit_histograms, posterior
-from ._registry import MethodOutput, RefineContext, as_numpy, register_method
+from ._registry import MethodOutput, RefineContext, as_numpy, class_argmax, register_method
 from ._rw_boxes import BoxDecision, BoxSolve
 from ._rw_common import SolveLog, _prior_trust, _trusted_weight
 from ._rw_local import _local_box, _scope_correction, _solve_local_or_full
@@ -226,7 +226,7 @@ def _staged(ctx: RefineContext, opts: dict, log: SolveLog):
     pout = yield from _single(pctx, _options(popts), None, log)
     up = _multiscale.upsample(torch.from_numpy(pout.probabilities), fp, shape)
     yield Progress(log.step, log.step + 2, "first result (coarse grid); choosing the "
-                   "unary term", preview=up.argmax(dim=0).to(torch.uint8).numpy())
+                   "unary term", preview=class_argmax(up).to(torch.uint8).numpy())
     del up, pout
     fd = _multiscale.factors(shape, ctx.spacing, DECIDE_VOXELS,
                              limit=_stroke_pooling_limit(ctx.scribbles, ctx.n_classes))
@@ -397,14 +397,14 @@ def _single(ctx: RefineContext, opts: dict, prev, log: SolveLog, coarse: bool = 
             return posterior(hist, image[(slice(None), *b)])
         x = yield from _solve_local_or_full(ctx, image, seeds, x_prev, box, prior_of, kw,
                                             log, info, opts)
-        claimed = int((x.argmax(dim=0) > 0).sum())  # most expansive walker solution
+        claimed = int((class_argmax(x) > 0).sum())  # most expansive walker solution
         if prev is None and opts["prior_select"] and gamma > 0 and not watershed:
             # an intensity model that puts a large share of a structure in components
             # holding none of its strokes claims look-alike tissue that no background
             # stroke sampled, unless held-out strokes were found in such islands (a
             # structure of several parts; without a held-out check there is no such
             # evidence): the walker alone is solved instead (and kept)
-            share = _island_share(x.argmax(dim=0).cpu().numpy(), seeds.cpu().numpy())
+            share = _island_share(class_argmax(x).cpu().numpy(), seeds.cpu().numpy())
             info["island_share"] = round(share, 3)
             if share > ISLAND_MAX and confirmed < ISLAND_CONFIRM:
                 pure_walker = True
@@ -412,7 +412,7 @@ def _single(ctx: RefineContext, opts: dict, prev, log: SolveLog, coarse: bool = 
                 info.update(prior_weight=0.0, unary="none")
                 x = yield from _solve_local_or_full(ctx, image, seeds, None, None, prior_of,
                                                     kw, log, info, opts)
-                claimed = max(claimed, int((x.argmax(dim=0) > 0).sum()))
+                claimed = max(claimed, int((class_argmax(x) > 0).sum()))
         if ws_wins and coarse:
             # decided at full resolution by the final stage (see above)
             info["watershed_claims_walker"] = claimed / seeds.numel()

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from ._registry import class_argmax
 from ._rw_common import _onehot_init, _set_seeds, run_solve
 from ._rw_solver import Problem
 
@@ -51,7 +52,7 @@ def _solve_local_or_full(ctx, image, seeds, x_prev, box, prior_of, kw, log, info
         p = Problem(image[sub], (sub_seeds >= 0) | frame, _set_seeds(x_prev[sub], sub_seeds),
                     ctx.spacing, prior_of(box))
         yield from run_solve(p, log, coarse_to_fine=False, **kw)
-        sides = _touched_faces(p.x.argmax(dim=0) != x_prev[sub].argmax(dim=0), box,
+        sides = _touched_faces(class_argmax(p.x) != class_argmax(x_prev[sub]), box,
                                seeds.shape)
         if not sides:
             x = x_prev.clone()
@@ -145,8 +146,8 @@ def _scope_correction(ctx, x, x_prev, info):
     if not new_classes <= kept:
         info["correction_scope"] = "a class's first strokes: changes kept everywhere"
         return x
-    old_lab = x_prev.argmax(dim=0).cpu().numpy()
-    new_lab = x.argmax(dim=0).cpu().numpy()
+    old_lab = class_argmax(x_prev).cpu().numpy()
+    new_lab = class_argmax(x).cpu().numpy()
     diff = old_lab != new_lab
     if not diff.any():
         return x
