@@ -46,9 +46,7 @@ ALLOWED_PRIVATE_IMPORTS: set[tuple[str, str]] = {
 }
 
 #: Modules allowed over MAX_MODULE_LINES (owner in the comment).
-ALLOWED_LONG_MODULES: set[str] = {
-    "napari_labeleff.session",  # part B (history and durability), issue 22
-}
+ALLOWED_LONG_MODULES: set[str] = set()
 
 #: Functions allowed over MAX_FUNCTION_LINES: "module:qualified name" (owner in the comment).
 ALLOWED_LONG_FUNCTIONS: set[str] = {
