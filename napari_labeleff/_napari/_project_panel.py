@@ -5,7 +5,7 @@ Thin: the store is :class:`napari_labeleff.cohort.Project`; long work goes throu
 worker seam (:class:`~._worker.Runner`): the model's draft of an opened volume through
 the main runner (it is a refinement), training through a second runner of its own so
 refining stays possible while the network trains; the training itself runs in a
-spawned process (``cohort._background``), validation and publishing in this one. Forms are magicgui widgets, the
+spawned process (``cohort.training.train_in_background``), validation and publishing in this one. Forms are magicgui widgets, the
 volume table a ``QTableWidget``.
 
 Opening a volume adds its image layer and binds it with the project's per-volume store
@@ -145,7 +145,7 @@ class ProjectPanel(QGroupBox):
         self._view = None  # read-only view of the project for the next-volume ranking
         self._closed = False
         self.destroyed.connect(self._on_destroyed)
-        #: Train in a spawned process (``cohort._background``); False: in a thread.
+        #: Train in a spawned process (``cohort.training.train_in_background``); False: in a thread.
         self.background = True
         self._plan = None
 
