@@ -112,7 +112,8 @@ class SessionHistory:
             "change": "",
             "meta": {"checksum": self.checksum, "shape": list(self.shape),
                      "geometry": self.geometry.to_dict(),
-                     "image_path": str(self.image_path) if self.image_path else None},
+                     "image_path": str(self.image_path) if self.image_path else None,
+                     **({"history_limit": self._history_limit} if self._history_limit else {})},
             "content": self._content(),
             "arrays": {
                 "scribbles": {"key": self._scribbles_key, "files": store.manifest(self._scribbles_key)},

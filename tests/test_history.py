@@ -291,6 +291,7 @@ def test_session_json_is_written_after_a_recovery(tmp_path, image):
 
 def test_both_session_json_generations_lost_recovers_from_the_history(tmp_path, image):
     s = AnnotationSession.open(image, GEOM, store_dir=tmp_path)
+    s.set_history_limit(7)
     c = s.add_class("liver")
     s.scribbles[4, 10:20, 3:7] = c + 1
     s.save_scribbles()
@@ -301,7 +302,7 @@ def test_both_session_json_generations_lost_recovers_from_the_history(tmp_path, 
     (s.store_path / PREV_NAME).unlink()
     with pytest.warns(RecoveredStoreWarning, match=r"restored from history generation #4"):
         r = AnnotationSession.open(image, GEOM, store_dir=tmp_path)
-    assert state(r) == expected
+    assert state(r) == expected and r.history_limit == 7
     r.close()
     with warnings.catch_warnings():
         warnings.simplefilter("error", RecoveredStoreWarning)

@@ -8,7 +8,8 @@
 * a new refined mask, an accepted / undone final mask and painting on the Final mask
   layer are saved as masks ``"refined"`` / ``"final"`` in the background (the
   :class:`~._worker.IOQueue`), painting after :data:`FINAL_DEBOUNCE_MS` of quiet;
-  :meth:`Autosave.flush` writes whatever is pending (before switching image);
+  :meth:`Autosave.flush` writes whatever is pending (before switching image, restoring
+  a generation of the history, and when the viewer's window closes);
 * opening the store (checksum of the whole volume, reading the saved arrays) also runs
   in the background (:func:`open_session`).
 

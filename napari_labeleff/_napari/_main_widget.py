@@ -20,7 +20,6 @@ from qtpy.QtWidgets import (
     QApplication,
     QComboBox,
     QFormLayout,
-    QHBoxLayout,
     QLabel,
     QPushButton,
     QScrollArea,
@@ -156,10 +155,8 @@ class LabelEffWidget(QWidget):
         col = QVBoxLayout(body)
         col.addWidget(self.banner)
         form = QFormLayout()
-        row = QHBoxLayout()
-        row.addWidget(self.image_combo, 1)
-        row.addWidget(self.history_button)
-        form.addRow("image", row)
+        form.addRow("image", self.image_combo)
+        form.addRow("", self.history_button)
         col.addLayout(form)
         for panel in (self.project_panel, self.qa_panel, self.classes_panel,
                       self.refine_panel, self.review_panel, self.export_panel):
@@ -189,8 +186,7 @@ class LabelEffWidget(QWidget):
             app.aboutToQuit.connect(lambda: _call_alive(me, "flush_saves"))
 
     def showEvent(self, event) -> None:  # noqa: N802 (Qt API)
-        """Once styled, be wide enough for the panels and the scroll bar (no clipping);
-        once docked, watch the viewer's window to save pending work when it closes."""
+        """Once styled, be wide enough for the panels and the scroll bar (no clipping)."""
         scroll = self._scroll
         scroll.setMinimumWidth(
             scroll.widget().minimumSizeHint().width()
@@ -199,7 +195,7 @@ class LabelEffWidget(QWidget):
         )
         super().showEvent(event)
 
-    def hideEvent(self, event) -> None:  # Qt API name
+    def hideEvent(self, event) -> None:  # noqa: N802 (Qt API)
         """The viewer's window is closing (or the dock was hidden): save what is pending.
 
         (``Viewer.close()`` removes the layers first, which saves them too; the window's
@@ -365,7 +361,7 @@ class LabelEffWidget(QWidget):
         if nbytes < BIND_IN_BACKGROUND_BYTES:  # milliseconds: no reason to wait for a frame
             try:
                 opened = open_session(*self.autosave.open_args())
-            except Exception as err:  # noqa: BLE001 - shown like the worker's errors
+            except Exception as err:
                 report_error(err, "Opening the autosave store")
                 return
             done(opened)

@@ -93,3 +93,19 @@ def test_closing_the_window_writes_pending_saves(make_napari_viewer, qtbot, ball
     assert np.array_equal(saved.masks["final"], painted) and painted.any()
     diff = np.argwhere(saved.scribbles != strokes)
     assert np.array_equal(saved.scribbles, strokes), (diff[:5], saved.scribbles[tuple(diff[0])], strokes[tuple(diff[0])], np.count_nonzero(strokes))
+
+
+def test_hiding_the_dock_with_its_window_saves_the_debounced_final_mask(make_napari_viewer, qtbot,
+                                                                         ball_nifti):
+    from qtpy.QtGui import QHideEvent
+
+    path, _, _ = ball_nifti
+    viewer = make_napari_viewer()
+    _, widget = open_with_widget(viewer, path)
+    state = widget.state
+    qtbot.waitUntil(lambda: state.session is not None, timeout=20000)
+    state.final_layer.paint((12, 20, 20), 1)
+    assert widget.autosave._final_timer.isActive() and "final" not in state.session.masks
+    widget.hideEvent(QHideEvent())  # what the window's close button does to the dock
+    assert not widget.autosave._final_timer.isActive()
+    assert np.array_equal(state.session.masks["final"], state.final_layer.data)
