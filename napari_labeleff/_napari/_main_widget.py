@@ -361,7 +361,7 @@ class LabelEffWidget(QWidget):
         if nbytes < BIND_IN_BACKGROUND_BYTES:  # milliseconds: no reason to wait for a frame
             try:
                 opened = open_session(*self.autosave.open_args())
-            except Exception as err:
+            except Exception as err:  # noqa: BLE001 - shown like the worker's errors
                 report_error(err, "Opening the autosave store")
                 return
             done(opened)
