@@ -20,6 +20,8 @@ Design (docs/rules.md has the measured effect):
    ``BRIDGE_MAX_VOXELS``) becomes A. ``volume``: the least (most) probable voxels leave
    (join) A until the volume fits. ``left_of`` / ``right_of``: unscribbled pieces on the
    wrong side leave A.
+   After the rounds, one last pass of ``inside``, ``excludes``, ``n_pieces`` and ``within``
+   sends what still breaks them to the background (no such rule constrains it).
 4. **Report.** A rule still broken where strokes are involved is a *conflict* ("stroke
    of LV cavity outside the myocardium at slice 12"); any other rule still broken is
    *unresolved*. Nothing is silently ignored.
@@ -45,6 +47,8 @@ from ._check import (
 )
 
 MAX_ROUNDS = 4
+#: rules whose leftovers (after MAX_ROUNDS) go to the background in one last pass
+FALLBACK_RELATIONS = ("inside", "excludes", "n_pieces", "within")
 RING_MIN, RING_MAX, RING_DEFAULT = 1, 12, 3
 CROP_MARGIN = 16
 BRIDGE_MAX_VOXELS = 6
@@ -69,6 +73,7 @@ class _State:
         self.spacing = spacing
         self.offset = offset
         self.changed: dict[str, int] = {}
+        self.fallback = False
         self.notes: list[str] = []
 
     def members(self, c) -> list:
@@ -81,6 +86,8 @@ class _State:
         if not n:
             return 0
         allowed = [c for c in range(self.k1) if c not in set(forbid)]
+        if self.fallback and 0 in allowed:  # last round: only the background is safe
+            allowed = [0]
         if not allowed:
             return 0
         sub = self.p[allowed][:, sel]
@@ -376,6 +383,15 @@ def enforce_labels(rules, probs, strokes, spacing, *, offset=(0, 0, 0)):
             _STEPS[rule.relation](st, rule)
         if np.array_equal(before, st.labels):
             break
+    # last resort: what still breaks a structural rule goes to the background, which no
+    # such rule constrains (strokes stay; what they still break is a conflict below)
+    st.fallback = True
+    for rule in ordered:
+        if rule.relation in FALLBACK_RELATIONS:
+            bad, msg = bad_voxels(rules, rule, st.labels, spacing, off)
+            if msg is not None:
+                _STEPS[rule.relation](st, rule)
+    st.fallback = False
     labels[box] = st.labels
     conflicts, unresolved = [], []
     for rule in rules:

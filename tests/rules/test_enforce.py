@@ -210,3 +210,14 @@ def test_apply_to_a_network_prediction():
     assert rep["rules"] and rep["conflicts"] == []
     with pytest.raises(LabelEffError, match="K \\+ 1, Z, Y, X"):
         apply(rules, np.zeros((4, 4)), SP)
+
+
+def test_leftovers_after_the_rounds_go_to_the_background(monkeypatch):
+    m = heart()
+    m[0, 2:5, 2:5] = 3
+    m[5, 30:33, 2:5] = 1
+    rules = Rules.template("cardiac", NAMES)
+    monkeypatch.setattr(_enforce, "MAX_ROUNDS", 0)  # no regular round: only the last pass
+    out, rep = _run(rules, m)
+    assert rules.violations(out, spacing=SP) == [] and rep["unresolved"] == []
+    assert (out[0, 2:5, 2:5] == 0).all() and (out[5, 30:33, 2:5] == 0).all()
