@@ -49,11 +49,7 @@ ALLOWED_PRIVATE_IMPORTS: set[tuple[str, str]] = {
 ALLOWED_LONG_MODULES: set[str] = set()
 
 #: Functions allowed over MAX_FUNCTION_LINES: "module:qualified name" (owner in the comment).
-ALLOWED_LONG_FUNCTIONS: set[str] = {
-    "napari_labeleff.engine._api:refine_steps",  # the lead's engine
-    "napari_labeleff.engine._multiscale:run",  # the lead's engine
-    "napari_labeleff.engine._randomwalk:_single",  # the lead's engine
-}
+ALLOWED_LONG_FUNCTIONS: set[str] = set()
 
 
 def _modules() -> dict[str, Path]:

@@ -7,6 +7,7 @@ turn a :class:`RefineContext` into class probabilities.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import numbers
 import time
@@ -19,7 +20,8 @@ from .._errors import LabelEffError
 from .._steps import drain
 from . import _boxes, _multiscale, _rules
 from ._device import resolve_device
-from ._registry import METHODS, MethodOutput, RefineContext, class_argmax
+from ._registry import (METHODS, MethodOutput, RefineContext, class_argmax,
+                        normalised_entropy)
 from ._types import Progress, RefineResult, RefineState
 
 #: Learned methods that ``method="auto"`` prefers when the device or size allows,
@@ -463,11 +465,6 @@ def _run_with_fallback(name, ctx, info):
             info.setdefault("fallbacks", []).append(msg)
 
 
-def normalised_entropy(p: torch.Tensor) -> torch.Tensor:
-    """Predictive entropy over axis 0 of a (K + 1, ...) probability tensor, in [0, 1]."""
-    return -torch.special.xlogy(p, p).sum(0) / math.log(p.shape[0])
-
-
 def _finalise(probabilities):
     """Probabilities -> (probabilities, labels, uncertainty) as host numpy arrays."""
     p = probabilities if isinstance(probabilities, torch.Tensor) else torch.from_numpy(
@@ -484,24 +481,25 @@ def _finalise(probabilities):
     )
 
 
-def refine_steps(image, scribbles, *, spacing, boxes=None, prior=None, method="auto",
-                 device="auto", state=None, rules=None, **options):
-    """Refine weak labels into a 3D mask, step by step (generator form of :func:`refine`).
+@dataclasses.dataclass
+class _Call:
+    """A validated refine call: what :func:`refine_steps` runs."""
 
-    Same parameters as :func:`refine` (without ``progress``).
+    name: str
+    shape: tuple
+    k: int
+    scribbles: np.ndarray
+    roi: tuple | None
+    sub_shape: tuple
+    large: bool
+    ctx: RefineContext
+    info: dict
+    rules: object
 
-    Yields
-    ------
-    Progress
-        Progress reports; close the generator to cancel (inputs and ``state`` are left
-        untouched).
 
-    Returns
-    -------
-    RefineResult
-        As the ``StopIteration.value`` of the generator.
-    """
-    t0 = time.perf_counter()
+def _prepare(image, scribbles, spacing, boxes, prior, method, device, state, rules,
+             options) -> _Call:
+    """Validate a refine call's arguments and build the method's context."""
     options = dict(options)
     use_roi = _flag(options.pop("roi", True), "roi")
     multiscale = options.pop("multiscale", "auto")
@@ -554,25 +552,54 @@ def refine_steps(image, scribbles, *, spacing, boxes=None, prior=None, method="a
     info = {"auto_reason": reason, "state": state_note, "boxes_clipped": clipped, **notes}
     if pri is not None:
         info["prior"] = dict(prior_notes)
-    t1 = time.perf_counter()
-    yield Progress(0, 1, f"refining with {name} on {dev}")
-    first = []  # time of the first usable result (Progress.preview)
+    return _Call(name, shape, k, scr, roi, sub_shape, large, ctx, info, rules)
 
-    def stream(gen):
-        """The method's reports, previews in the volume's full (Z, Y, X) shape."""
-        while True:
-            try:
-                report = next(gen)
-            except StopIteration as stop:
-                return stop.value
-            if report.preview is not None:
-                if roi is not None:
-                    full = np.zeros(shape, np.uint8)
-                    full[roi] = report.preview
-                    report = dataclasses.replace(report, preview=full)
-                if not first:
-                    first.append(time.perf_counter())
-            yield report
+
+def _full_size_previews(gen, *, roi, shape, first: list):
+    """The method's reports, previews pasted into the volume's full (Z, Y, X) shape;
+    the time of the first preview is appended to ``first``."""
+    while True:
+        try:
+            report = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if report.preview is not None:
+            if roi is not None:
+                full = np.zeros(shape, np.uint8)
+                full[roi] = report.preview
+                report = dataclasses.replace(report, preview=full)
+            if not first:
+                first.append(time.perf_counter())
+        yield report
+
+
+def refine_steps(image, scribbles, *, spacing, boxes=None, prior=None, method="auto",
+                 device="auto", state=None, rules=None, **options):
+    """Refine weak labels into a 3D mask, step by step (generator form of :func:`refine`).
+
+    Same parameters as :func:`refine` (without ``progress``).
+
+    Yields
+    ------
+    Progress
+        Progress reports; close the generator to cancel (inputs and ``state`` are left
+        untouched).
+
+    Returns
+    -------
+    RefineResult
+        As the ``StopIteration.value`` of the generator.
+    """
+    t0 = time.perf_counter()
+    call = _prepare(image, scribbles, spacing, boxes, prior, method, device, state, rules,
+                    options)
+    name, shape, roi, ctx, info, rules = (call.name, call.shape, call.roi, call.ctx,
+                                          call.info, call.rules)
+    k, scr, large, sub_shape = call.k, call.scribbles, call.large, call.sub_shape
+    t1 = time.perf_counter()
+    yield Progress(0, 1, f"refining with {name} on {ctx.device}")
+    first = []  # time of the first usable result (Progress.preview)
+    stream = functools.partial(_full_size_previews, roi=roi, shape=shape, first=first)
 
     if large:
         def runner(cctx):
@@ -617,7 +644,7 @@ def refine_steps(image, scribbles, *, spacing, boxes=None, prior=None, method="a
     }
     new_state = RefineState(
         method=name, shape=shape, n_classes=k + 1, scribbles=scr,
-        payload={**out.payload, "roi": None if roi is None else notes["roi"]},
+        payload={**out.payload, "roi": None if roi is None else info["roi"]},
     )
     return RefineResult(
         labels=labels,

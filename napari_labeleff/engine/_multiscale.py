@@ -24,15 +24,15 @@ volume whose estimate exceeds the memory available.
 from __future__ import annotations
 
 import math
-import os
 import time
 
 import numpy as np
+import psutil
 import torch
 import torch.nn.functional as F
 
-from ._registry import RefineContext
-from ._rw_solver import Problem, contrast_scale, solve
+from ._registry import RefineContext, normalised_entropy
+from ._rw_solver import Problem, contrast_scale, pool_seed_labels, solve
 from ._types import Progress, RefineState
 
 #: Volumes (voxels) above which refinement runs coarse-to-fine in a band.
@@ -46,12 +46,6 @@ TILE_VOXELS = 3_000_000
 BAND_MAX_ITER = 16
 #: Weight of the upsampled coarse probabilities as unary term in the band.
 BAND_PRIOR_WEIGHT = 0.05
-#: Bytes per voxel of the fine stage's own arrays (input copy, normalised float32,
-#: seeds, labels, float16 probabilities per class, float16 uncertainty), used with the
-#: coarse and tile budgets in :func:`estimate_bytes`.
-_SOLVER_BYTES_PER_VOXEL = 230
-
-
 def factors(shape, spacing, budget: int | None = None, limit=None) -> tuple:
     """Integer pooling factor per axis so that the pooled grid has <= ``budget``
     (default :data:`COARSE_VOXELS`) voxels, growing first the axis whose pooled
@@ -94,17 +88,10 @@ def estimate_bytes(shape, n_channels: int, n_classes: int, *, large: bool) -> in
 
 
 def available_bytes() -> int | None:
-    """Memory available to this process (Linux ``MemAvailable``), or None."""
+    """Memory available to this process (psutil's ``available``), or None."""
     try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
+        return int(psutil.virtual_memory().available)
+    except (OSError, RuntimeError):
         return None
 
 
@@ -118,23 +105,9 @@ def _pool_mean(a: np.ndarray, f) -> np.ndarray:
 
 
 def _pool_seeds(seeds: np.ndarray, f, n_classes: int) -> np.ndarray:
-    """Coarse seeds: class c where the block holds seeds of c and of no other class."""
-    count, label = None, None
-    for k in range(n_classes):
-        m = torch.from_numpy(seeds == k)
-        if not bool(m.any()):
-            continue
-        present = F.max_pool3d(m[None, None].float(), f, f, ceil_mode=True)[0, 0] > 0
-        if count is None:
-            count = present.to(torch.int16)
-            label = torch.where(present, k, -1).to(torch.int16)
-        else:
-            count += present
-            label = torch.where(present, torch.tensor(k, dtype=torch.int16), label)
-    if count is None:
-        shape = tuple(math.ceil(n / k) for n, k in zip(seeds.shape, f))
-        return np.full(shape, -1, np.int16)
-    return torch.where(count == 1, label, torch.tensor(-1, dtype=torch.int16)).numpy()
+    """Coarse seeds: class c where the block holds seeds of c and of no other class
+    (``_rw_solver.pool_seed_labels`` on a numpy (Z, Y, X) array, -1 = unknown)."""
+    return pool_seed_labels(torch.from_numpy(np.asarray(seeds)), f, n_classes).numpy()
 
 
 def _scale_boxes(boxes, f, shape_c):
@@ -202,7 +175,7 @@ def _boundary_band(up: torch.Tensor, radius: int) -> torch.Tensor:
 
 
 def _entropy16(p: torch.Tensor) -> torch.Tensor:
-    return (-torch.special.xlogy(p, p).sum(0) / math.log(p.shape[0])).clamp_(0, 1).half()
+    return normalised_entropy(p).clamp_(0, 1).half()
 
 
 def run(method_gen, ctx: RefineContext, info: dict):
@@ -270,39 +243,8 @@ def run(method_gen, ctx: RefineContext, info: dict):
         band = _boundary_band(up, dil) & (seeds < 0)
         nb = int(band.sum())
         if nb:
-            # crop to the band's bounding box (plus one voxel) in Y and X
-            ys = torch.nonzero(band.any(dim=2).any(dim=0)).flatten()
-            xs = torch.nonzero(band.any(dim=1).any(dim=0)).flatten()
-            ya, yb = max(0, int(ys[0]) - 1), min(shape[1], int(ys[-1]) + 2)
-            xa, xb = max(0, int(xs[0]) - 1), min(shape[2], int(xs[-1]) + 2)
-            sub = (slice(None), slice(None), slice(ya, yb), slice(xa, xb))
-            sb = band[sub[1:]]
-            sd = seeds[sub[1:]]
-            block = up[sub]
-            # only the classes present in this block are solved (often 2 or 3)
-            present = torch.nonzero(block.amax(dim=(1, 2, 3)) > 0.01).flatten()
-            if 0 not in present.tolist():
-                present = torch.cat([torch.zeros(1, dtype=present.dtype), present])
-            cls = present.tolist()
-            x = block[present].clone()
-            remap = torch.full((k1,), -1, dtype=torch.long)
-            remap[present] = torch.arange(len(cls))
-            sdr = torch.where(sd >= 0, remap[sd.clamp_min(0)], torch.full_like(sd, -1))
-            sb &= ~((sd >= 0) & (sdr < 0))
-            onehot = F.one_hot(sdr.clamp_min(0), len(cls)).movedim(-1, 0).float()
-            x = torch.where(sdr >= 0, onehot, x)
-            x = x / x.sum(dim=0, keepdim=True).clamp_min(1e-12)
-            prior = block[present].clone()
-            p = Problem(full[:, h0:h1, ya:yb, xa:xb], ~sb, x, ctx.spacing, prior)
-            stats = yield from _silent(solve(
-                p, beta=float(ctx.options.get("beta", 8.0)), gamma=BAND_PRIOR_WEIGHT,
-                sigma2=sigma2, h_ref=min(ctx.spacing), tol=1e-3, max_iter=BAND_MAX_ITER,
-                coarse_to_fine=False))
-            iters.append(stats[-1]["iterations"])
-            block.zero_()
-            block[present] = p.x
-            up[sub] = block
-            del p, x, prior
+            iters.append((yield from _solve_band(ctx, full, up, band, seeds, h0, h1,
+                                                 sigma2)))
         band_total += nb
         core = slice(z0 - h0, z0 - h0 + (z1 - z0))
         pt = up[:, core]
@@ -328,6 +270,47 @@ def run(method_gen, ctx: RefineContext, info: dict):
                         "coarse": coarse.numpy()}}
     info.update({k: v for k, v in out.info.items() if k not in info})
     return name, labels, probs, unc, payload
+
+
+def _solve_band(ctx, full, up, band, seeds, h0, h1, sigma2):
+    """Re-solve, at full resolution, the voxels of ``band`` in the slab [h0, h1) of the
+    upsampled probabilities ``up`` (updated in place), with the voxels outside the band
+    and the scribbles as Dirichlet boundary and ``up`` as a weak unary term; only the
+    classes present in the band's box are solved. Generator; returns the CG iterations."""
+    shape, k1 = tuple(ctx.seeds.shape), ctx.n_classes
+    # crop to the band's bounding box (plus one voxel) in Y and X
+    ys = torch.nonzero(band.any(dim=2).any(dim=0)).flatten()
+    xs = torch.nonzero(band.any(dim=1).any(dim=0)).flatten()
+    ya, yb = max(0, int(ys[0]) - 1), min(shape[1], int(ys[-1]) + 2)
+    xa, xb = max(0, int(xs[0]) - 1), min(shape[2], int(xs[-1]) + 2)
+    sub = (slice(None), slice(None), slice(ya, yb), slice(xa, xb))
+    sb = band[sub[1:]]
+    sd = seeds[sub[1:]]
+    block = up[sub]
+    # only the classes present in this block are solved (often 2 or 3)
+    present = torch.nonzero(block.amax(dim=(1, 2, 3)) > 0.01).flatten()
+    if 0 not in present.tolist():
+        present = torch.cat([torch.zeros(1, dtype=present.dtype), present])
+    cls = present.tolist()
+    x = block[present].clone()
+    remap = torch.full((k1,), -1, dtype=torch.long)
+    remap[present] = torch.arange(len(cls))
+    sdr = torch.where(sd >= 0, remap[sd.clamp_min(0)], torch.full_like(sd, -1))
+    sb &= ~((sd >= 0) & (sdr < 0))
+    onehot = F.one_hot(sdr.clamp_min(0), len(cls)).movedim(-1, 0).float()
+    x = torch.where(sdr >= 0, onehot, x)
+    x = x / x.sum(dim=0, keepdim=True).clamp_min(1e-12)
+    prior = block[present].clone()
+    p = Problem(full[:, h0:h1, ya:yb, xa:xb], ~sb, x, ctx.spacing, prior)
+    stats = yield from _silent(solve(
+        p, beta=float(ctx.options.get("beta", 8.0)), gamma=BAND_PRIOR_WEIGHT,
+        sigma2=sigma2, h_ref=min(ctx.spacing), tol=1e-3, max_iter=BAND_MAX_ITER,
+        coarse_to_fine=False))
+    block.zero_()
+    block[present] = p.x
+    up[sub] = block
+    del p, x, prior
+    return stats[-1]["iterations"]
 
 
 #: A tile keeps its fine result when no coarse label in its rows changed and no coarse

@@ -281,6 +281,124 @@ def _stroke_pooling_limit(scribbles: np.ndarray, n_classes: int) -> tuple:
     return tuple(limit)
 
 
+def _solve_scribbles(ctx, image, seeds, x_prev, prev, opts, kw, log, info, coarse):
+    """The scribble path (no boxes, no model prior): the intensity model of the strokes
+    at its trusted weight, none, or the marker watershed (chosen by held-out strokes on
+    a first call, kept by later ones), solved locally around a correction where it can
+    be. Generator; returns (x, histograms, class counts, pure_walker)."""
+    k1, device = ctx.n_classes, image.device
+    hist = fit_histograms(image, [seeds == k for k in range(k1)])
+    hist_global = hist
+    class_counts = torch.bincount(seeds[seeds >= 0], minlength=k1).tolist()
+    trust = _prior_trust(hist, image, seeds)
+    gamma = kw["gamma"] = _trusted_weight(opts, kw["gamma"], trust)
+    watershed = ws_wins = pure_walker = False
+    confirmed = 0.0
+    if prev is None and opts["prior_select"] and (gamma > 0 or opts["watershed_select"]):
+        chosen, scores, confirmed, ws_wins = yield from _select_weight(
+            ctx, image, seeds, kw, gamma, log, watershed=opts["watershed_select"])
+        info.update(prior_select_scores=scores, island_hits=round(confirmed, 3))
+        pure_walker = chosen == 0.0
+    elif prev is not None:  # incremental calls keep the first call's choice
+        pure_walker = prev.get("pure_walker", False)
+        watershed = prev.get("watershed", False)
+    ws_labels = None
+    if prev is not None and prev.get("watershed_claims_walker") is not None:
+        # the coarse stage's watershed won the held-out check; how much it claims
+        # is compared here, at full resolution (block means blur the weak edges
+        # it floods through), with the walker's share of the volume there
+        ws_labels = _watershed.labels(image.cpu().numpy(), seeds.cpu().numpy(),
+                                      ctx.spacing)
+        walker = int(round(prev["watershed_claims_walker"] * seeds.numel()))
+        info["watershed_claims"] = [int((ws_labels > 0).sum()), walker]
+        if info["watershed_claims"][0] <= walker:
+            watershed, pure_walker = True, False
+    if pure_walker:
+        gamma = kw["gamma"] = 0.0
+    if watershed:
+        # the watershed's labels replace the intensity model; every stroke (the
+        # corrections too) is one of its markers, so it is flooded again each call
+        # and the whole volume is solved (a new marker can move far-away basins)
+        if ws_labels is None:
+            ws_labels = _watershed.labels(image.cpu().numpy(), seeds.cpu().numpy(),
+                                          ctx.spacing)
+        ws_prior = _watershed.prior(ws_labels, k1, device)
+        gamma = kw["gamma"] = float(opts["watershed_prior_weight"])
+    info.update(prior_trust=trust, prior_weight=gamma,
+                unary="watershed" if watershed else "intensity" if gamma > 0 else "none")
+    box = None if prev is None or watershed else _local_box(ctx.changed, ctx.spacing,
+                                                            opts)
+    if box is not None and gamma > 0:
+        old_hist = _hist_from_payload(prev["hist"], device)
+        shift = _prior_shift(old_hist, hist, image)
+        info["prior_shift"] = shift
+        had_all = len(prev.get("class_counts", ())) == k1 and min(prev["class_counts"]) > 0
+        general = None
+        if shift > opts["local_prior_tol"] and had_all:
+            general, info["update_scores"] = _stroke_generalizes(ctx, image, seeds)
+        if shift > opts["local_prior_tol"] and (not had_all or general):
+            # a class's first samples, or strokes typical of their class
+            # (``_stroke_generalizes``): the model is updated everywhere
+            box = None
+        elif shift > opts["local_prior_tol"]:
+            # A small stroke that moves the global intensity model a lot (a region
+            # whose intensities differ from the rest of its class, e.g. darker deep
+            # white matter) is local evidence: the updated model acts only in the
+            # sub-box around the stroke; if the correction outgrows it the whole
+            # volume is solved with the previous model (the stroke acts through its
+            # seeds) instead of flipping far-away voxels of look-alike intensity.
+            info["prior_kept"] = True
+            hist_global = old_hist
+
+    def prior_of(b):
+        # the updated model in a sub-box around the strokes; the kept one
+        # (``prior_kept``) when the whole volume is solved
+        if gamma <= 0:
+            return None
+        if watershed:
+            return ws_prior if b is None else ws_prior[(slice(None), *b)]
+        if b is None:
+            return posterior(hist_global, image)
+        return posterior(hist, image[(slice(None), *b)])
+    x = yield from _solve_local_or_full(ctx, image, seeds, x_prev, box, prior_of, kw,
+                                        log, info, opts)
+    claimed = int((class_argmax(x) > 0).sum())  # most expansive walker solution
+    if prev is None and opts["prior_select"] and gamma > 0 and not watershed:
+        # an intensity model that puts a large share of a structure in components
+        # holding none of its strokes claims look-alike tissue that no background
+        # stroke sampled, unless held-out strokes were found in such islands (a
+        # structure of several parts; without a held-out check there is no such
+        # evidence): the walker alone is solved instead (and kept)
+        share = _island_share(class_argmax(x).cpu().numpy(), seeds.cpu().numpy())
+        info["island_share"] = round(share, 3)
+        if share > ISLAND_MAX and confirmed < ISLAND_CONFIRM:
+            pure_walker = True
+            gamma = kw["gamma"] = 0.0
+            info.update(prior_weight=0.0, unary="none")
+            x = yield from _solve_local_or_full(ctx, image, seeds, None, None, prior_of,
+                                                kw, log, info, opts)
+            claimed = max(claimed, int((class_argmax(x) > 0).sum()))
+    if ws_wins and coarse:
+        # decided at full resolution by the final stage (see above)
+        info["watershed_claims_walker"] = claimed / seeds.numel()
+    elif ws_wins:
+        # the watershed won the held-out check; it is taken only if it claims no more
+        # voxels than the most expansive walker solution: it is there to cure the
+        # walker's over-reach or shrinkage inside an object, and its own failure is
+        # a flood through a weak edge into a look-alike region that no stroke holds
+        ws_labels = _watershed.labels(image.cpu().numpy(), seeds.cpu().numpy(),
+                                      ctx.spacing)
+        info["watershed_claims"] = [int((ws_labels > 0).sum()), claimed]
+        if info["watershed_claims"][0] <= claimed:
+            watershed, pure_walker = True, False
+            ws_prior = _watershed.prior(ws_labels, k1, device)
+            gamma = kw["gamma"] = float(opts["watershed_prior_weight"])
+            info.update(prior_weight=gamma, unary="watershed")
+            x = yield from _solve_local_or_full(ctx, image, seeds, None, None, prior_of,
+                                                kw, log, info, opts)
+    return x, hist_global, class_counts, pure_walker
+
+
 def _single(ctx: RefineContext, opts: dict, prev, log: SolveLog, coarse: bool = False):
     """The graph method on the grid of ``ctx`` in one stage (``prev``: the payload to
     start from, a previous call's or the choice stage's, or None for a first call with
@@ -291,7 +409,6 @@ def _single(ctx: RefineContext, opts: dict, prev, log: SolveLog, coarse: bool = 
     image = torch.from_numpy(np.ascontiguousarray(ctx.image, dtype=np.float32)).to(device)
     image = binomial_smooth(image, ctx.spacing, int(opts["smooth"]))
     seeds = torch.from_numpy(ctx.seeds.astype(np.int64)).to(device)
-    k1 = ctx.n_classes
     sigma2 = prev["sigma2"] if prev is not None and prev.get("sigma2") is not None \
         else contrast_scale(image)
     kw = dict(beta=float(opts["beta"]), gamma=float(opts["prior_weight"]), sigma2=sigma2,
@@ -322,115 +439,8 @@ def _single(ctx: RefineContext, opts: dict, prev, log: SolveLog, coarse: bool = 
             lambda b: prior if b is None else prior[(slice(None), *b)], kw, log, info,
             opts)
     else:
-        hist = fit_histograms(image, [seeds == k for k in range(k1)])
-        hist_global = hist
-        class_counts = torch.bincount(seeds[seeds >= 0], minlength=k1).tolist()
-        trust = _prior_trust(hist, image, seeds)
-        gamma = kw["gamma"] = _trusted_weight(opts, kw["gamma"], trust)
-        watershed = ws_wins = False
-        confirmed = 0.0
-        if prev is None and opts["prior_select"] and (gamma > 0 or opts["watershed_select"]):
-            chosen, scores, confirmed, ws_wins = yield from _select_weight(
-                ctx, image, seeds, kw, gamma, log, watershed=opts["watershed_select"])
-            info.update(prior_select_scores=scores, island_hits=round(confirmed, 3))
-            pure_walker = chosen == 0.0
-        elif prev is not None:  # incremental calls keep the first call's choice
-            pure_walker = prev.get("pure_walker", False)
-            watershed = prev.get("watershed", False)
-        ws_labels = None
-        if prev is not None and prev.get("watershed_claims_walker") is not None:
-            # the coarse stage's watershed won the held-out check; how much it claims
-            # is compared here, at full resolution (block means blur the weak edges
-            # it floods through), with the walker's share of the volume there
-            ws_labels = _watershed.labels(image.cpu().numpy(), seeds.cpu().numpy(),
-                                          ctx.spacing)
-            walker = int(round(prev["watershed_claims_walker"] * seeds.numel()))
-            info["watershed_claims"] = [int((ws_labels > 0).sum()), walker]
-            if info["watershed_claims"][0] <= walker:
-                watershed, pure_walker = True, False
-        if pure_walker:
-            gamma = kw["gamma"] = 0.0
-        if watershed:
-            # the watershed's labels replace the intensity model; every stroke (the
-            # corrections too) is one of its markers, so it is flooded again each call
-            # and the whole volume is solved (a new marker can move far-away basins)
-            if ws_labels is None:
-                ws_labels = _watershed.labels(image.cpu().numpy(), seeds.cpu().numpy(),
-                                              ctx.spacing)
-            ws_prior = _watershed.prior(ws_labels, k1, device)
-            gamma = kw["gamma"] = float(opts["watershed_prior_weight"])
-        info.update(prior_trust=trust, prior_weight=gamma,
-                    unary="watershed" if watershed else "intensity" if gamma > 0 else "none")
-        box = None if prev is None or watershed else _local_box(ctx.changed, ctx.spacing,
-                                                                opts)
-        if box is not None and gamma > 0:
-            old_hist = _hist_from_payload(prev["hist"], device)
-            shift = _prior_shift(old_hist, hist, image)
-            info["prior_shift"] = shift
-            had_all = len(prev.get("class_counts", ())) == k1 and min(prev["class_counts"]) > 0
-            general = None
-            if shift > opts["local_prior_tol"] and had_all:
-                general, info["update_scores"] = _stroke_generalizes(ctx, image, seeds)
-            if shift > opts["local_prior_tol"] and (not had_all or general):
-                # a class's first samples, or strokes typical of their class
-                # (``_stroke_generalizes``): the model is updated everywhere
-                box = None
-            elif shift > opts["local_prior_tol"]:
-                # A small stroke that moves the global intensity model a lot (a region
-                # whose intensities differ from the rest of its class, e.g. darker deep
-                # white matter) is local evidence: the updated model acts only in the
-                # sub-box around the stroke; if the correction outgrows it the whole
-                # volume is solved with the previous model (the stroke acts through its
-                # seeds) instead of flipping far-away voxels of look-alike intensity.
-                info["prior_kept"] = True
-                hist_global = old_hist
-
-        def prior_of(b):
-            # the updated model in a sub-box around the strokes; the kept one
-            # (``prior_kept``) when the whole volume is solved
-            if gamma <= 0:
-                return None
-            if watershed:
-                return ws_prior if b is None else ws_prior[(slice(None), *b)]
-            if b is None:
-                return posterior(hist_global, image)
-            return posterior(hist, image[(slice(None), *b)])
-        x = yield from _solve_local_or_full(ctx, image, seeds, x_prev, box, prior_of, kw,
-                                            log, info, opts)
-        claimed = int((class_argmax(x) > 0).sum())  # most expansive walker solution
-        if prev is None and opts["prior_select"] and gamma > 0 and not watershed:
-            # an intensity model that puts a large share of a structure in components
-            # holding none of its strokes claims look-alike tissue that no background
-            # stroke sampled, unless held-out strokes were found in such islands (a
-            # structure of several parts; without a held-out check there is no such
-            # evidence): the walker alone is solved instead (and kept)
-            share = _island_share(class_argmax(x).cpu().numpy(), seeds.cpu().numpy())
-            info["island_share"] = round(share, 3)
-            if share > ISLAND_MAX and confirmed < ISLAND_CONFIRM:
-                pure_walker = True
-                gamma = kw["gamma"] = 0.0
-                info.update(prior_weight=0.0, unary="none")
-                x = yield from _solve_local_or_full(ctx, image, seeds, None, None, prior_of,
-                                                    kw, log, info, opts)
-                claimed = max(claimed, int((class_argmax(x) > 0).sum()))
-        if ws_wins and coarse:
-            # decided at full resolution by the final stage (see above)
-            info["watershed_claims_walker"] = claimed / seeds.numel()
-        elif ws_wins:
-            # the watershed won the held-out check; it is taken only if it claims no more
-            # voxels than the most expansive walker solution: it is there to cure the
-            # walker's over-reach or shrinkage inside an object, and its own failure is
-            # a flood through a weak edge into a look-alike region that no stroke holds
-            ws_labels = _watershed.labels(image.cpu().numpy(), seeds.cpu().numpy(),
-                                          ctx.spacing)
-            info["watershed_claims"] = [int((ws_labels > 0).sum()), claimed]
-            if info["watershed_claims"][0] <= claimed:
-                watershed, pure_walker = True, False
-                ws_prior = _watershed.prior(ws_labels, k1, device)
-                gamma = kw["gamma"] = float(opts["watershed_prior_weight"])
-                info.update(prior_weight=gamma, unary="watershed")
-                x = yield from _solve_local_or_full(ctx, image, seeds, None, None, prior_of,
-                                                    kw, log, info, opts)
+        x, hist_global, class_counts, pure_walker = yield from _solve_scribbles(
+            ctx, image, seeds, x_prev, prev, opts, kw, log, info, coarse)
 
     if prev is not None and opts["correction_scope"]:
         x = _scope_correction(ctx, x, x_prev, info)

@@ -110,3 +110,12 @@ def class_argmax(x):
         lab.masked_fill_(x[k] > best, k)
         best = torch.maximum(best, x[k])
     return lab
+
+
+def normalised_entropy(p):
+    """Predictive entropy over axis 0 of a (K + 1, ...) probability tensor, in [0, 1]."""
+    import math
+
+    import torch
+
+    return -torch.special.xlogy(p, p).sum(0) / math.log(p.shape[0])

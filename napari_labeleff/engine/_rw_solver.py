@@ -201,14 +201,38 @@ def _coarsen_factors(shape, spacing):
     return tuple(2 if (n >= 16 and h <= 2 * h_min) else 1 for n, h in zip(shape, spacing))
 
 
+def pool_seed_labels(labels: torch.Tensor, f, n_classes: int) -> torch.Tensor:
+    """Coarse seed labels of a (Z, Y, X) integer tensor (-1 unknown, else the class)
+    pooled by ``f`` (ceil mode): a coarse voxel is a seed of class c when its block
+    holds seeds of c and of no other class. One class at a time, so a full-size scan
+    needs no one-hot copy."""
+    count = label = None
+    for c in range(n_classes):
+        m = labels == c
+        if not bool(m.any()):
+            continue
+        present = F.max_pool3d(m[None, None].float(), f, f, ceil_mode=True)[0, 0] > 0
+        if count is None:
+            count = present.to(torch.int16)
+            label = torch.where(present, c, -1).to(torch.int16)
+        else:
+            count += present
+            label = torch.where(present, torch.tensor(c, dtype=torch.int16,
+                                                      device=labels.device), label)
+    if count is None:
+        shape = tuple(-(-n // k) for n, k in zip(labels.shape, f))
+        return torch.full(shape, -1, dtype=torch.int16, device=labels.device)
+    return torch.where(count == 1, label, torch.tensor(-1, dtype=torch.int16,
+                                                       device=labels.device))
+
+
 def _pool_seeds(fixed, x, k):
-    """Coarse seeds: a coarse voxel is a seed of class c when its children hold seeds of c
-    and of no other class."""
-    onehot = x * fixed.float()
-    present = F.max_pool3d(onehot[None], k, k, ceil_mode=True)[0] > 0.5
-    n_present = present.sum(dim=0)
-    fixed_c = n_present == 1
-    return fixed_c, present.float() * fixed_c
+    """Coarse Dirichlet mask and one-hot seed values of the problem's seeds."""
+    labels = torch.where(fixed, x.argmax(dim=0), torch.full_like(fixed, -1, dtype=torch.long))
+    coarse = pool_seed_labels(labels, k, x.shape[0]).long()
+    fixed_c = coarse >= 0
+    onehot = F.one_hot(coarse.clamp_min(0), x.shape[0]).movedim(-1, 0).float()
+    return fixed_c, onehot * fixed_c
 
 
 def solve(p: Problem, *, beta: float, gamma: float, sigma2: float, h_ref: float,
