@@ -23,7 +23,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "docs"))
 
-from make_screenshots import shot, show_panel, wait_idle  # noqa: E402
+from make_screenshots import shot, show_panel, wait_idle
 
 
 def phantom(shape=(8, 72, 88), seed=0):

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from .._errors import LabelEffError
 from ._check import _check_mask, fill_slices, pieces, touching
 from ._model import Rule, Rules, check_class_names

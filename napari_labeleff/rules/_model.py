@@ -470,7 +470,7 @@ class Rules:
                     hi = r.hi if hi is None else min(hi, r.hi)
         return lo, hi
 
-    def restricted(self, n_structures: int) -> tuple["Rules", list]:
+    def restricted(self, n_structures: int) -> tuple[Rules, list]:
         """Rules whose classes are all in 1..n_structures, and the texts of the others."""
         keep = [r for r in self.rules if max(r.classes) <= n_structures]
         skipped = [self.text(r) for r in self.rules if max(r.classes) > n_structures]
@@ -486,12 +486,12 @@ class Rules:
         """The rules as tuples with class names (ids where no name is known)."""
         return [r.as_tuple(self.names or None) for r in self.rules]
 
-    def added(self, *rules) -> "Rules":
+    def added(self, *rules) -> Rules:
         """A copy with ``rules`` appended (validated, contradictions refused)."""
         return Rules([*self.rules, *rules], class_names=self.names or None,
                      geometry=self.geometry)
 
-    def removed(self, rule) -> "Rules":
+    def removed(self, rule) -> Rules:
         """A copy without ``rule`` (a :class:`Rule`, a tuple or an index)."""
         if isinstance(rule, numbers.Integral):
             if not 0 <= rule < len(self.rules):
@@ -502,7 +502,7 @@ class Rules:
         return Rules([r for r in self.rules if r != target],
                      class_names=self.names or None, geometry=self.geometry)
 
-    def for_classes(self, class_names, *, renamed=None, geometry=None) -> "Rules":
+    def for_classes(self, class_names, *, renamed=None, geometry=None) -> Rules:
         """The same rules for a new class list (after classes were renamed, removed or
         renumbered): classes are matched by name.
 
@@ -537,13 +537,13 @@ class Rules:
             items.append(tuple(fixed))
         return Rules(items, class_names=new, geometry=self.geometry if geometry is None else geometry)
 
-    def without_class(self, name) -> "Rules":
+    def without_class(self, name) -> Rules:
         """A copy without the rules that name class ``name`` (name or id)."""
         c = self._class(name, name)
         return Rules([r for r in self.rules if c not in r.classes],
                      class_names=self.names or None, geometry=self.geometry)
 
-    def with_geometry(self, geometry) -> "Rules":
+    def with_geometry(self, geometry) -> Rules:
         """A copy that knows the image geometry (for side rules)."""
         return Rules(self.rules, class_names=self.names or None, geometry=geometry)
 
@@ -562,7 +562,7 @@ class Rules:
         return json.dumps(self.to_dict(), indent=1)
 
     @classmethod
-    def from_dict(cls, d, class_names=None, geometry=None) -> "Rules":
+    def from_dict(cls, d, class_names=None, geometry=None) -> Rules:
         if not isinstance(d, dict) or d.get("format") != JSON_FORMAT:
             raise LabelEffError(
                 f"not a rules document (expected format {JSON_FORMAT!r}, got "
@@ -581,7 +581,7 @@ class Rules:
         return rules
 
     @classmethod
-    def from_json(cls, text, class_names=None, geometry=None) -> "Rules":
+    def from_json(cls, text, class_names=None, geometry=None) -> Rules:
         """Rules from :meth:`to_json` text; with ``class_names`` the rules are mapped onto
         those classes by name (a rule naming a missing class raises)."""
         try:
@@ -592,7 +592,7 @@ class Rules:
 
     # ---- templates, learning, checking (defined in sibling modules) ------------------
     @classmethod
-    def template(cls, name, class_names, *, geometry=None) -> "Rules":
+    def template(cls, name, class_names, *, geometry=None) -> Rules:
         """Rules of a known anatomy matched onto ``class_names`` by name; see
         :mod:`napari_labeleff.rules._templates`. ``rules.unmatched`` lists the template's
         structures no class matched, ``rules.matched`` role -> class name."""
@@ -632,7 +632,7 @@ def rules_path(mask_path):
     return p.with_name(f"{name}.rules.json")
 
 
-def write_beside(rules: "Rules", mask_path):
+def write_beside(rules: Rules, mask_path):
     """Write ``rules`` as JSON beside an exported mask (atomically); returns the path."""
     from ..io import atomic
 
