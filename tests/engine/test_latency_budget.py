@@ -156,10 +156,10 @@ def test_short_strokes_keep_the_choices_at_full_resolution(small_budget):
     assert dice(res.labels == 1, lesion) > 0.9
 
 
-def test_the_watershed_claim_check_runs_at_full_resolution():
+def test_the_watershed_claim_check_runs_on_a_finer_grid():
     """On the shipped CT the coarse stage's held-out check prefers the watershed; how
-    much it claims is counted on the full grid (the count equals the full-resolution
-    flood's), against the walker's share of the volume."""
+    much it claims is counted on a grid of at most CLAIMS_VOXELS, here the full grid
+    (the count equals the full-resolution flood's), against the walker's share."""
     from napari_labeleff.engine import _watershed
     from napari_labeleff.engine._api import normalise
     from napari_labeleff.io import load_sample
