@@ -11,7 +11,7 @@ import time
 from collections import deque
 
 import numpy as np
-from napari.utils.notifications import show_info
+from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -26,6 +26,7 @@ from qtpy.QtWidgets import (
 )
 
 from .. import engine
+from .._errors import LabelEffError
 from ._layers import accept_into
 
 
@@ -150,6 +151,11 @@ class RefinePanel(QGroupBox):
             show_info("Refine: a task is still running; cancel it or wait")
             return False
         previous = state.result.state if state.result is not None else None
+        try:  # the rules of the classes panel's rules box, stored with the session
+            rules = state.session.rules_object() if state.session is not None else None
+        except LabelEffError as err:
+            show_error(f"Refine: {err}")
+            return False
         snapshot_generation = self._generation
         self._started = time.monotonic()
         self.progress.setRange(0, 0)
@@ -168,6 +174,7 @@ class RefinePanel(QGroupBox):
             method=self.method.currentText(),
             device=self.device.currentText(),
             state=previous,
+            rules=rules,
         )
 
     def _on_progress(self, p) -> None:

@@ -19,6 +19,7 @@ import json
 import sys
 from pathlib import Path
 
+from .._errors import LabelEffError
 from ._common import drive
 
 
@@ -82,7 +83,57 @@ def add_batch(sub) -> None:
                    help="training budget of each fold model (default 3)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", help="also write the items as JSON")
+    p.add_argument("--rules-only", action="store_true",
+                   help="check the project's anatomical rules only (no fold models)")
     p.set_defaults(func=_cmd_qa)
+
+    p = sub.add_parser("rules", help="the project's anatomical rules: show, set from a "
+                       "template or a file, learn from the accepted masks")
+    p.add_argument("path", help="project folder")
+    p.add_argument("--template", help="cardiac, brain_tumour or abdomen (matched to the "
+                   "project's class names)")
+    p.add_argument("--file", help="rules JSON (as exported beside a mask)")
+    p.add_argument("--learn", action="store_true",
+                   help="propose the relations that hold in the accepted masks")
+    p.add_argument("--min-support", type=float, default=0.8,
+                   help="share of the masks a proposed relation must hold in (default 0.8)")
+    p.add_argument("--accept-learned", action="store_true",
+                   help="add the proposals (with --learn) to the project's rules")
+    p.add_argument("--clear", action="store_true", help="remove the project's rules")
+    p.set_defaults(func=_cmd_rules)
+
+
+def _cmd_rules(args) -> int:
+    from ..rules import Rules
+
+    changing = args.template or args.file or args.clear or args.accept_learned
+    with _open(args.path, read_only=not changing) as p:
+        if args.clear:
+            p.set_rules(None)
+            print("rules removed")
+        elif args.template or args.file:
+            rules = (Rules.template(args.template, p.class_names) if args.template else
+                     Rules.from_json(Path(args.file).read_text(), class_names=p.class_names))
+            for msg in getattr(rules, "unmatched", None) or []:
+                print(f"template: {msg}", file=sys.stderr)
+            p.set_rules(rules)
+        if args.learn:
+            proposals = p.propose_rules(min_support=args.min_support)
+            print(f"{len(proposals)} proposed rule(s) (support: masks where it holds)")
+            for q in proposals:
+                print(f"  {q.text}")
+            if args.accept_learned and proposals:
+                from ..cohort.services import accept_proposals
+
+                accept_proposals(p, proposals)
+        rules = p.rules()
+        if rules is None:
+            print("no rules")
+        else:
+            print(f"{len(rules)} rule(s):")
+            for r in rules:
+                print(f"  {rules.text(r)}")
+    return 0
 
 
 def _open(path, read_only=False):
@@ -129,10 +180,23 @@ def _cmd_suggest(args) -> int:
 
 
 def _cmd_qa(args) -> int:
-    from ..cohort.services import QA_THRESHOLD, label_qa, write_qa
+    from ..cohort.services import QA_THRESHOLD, label_qa, rule_qa, write_qa
 
     threshold = QA_THRESHOLD if args.threshold is None else args.threshold
     with _open(args.path, read_only=True) as p:
+        broken = rule_qa(p)
+        if p.rules() is not None:
+            print(f"{len(broken)} rule violation(s) in the accepted masks")
+            for it in broken:
+                print(f"  {it['id']}: {it['message']} [rule: {it['text']}; slice "
+                      f"{it['slice']}; box {tuple(it['bbox'])}]")
+        elif args.rules_only:
+            raise LabelEffError(f"project {p.folder.name} has no rules; set them with "
+                                "'labeleff project rules PATH --template NAME'")
+        if args.rules_only:
+            if args.json:
+                Path(args.json).write_text(json.dumps(broken, indent=1, default=list))
+            return 0
         items = label_qa(p, threshold=threshold, folds=args.folds,
                          include_all=args.include_all, device=args.device,
                          max_minutes=args.max_minutes,

@@ -481,6 +481,23 @@ class Project:
         with ``volume_id``, ``score``, ``reason``."""
         return services.suggest_volumes(self, n=n, **kwargs)
 
+    # ---- anatomical rules (issue 21) -------------------------------------------------------------
+    def rules(self):
+        """The project's :class:`~napari_labeleff.rules.Rules` (``rules.json``), or None."""
+        return services.project_rules(self)
+
+    def set_rules(self, rules) -> None:
+        """Store the project's rules (None removes them); needs the writer."""
+        services.set_project_rules(self, rules)
+
+    def propose_rules(self, *, min_support: float = 0.8):
+        """Relations that hold in the accepted masks, with their support (k of n)."""
+        return services.propose_rules(self, min_support=min_support)
+
+    def rule_qa(self, rules=None) -> list[dict]:
+        """Rule violations of the accepted or imported masks (``services.rule_qa``)."""
+        return services.rule_qa(self, rules)
+
     def label_qa(self, **kwargs):
         """Doubtful accepted/imported masks (``cohort.services.label_qa``): items with
         ``volume_id``, ``score`` (higher = more doubtful), ``bbox`` or None, ``reason``."""

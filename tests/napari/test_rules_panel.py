@@ -110,3 +110,27 @@ def test_export_writes_the_rules_beside_the_mask(widget, tmp_path):
     assert str(side) in written
     back = Rules.from_json(side.read_text(), class_names=NAMES)
     assert back == w.state.session.rules_object()
+
+
+def test_refine_in_the_panel_enforces_the_rules_box(widget, qtbot, notes):
+    """The rules picked in the rules box act in the panel's refine: the LV cavity ends
+    inside the myocardium ring, each structure one piece."""
+    w, truth = widget
+    assert w.classes_panel.rules_box.use_template("cardiac")
+    scr = np.zeros(truth.shape, np.uint8)
+    for z in (1, 3, 4):
+        for c in range(4):
+            ys, xs = np.nonzero(truth[z] == c)
+            k = len(ys) // 2
+            scr[z, ys[k], xs[k]] = c + 1
+    for value in np.unique(scr[scr > 0]):
+        w.state.scribbles_layer.data_setitem(np.nonzero(scr == value), int(value))
+    w.refine_panel.method.setCurrentText("randomwalk")
+    assert w.refine_panel.run_refine()
+    qtbot.waitUntil(lambda: not w.state.busy, timeout=60000)
+    res = w.state.result
+    assert res is not None, notes
+    assert "LV cavity inside myocardium" in res.info["rules"]["rules"]
+    rules = w.state.session.rules_object()
+    assert [v for v in rules.violations(res.labels, spacing=w.state.spacing)
+            if v.rule.relation in ("inside", "one_piece")] == []

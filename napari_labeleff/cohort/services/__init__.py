@@ -5,7 +5,9 @@
 * ``_predict``   :class:`Predictor`: the published model's prediction of a volume;
 * ``_refine``    refine with the published model as prior (:func:`prior_gate`);
 * ``_qa``        label QA: doubtful accepted or imported masks (:func:`label_qa`);
-* ``_volume_al`` which volume to annotate next (:func:`suggest_volumes`).
+* ``_volume_al`` which volume to annotate next (:func:`suggest_volumes`);
+* ``_rules``     the project's anatomical rules: stored, learned, checked
+                 (:func:`project_rules`, :func:`propose_rules`, :func:`rule_qa`).
 
 The :class:`~napari_labeleff.cohort.Project` facade calls these; they use the store,
 training and prediction rooms, never the facade's internals.
@@ -13,6 +15,8 @@ training and prediction rooms, never the facade's internals.
 
 from ._predict import Predictor
 from ._qa import QA_THRESHOLD, QAItem, label_qa, write_qa
+from ._rules import (RULES_FILE, accept_proposals, project_rules, propose_rules, rule_qa,
+                     set_project_rules)
 from ._refine import PRIOR_MIN_DICE, prior_gate, prior_use, refine_steps
 from ._training import (VALIDATION_EVERY, VALIDATION_MIN, ProjectTrainReport, TrainOutcome,
                         TrainPlan, finish_training, prepare_training, publish_decision,
@@ -20,7 +24,8 @@ from ._training import (VALIDATION_EVERY, VALIDATION_MIN, ProjectTrainReport, Tr
 from ._volume_al import VOLUME_STRATEGIES, VolumeSuggestion, suggest_volumes
 
 __all__ = [
-    "PRIOR_MIN_DICE", "QA_THRESHOLD", "VALIDATION_EVERY", "VALIDATION_MIN", "VOLUME_STRATEGIES",
+    "PRIOR_MIN_DICE", "QA_THRESHOLD", "RULES_FILE", "accept_proposals", "project_rules",
+    "propose_rules", "rule_qa", "set_project_rules", "VALIDATION_EVERY", "VALIDATION_MIN", "VOLUME_STRATEGIES",
     "Predictor", "ProjectTrainReport", "QAItem", "TrainOutcome", "TrainPlan", "VolumeSuggestion",
     "finish_training", "label_qa", "prepare_training", "prior_gate", "prior_use",
     "publish_decision", "refine_steps", "run_training", "suggest_volumes", "validation_ids",
