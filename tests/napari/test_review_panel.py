@@ -165,7 +165,8 @@ def test_region_suggestion_frames_and_outlines_its_box(review):
     assert panel.request_suggestions()
     assert state.suggestions and all(s.kind == "region" for s in state.suggestions)
     s = state.suggestions[0]
-    zoom_before = viewer.scene.camera.zoom
+    viewer.reset_view()  # the view that fits the volume in the canvas as it is now (the
+    zoom_before = viewer.scene.camera.zoom  # dock's height changes the canvas's size)
     panel.select(0)
     z0, y0, x0, z1, y1, x1 = s.bbox
     assert viewer.dims.point[0] == pytest.approx(s.index)
