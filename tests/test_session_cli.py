@@ -80,3 +80,32 @@ def test_suggest_json_is_written_atomically(files, tmp_path, monkeypatch, capsys
     assert code != 0
     assert out.read_text() == '{"previous": "ranking"}'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["boxes.json", "img.nii.gz", "s.json", "scr.nii.gz"]
+
+
+def test_refine_enforces_rules_and_writes_them_beside_the_mask(files, tmp_path, capsys):
+    """``--rules FILE --classes``: the rules reach refine (a stray stroke breaking "one
+    piece" stays, as strokes always win, and the conflict is reported) and travel beside
+    the exported mask. What each rule does to the labels: tests/rules."""
+    from napari_labeleff.io import read_volume
+    from napari_labeleff.rules import Rules, rules_path
+    from scipy import ndimage
+
+    img, scr, _ = files
+    vol = read_volume(img)
+    scribbles = np.asarray(read_volume(scr).data).copy()
+    scribbles[1, 1, 1] = 2  # a stray stroke of the structure far from the sphere
+    stray = write_volume(tmp_path / "stray.nii.gz", scribbles, vol.geometry)
+    rules_file = tmp_path / "rules.json"
+    rules_file.write_text(Rules([("one_piece", "ball")], class_names=["ball"]).to_json())
+    out = tmp_path / "mask.nii.gz"
+    argv = ["refine", str(img), "--scribbles", str(stray), "--out", str(out),
+            "--method", "randomwalk"]
+    assert main(argv + ["--rules", str(rules_file)]) == 2
+    assert "--classes" in capsys.readouterr().err
+    assert main(argv + ["--rules", str(rules_file), "--classes", "ball"]) == 0
+    captured = capsys.readouterr()
+    assert "rules enforced: 1" in captured.out and "rule conflict" in captured.err
+    comps, n = ndimage.label(np.asarray(read_volume(out).data) == 1)
+    assert n == 2  # the stray stroke stays (strokes win) and is reported as a conflict
+    assert Rules.from_json(rules_path(out).read_text(), class_names=["ball"]) == \
+        Rules([("one_piece", "ball")], class_names=["ball"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -81,7 +82,34 @@ def add_refine(sub) -> None:
     p.add_argument("--method", default="auto", help="auto (default), randomwalk, online, hybrid")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--probabilities", help="also write the (K + 1)-channel probabilities")
+    p.add_argument("--classes", help="comma-separated structure names (structure c = the "
+                   "c-th name); needed by --rules and --rules-template")
+    p.add_argument("--rules", help="anatomical rules JSON (as written beside an exported "
+                   "mask) to enforce")
+    p.add_argument("--rules-template", help="cardiac, brain_tumour or abdomen, matched to "
+                   "--classes")
     p.set_defaults(func=_cmd_refine)
+
+
+def _load_rules(args, vol):
+    """The rules of ``--rules`` / ``--rules-template`` for ``--classes``, or None."""
+    if not args.rules and not args.rules_template:
+        return None
+    from ..rules import Rules
+
+    if not args.classes:
+        raise LabelEffError("--rules and --rules-template need --classes (the structure "
+                            "names, e.g. --classes 'RV cavity,myocardium,LV cavity')")
+    if args.rules and args.rules_template:
+        raise LabelEffError("give --rules or --rules-template, not both")
+    names = [n.strip() for n in args.classes.split(",")]
+    if args.rules_template:
+        rules = Rules.template(args.rules_template, names, geometry=vol.geometry)
+        for msg in getattr(rules, "unmatched", None) or []:
+            print(f"rules template: {msg}", file=sys.stderr)
+        return rules
+    return Rules.from_json(Path(args.rules).read_text(), class_names=names,
+                           geometry=vol.geometry)
 
 
 def _cmd_refine(args) -> int:
@@ -99,18 +127,28 @@ def _cmd_refine(args) -> int:
         scribbles = load_label_volume(args.scribbles, vol)
     else:
         scribbles = np.zeros(vol.shape, np.uint8)
+    rules = _load_rules(args, vol)
     image = vol.data  # lazy data stays lazy: the engine reads only the region it solves
     if vol.channel_axis is not None:
         image = np.moveaxis(np.asarray(image), vol.channel_axis, 0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         result = drive(refine_steps(image, scribbles, spacing=vol.spacing, boxes=boxes,
-                                     method=args.method, device=args.device), "refine")
+                                     method=args.method, device=args.device, rules=rules),
+                       "refine")
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     written = write_labels(args.out, result.labels, vol.geometry, source_path=vol.path)
     counts = np.bincount(result.labels.ravel(), minlength=result.n_classes)
     print(f"wrote {written[0]} ({result.summary()}; voxels per class {counts.tolist()})")
+    if rules is not None:
+        from ..rules import write_beside
+
+        report = result.info.get("rules", {})
+        print(f"rules enforced: {len(report.get('rules', []))}; wrote "
+              f"{write_beside(rules, written[0])}")
+        for msg in report.get("conflicts", []):
+            print(f"rule conflict: {msg}", file=sys.stderr)
     if args.probabilities:
         # float16 in memory on large volumes; written as float32 (asked for)
         path = write_volume(args.probabilities,
