@@ -26,6 +26,9 @@ def test_the_first_result_is_drawn_before_the_final_one(make_napari_viewer, qtbo
     viewer = make_napari_viewer()
     _, widget = open_with_widget(viewer, path)
     state, panel = widget.state, widget.refine_panel
+    # the worker seam's sync mode hands every report to the panel (the thread mode
+    # drops a report that arrives while a slot is still drawing the previous one)
+    widget.runner.mode = "sync"
     paint_scribbles(state.scribbles_layer, scribbles)
     panel.method.setCurrentText("randomwalk")
     drawn = []  # (what the layer showed, whether the final result had arrived)
