@@ -87,7 +87,7 @@ from ._session_files import (  # noqa: F401 - constants re-exported (documented 
 )
 from ._session_history import SessionHistory
 from .io import Geometry
-from .io._labeltable import check_color, default_color
+from .io import check_color, default_color
 from .io.atomic import TMP_MARK, atomic_write_text, durable_put, fsync_dir
 
 __all__ = [

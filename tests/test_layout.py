@@ -28,22 +28,14 @@ MAX_FUNCTION_LINES = 120
 
 #: Import circles still allowed (the modules of each); each names who removes it.
 ALLOWED_CYCLES: list[set[str]] = [
-    # engine/_rules (the lead) <-> rules/ (the rules engineer): engine/_rules imports
-    # rules._enforce, rules._check imports engine._api (issue 22: one side must call the
-    # other through a public function or a registry)
-    {"napari_labeleff.engine._api", "napari_labeleff.engine._rules", "napari_labeleff.rules",
-     "napari_labeleff.rules._check", "napari_labeleff.rules._enforce", "napari_labeleff.rules._learn",
+    # inside the rules package (function-level imports): Rules' facade methods (learn,
+    # template, violations) call the modules that build Rules objects
+    {"napari_labeleff.rules._check", "napari_labeleff.rules._learn",
      "napari_labeleff.rules._model", "napari_labeleff.rules._templates"},
 ]
 
 #: (importer, private module) pairs still allowed; each names who removes it.
-ALLOWED_PRIVATE_IMPORTS: set[tuple[str, str]] = {
-    # the rules engineer and the lead (the same circle as above)
-    ("napari_labeleff.engine._rules", "napari_labeleff.rules._enforce"),
-    ("napari_labeleff.rules._check", "napari_labeleff.engine._api"),
-    # part B: napari_labeleff.io now exports default_color and check_color
-    ("napari_labeleff.session", "napari_labeleff.io._labeltable"),
-}
+ALLOWED_PRIVATE_IMPORTS: set[tuple[str, str]] = set()
 
 #: Modules allowed over MAX_MODULE_LINES (owner in the comment).
 ALLOWED_LONG_MODULES: set[str] = set()

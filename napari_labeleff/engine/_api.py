@@ -18,6 +18,7 @@ import torch
 
 from .._errors import LabelEffError
 from .._steps import drain
+from ..io import check_spacing
 from . import _boxes, _multiscale, _rules
 from ._device import resolve_device
 from ._registry import (METHODS, MethodOutput, RefineContext, class_argmax,
@@ -110,20 +111,6 @@ def _check_scribbles(scribbles, shape) -> np.ndarray:
             f"1 = background, c + 1 = structure c (c = 1..{_MAX_CLASSES})"
         )
     return arr
-
-
-def _check_spacing(spacing) -> tuple:
-    try:
-        sp = tuple(float(s) for s in spacing)
-    except (TypeError, ValueError):
-        raise LabelEffError(
-            f"spacing={spacing!r} is not a sequence of 3 numbers (Z, Y, X) in mm"
-        ) from None
-    if len(sp) != 3 or not all(math.isfinite(s) and s > 0 for s in sp):
-        raise LabelEffError(
-            f"spacing={spacing!r}; 3 positive finite numbers (Z, Y, X) in mm are required"
-        )
-    return sp
 
 
 def _check_boxes(boxes, shape):
@@ -507,7 +494,7 @@ def _prepare(image, scribbles, spacing, boxes, prior, method, device, state, rul
         raise LabelEffError(f"option multiscale={multiscale!r}; allowed: 'auto', True, False")
     shape = _image_shape(image)
     scr = _check_scribbles(scribbles, shape)
-    sp = _check_spacing(spacing)
+    sp = check_spacing(spacing)
     bxs, clipped = _check_boxes(boxes, shape)
     if prior is not None:  # cheap checks first: the method must accept a prior
         _choose_method(method, torch.device("cpu"), 0, True, has_prior=True)

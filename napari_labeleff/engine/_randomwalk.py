@@ -286,6 +286,23 @@ def _stroke_pooling_limit(scribbles: np.ndarray, n_classes: int) -> tuple:
     return tuple(limit)
 
 
+def _watershed_claims(ctx, image, seeds, prev, info):
+    """The final stage's check of a watershed that won the coarse stage's held-out
+    check: how much it claims, counted on a grid of at most :data:`CLAIMS_VOXELS` (the
+    choice stage's block means blur the weak edges it floods through), against the
+    walker's share of the volume there. Returns (full-resolution labels or None, whether
+    the watershed is taken)."""
+    f = _multiscale.factors(tuple(seeds.shape), ctx.spacing, CLAIMS_VOXELS)
+    img_np, seeds_np = image.cpu().numpy(), seeds.cpu().numpy()
+    if f != (1, 1, 1):
+        img_np = _multiscale._pool_mean(img_np, f)
+        seeds_np = _multiscale._pool_seeds(seeds_np, f, ctx.n_classes)
+    claim = _watershed.labels(img_np, seeds_np, tuple(h * k for h, k in zip(ctx.spacing, f)))
+    walker = int(round(prev["watershed_claims_walker"] * seeds.numel()))
+    info["watershed_claims"] = [int(round((claim > 0).mean() * seeds.numel())), walker]
+    return (claim if f == (1, 1, 1) else None), info["watershed_claims"][0] <= walker
+
+
 def _solve_scribbles(ctx, image, seeds, x_prev, prev, opts, kw, log, info, coarse):
     """The scribble path (no boxes, no model prior): the intensity model of the strokes
     at its trusted weight, none, or the marker watershed (chosen by held-out strokes on
@@ -309,23 +326,8 @@ def _solve_scribbles(ctx, image, seeds, x_prev, prev, opts, kw, log, info, coars
         watershed = prev.get("watershed", False)
     ws_labels = None
     if prev is not None and prev.get("watershed_claims_walker") is not None:
-        # the coarse stage's watershed won the held-out check; how much it claims
-        # is compared here, on a grid of at most CLAIMS_VOXELS (the choice stage's
-        # block means blur the weak edges it floods through), with the walker's
-        # share of the volume
-        f = _multiscale.factors(tuple(seeds.shape), ctx.spacing, CLAIMS_VOXELS)
-        img_np, seeds_np = image.cpu().numpy(), seeds.cpu().numpy()
-        if f != (1, 1, 1):
-            img_np = _multiscale._pool_mean(img_np, f)
-            seeds_np = _multiscale._pool_seeds(seeds_np, f, k1)
-        ws_claim = _watershed.labels(img_np, seeds_np,
-                                     tuple(h * k for h, k in zip(ctx.spacing, f)))
-        if f == (1, 1, 1):
-            ws_labels = ws_claim
-        walker = int(round(prev["watershed_claims_walker"] * seeds.numel()))
-        info["watershed_claims"] = [int(round((ws_claim > 0).mean() * seeds.numel())),
-                                    walker]
-        if info["watershed_claims"][0] <= walker:
+        ws_labels, wins = _watershed_claims(ctx, image, seeds, prev, info)
+        if wins:
             watershed, pure_walker = True, False
     if pure_walker:
         gamma = kw["gamma"] = 0.0

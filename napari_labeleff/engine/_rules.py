@@ -37,7 +37,7 @@ def check(rules, n_classes: int):
 
 def enforce(rules, probabilities, ctx, info):
     """Probabilities that satisfy ``rules`` (see module docstring)."""
-    from ..rules import _enforce
+    from ..rules import enforce
 
     k1 = int(probabilities.shape[0])
     kept, skipped = rules.restricted(k1 - 1)
@@ -46,7 +46,7 @@ def enforce(rules, probabilities, ctx, info):
         p = p.detach().float().cpu().numpy()
     p = np.asarray(p, dtype=np.float32)
     offset = tuple(int(s[0]) for s in info["roi"]) if info.get("roi") else (0, 0, 0)
-    out, report = _enforce.enforce(kept, p, ctx.scribbles, ctx.spacing, offset=offset)
+    out, report = enforce(kept, p, ctx.scribbles, ctx.spacing, offset=offset)
     info["rules"] = {
         "rules": [kept.text(r) for r in kept],
         "skipped": skipped,

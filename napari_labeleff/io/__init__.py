@@ -8,7 +8,7 @@ Never imports Qt or napari. Public API: :func:`read_volume`, :func:`can_read`,
 :func:`smallest_uint`. Atomic file writes: :mod:`napari_labeleff.io.atomic`.
 """
 
-from ._geometry import Geometry
+from ._geometry import Geometry, check_spacing
 from ._labels import check_labels, grid_differences, read_label_volume
 from ._labeltable import check_color, default_color
 from ._read import can_read, read_volume
@@ -22,6 +22,7 @@ __all__ = [
     "Volume",
     "can_read",
     "check_color",
+    "check_spacing",
     "check_labels",
     "default_color",
     "grid_differences",

@@ -18,6 +18,10 @@ Two affines are involved:
 
 from __future__ import annotations
 
+import math
+
+from .._errors import LabelEffError
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -129,3 +133,18 @@ class Geometry:
     def __repr__(self) -> str:
         sp = ", ".join(f"{s:g}" for s in self.spacing)
         return f"Geometry(spacing_zyx=({sp}), axcodes={self.axcodes!r}, oblique={self.is_oblique})"
+
+
+def check_spacing(spacing) -> tuple:
+    """``spacing`` as 3 positive finite floats (Z, Y, X) in mm, or a clear error."""
+    try:
+        sp = tuple(float(s) for s in spacing)
+    except (TypeError, ValueError):
+        raise LabelEffError(
+            f"spacing={spacing!r} is not a sequence of 3 numbers (Z, Y, X) in mm"
+        ) from None
+    if len(sp) != 3 or not all(math.isfinite(s) and s > 0 for s in sp):
+        raise LabelEffError(
+            f"spacing={spacing!r}; 3 positive finite numbers (Z, Y, X) in mm are required"
+        )
+    return sp

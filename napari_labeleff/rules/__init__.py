@@ -14,11 +14,11 @@ See ``docs/rules.md``.
 """
 
 from ._check import Violation, qa, violations
-from ._enforce import apply
+from ._enforce import apply, enforce
 from ._learn import Proposal, accept, learn
 from ._model import RELATIONS, Rule, Rules, rules_path, write_beside
 from ._templates import TEMPLATES, template_message
 
-__all__ = ["RELATIONS", "TEMPLATES", "Proposal", "Rule", "Rules", "Violation", "accept", "apply",
+__all__ = ["RELATIONS", "TEMPLATES", "Proposal", "Rule", "Rules", "Violation", "accept", "apply", "enforce",
            "learn", "qa", "rules_path", "template_message", "violations",
            "write_beside"]

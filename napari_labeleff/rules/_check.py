@@ -14,6 +14,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .._errors import LabelEffError
+from ..io import check_spacing
 from ._model import Rule
 
 #: 4-neighbours within a slice (no neighbour across slices)
@@ -236,10 +237,8 @@ def violations(rules, mask, spacing=(1.0, 1.0, 1.0), *, offset=(0, 0, 0)) -> lis
         In rule order; empty when every rule holds. A class absent from the mask breaks
         no rule about it, except a volume rule with a lower bound.
     """
-    from ..engine._api import _check_spacing
-
     arr = _check_mask(mask)
-    sp = _check_spacing(spacing)
+    sp = check_spacing(spacing)
     out = []
     for rule in rules:
         bad, msg = bad_voxels(rules, rule, arr, sp, offset)

@@ -68,8 +68,11 @@ def test_a_first_call_solves_once_at_full_resolution(small_budget, prompt):
     res = refine(image, strokes, spacing=SPACING, boxes=boxes, method="randomwalk",
                  roi=False)
     solves = res.info["solves"]
-    assert solves["full_resolution"] == 1
-    assert solves["by_stage"]["final"] == 1
+    # boxes: a second, warm-started solve when the first one leaves box slices empty
+    # (tightness seeds, _rw_boxes.BoxSolve.solve_decided)
+    budget = 1 if prompt == "scribbles" else 2
+    assert 1 <= solves["full_resolution"] <= budget
+    assert solves["by_stage"]["final"] == solves["full_resolution"]
     assert solves["by_stage"]["preview"] >= 1 and solves["by_stage"]["decide"] >= 1
     assert res.info["decided_on"]["shape"] != list(image.shape)
     classes = range(1, int(gt.max()) + 1)
