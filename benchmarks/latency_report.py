@@ -1,7 +1,11 @@
 """Latency section of docs/benchmarks.md (issue 20), generated from result files of
 ``benchmarks/bench_latency.py``; never typed by hand.
 
-    python -m benchmarks.latency_report benchmarks/results/latency_*.json
+    python -m benchmarks.latency_report benchmarks/results/latency_samples.json \
+        benchmarks/results/latency_la_brats.json:la,brats
+
+A ``PATH:prefix,prefix`` argument keeps only that file's cases starting with one of the
+prefixes (a case measured again after a change is reported from the newer file).
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ TARGETS = {
     "sample:brain": (1.0, 3.0, 0.5),
     "sample:ct": (1.5, 4.0, None),
 }
-#: 2-3 M voxel volumes (LA, BRATS dev): first, final, correction.
+#: 2-3 M voxel volumes (LA) and BRATS dev, as the issue groups them: first, final,
+#: correction.
 MID_TARGET = (2.0, 6.0, 1.0)
 #: 300 x 512 x 512 CT.
 FULL_CT_TARGET = (15.0, 60.0, 10.0)
@@ -33,7 +38,7 @@ def target(case: str, voxels: int):
         return TARGETS[case]
     if case.startswith("ct512"):
         return FULL_CT_TARGET
-    if 1_500_000 <= voxels <= 4_000_000:
+    if case.startswith(("la:", "brats:")) or 1_500_000 <= voxels <= 4_000_000:
         return MID_TARGET
     return None
 
@@ -77,18 +82,19 @@ def rows(runs):
 
 
 def ratios(runs):
-    """ours vs each other arm on the same case: final-result time and Dice."""
+    """ours vs each other arm on the same case: the first call's final result, the
+    median correction, and the final Dice."""
     by = {(r["case"], r["arm"]): r for r in runs if "error" not in r}
     out = []
     for (case, arm), r in by.items():
-        if arm == "ours":
-            continue
         mine = by.get((case, "ours"))
-        if mine is None:
+        if arm == "ours" or mine is None:
             continue
-        t_other = _median([x["final_s"] for x in r["calls"]])
-        t_mine = _median([x["final_s"] for x in mine["calls"]])
-        out.append(f"| {case} | {arm} | {t_other / t_mine:.1f}x | "
+        first = r["calls"][0]["final_s"] / mine["calls"][0]["final_s"]
+        theirs = _median([x["final_s"] for x in r["calls"][1:]])
+        ours = _median([x["final_s"] for x in mine["calls"][1:]])
+        corr = "-" if not theirs or not ours else f"{theirs / ours:.1f}x"
+        out.append(f"| {case} | {arm} | {first:.1f}x | {corr} | "
                    f"{mine['mean_dice'][-1] - r['mean_dice'][-1]:+.3f} |")
     return out
 
@@ -103,7 +109,9 @@ def section(docs) -> str:
             f"{'yes' if m.get('cuda') else 'no'}, {m.get('date')}, commit "
             f"`{str(m.get('git_commit'))[:10]}`{' (dirty tree)' if m.get('git_dirty') else ''}"
             f", load average at start {m.get('load_avg_start', [None])[0]}, "
-            f"{m.get('k')} corrections per case. Command: `{m.get('command')}`.", ""]
+            f"{m.get('k')} corrections per case. Command: `{m.get('command')}`."
+            + (f" Cases shown: {', '.join(m['selected'])}*." if m.get("selected") else ""),
+            ""]
         lines += [
             "Seconds per call measured in-process (loading excluded). *first*: time to "
             "the first usable result (`Progress.preview`, drawn at once in the viewer); "
@@ -120,9 +128,11 @@ def section(docs) -> str:
         rat = ratios(doc["runs"])
         if rat:
             lines += ["Against the other arms on the same prompts: how many times longer "
-                      "their median call took, and our final Dice minus theirs.", "",
-                      "| case | arm | their time / ours | Dice ours - theirs |",
-                      "|---|---|---|---|", *rat, ""]
+                      "their first call (to its final result) and their median correction "
+                      "took, and our final Dice minus theirs.", "",
+                      "| case | arm | first call: theirs / ours | correction: theirs / ours "
+                      "| Dice ours - theirs |",
+                      "|---|---|---|---|---|", *rat, ""]
     lines += ["GPU figures (256^3 first result <= 0.3 s, correction <= 0.15 s): "
               "unmeasured; no GPU was lent to this session.", ""]
     return "\n".join(lines)
@@ -131,10 +141,22 @@ def section(docs) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.latency_report")
     p.add_argument("results", nargs="+")
+    p.add_argument("--notes", help="markdown file of notes appended to the section")
     p.add_argument("--no-doc", action="store_true", help="print instead of writing docs")
     a = p.parse_args(argv)
-    docs = [(path, json.loads(Path(path).read_text())) for path in a.results]
+    docs = []
+    for arg in a.results:
+        path, _, only = arg.partition(".json:")
+        path = path if path.endswith(".json") else path + ".json"
+        doc = json.loads(Path(path).read_text())
+        if only:
+            keep = tuple(only.split(","))
+            doc["runs"] = [r for r in doc["runs"] if r["case"].startswith(keep)]
+            doc["meta"]["selected"] = list(keep)
+        docs.append((path, doc))
     text = section(docs)
+    if a.notes:
+        text += "\n" + Path(a.notes).read_text()
     if a.no_doc:
         print(text)
     else:
