@@ -26,19 +26,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import resource
 import sys
 import time
-import traceback
 from pathlib import Path
 
 import numpy as np
 
 from .annotator import (box_variant_prompts, corrective_interaction, dice_per_class,
                         initial_scribbles)
-from .bench_refine import machine_info
+from .bench_refine import machine_info, run_isolated
 from .cases import case_names, load_case
 
 #: Structures of the shipped samples (their label files' names).
@@ -136,30 +134,6 @@ def run_one(case_name: str, arm: str, k: int) -> dict:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def _child(queue, args):
-    try:
-        queue.put(run_one(*args))
-    except Exception as exc:  # reported in the results, the run goes on
-        queue.put({"case": args[0], "arm": args[1], "error": f"{type(exc).__name__}: {exc}",
-                   "traceback": traceback.format_exc(limit=4)})
-
-
-def run_isolated(args, timeout):
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(queue, args))
-    proc.start()
-    try:
-        return queue.get(timeout=timeout)
-    except Exception:
-        return {"case": args[0], "arm": args[1], "error": f"timeout after {timeout} s"}
-    finally:
-        proc.join(5)
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
-
-
 def _short(r) -> str:
     if "error" in r:
         return f"{r['case']:<26} {r['arm']:<16} ERROR {r['error']}"
@@ -191,7 +165,7 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     for case in cases:
         for arm in a.arms:
-            r = run_isolated((case, arm, a.k), a.timeout)
+            r = run_isolated((case, arm, a.k), a.timeout, fn=run_one)
             doc["runs"].append(r)
             doc["meta"]["load_avg_end"] = os.getloadavg()
             out.write_text(json.dumps(doc, indent=1))

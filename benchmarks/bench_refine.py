@@ -190,20 +190,21 @@ def run_one(case_name, spec, k=10, device="auto", seed=0, budget=None):
     return out
 
 
-def _child(queue, args):
+def _child(queue, args, fn=None):
     try:
-        queue.put(run_one(*args))
+        queue.put((fn or run_one)(*args))
     except Exception as exc:  # reported in the results, the run goes on
         queue.put({"case": args[0], "method": args[1],
                    "error": f"{type(exc).__name__}: {exc}",
                    "traceback": traceback.format_exc(limit=4)})
 
 
-def run_isolated(args, timeout):
-    """:func:`run_one` in a fresh spawned process (clean peak RSS, hard timeout)."""
+def run_isolated(args, timeout, fn=None):
+    """:func:`run_one` (or ``fn``, a module-level function) in a fresh spawned process
+    (clean peak RSS, hard timeout)."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(queue, args))
+    proc = ctx.Process(target=_child, args=(queue, args, fn))
     proc.start()
     try:
         return queue.get(timeout=timeout)

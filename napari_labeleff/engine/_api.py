@@ -21,7 +21,7 @@ from .._steps import drain
 from ..io import check_spacing
 from . import _boxes, _multiscale, _rules
 from ._device import resolve_device
-from ._registry import (METHODS, MethodOutput, RefineContext, class_argmax,
+from ._registry import (METHODS, MethodOutput, RefineContext, class_argmax, map_previews,
                         normalised_entropy)
 from ._types import Progress, RefineResult, RefineState
 
@@ -545,19 +545,18 @@ def _prepare(image, scribbles, spacing, boxes, prior, method, device, state, rul
 def _full_size_previews(gen, *, roi, shape, first: list):
     """The method's reports, previews pasted into the volume's full (Z, Y, X) shape;
     the time of the first preview is appended to ``first``."""
-    while True:
-        try:
-            report = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if report.preview is not None:
-            if roi is not None:
-                full = np.zeros(shape, np.uint8)
-                full[roi] = report.preview
-                report = dataclasses.replace(report, preview=full)
-            if not first:
-                first.append(time.perf_counter())
-        yield report
+    def paste(preview):
+        if roi is None:
+            return preview
+        full = np.zeros(shape, np.uint8)
+        full[roi] = preview
+        return full
+
+    def seen():
+        if not first:
+            first.append(time.perf_counter())
+
+    return (yield from map_previews(gen, paste, seen))
 
 
 def refine_steps(image, scribbles, *, spacing, boxes=None, prior=None, method="auto",

@@ -31,7 +31,7 @@ import psutil
 import torch
 import torch.nn.functional as F
 
-from ._registry import RefineContext, normalised_entropy
+from ._registry import RefineContext, map_previews, normalised_entropy
 from ._rw_solver import Problem, contrast_scale, pool_seed_labels, solve
 from ._types import Progress, RefineState
 
@@ -333,19 +333,12 @@ def _previous_fine(ctx, cctx, k1, shape):
 
 def _full_size_previews(gen, f, shape):
     """The coarse method's reports, its previews repeated up to the full ``shape``."""
-    while True:
-        try:
-            report = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if report.preview is not None:
-            up = report.preview
-            for axis, k in enumerate(f):
-                up = np.repeat(up, k, axis=axis) if k > 1 else up
-            report = Progress(report.step, report.total, report.message,
-                              preview=np.ascontiguousarray(up[:shape[0], :shape[1],
-                                                              :shape[2]]))
-        yield report
+    def repeat(preview):
+        for axis, k in enumerate(f):
+            preview = np.repeat(preview, k, axis=axis) if k > 1 else preview
+        return np.ascontiguousarray(preview[:shape[0], :shape[1], :shape[2]])
+
+    return (yield from map_previews(gen, repeat))
 
 
 def _silent(gen):

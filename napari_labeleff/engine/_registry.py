@@ -119,3 +119,20 @@ def normalised_entropy(p):
     import torch
 
     return -torch.special.xlogy(p, p).sum(0) / math.log(p.shape[0])
+
+
+def map_previews(gen, fn, on_preview=None):
+    """Re-yield a method generator's reports with each ``Progress.preview`` replaced by
+    ``fn(preview)`` (``on_preview()`` called at each); returns the generator's value."""
+    import dataclasses
+
+    while True:
+        try:
+            report = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if report.preview is not None:
+            report = dataclasses.replace(report, preview=fn(report.preview))
+            if on_preview is not None:
+                on_preview()
+        yield report
