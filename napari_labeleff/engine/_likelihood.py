@@ -43,6 +43,32 @@ def _bin_index(image: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, bins: in
     return scaled.clamp_(0, bins - 1).long()
 
 
+#: (tensor, its version, (lo, hi)) of the last images whose range was computed; the
+#: tensors are held so their memory cannot be reused by another image while cached.
+_RANGES: list = []
+#: Images above this many values are not cached (their range is recomputed).
+_RANGE_CACHE_MAX_VALUES = 1 << 24
+
+
+def intensity_range(image: torch.Tensor):
+    """The 0.1 and 99.9 percentiles of each channel of (C, Z, Y, X) ``image`` (over at
+    most ``_MAX_QUANTILE_SAMPLES`` voxels): the histograms' bin range. A refine call fits
+    histograms of one image several times (held-out folds, corrections' checks), so the
+    range of the last two images is kept while they are unchanged (same tensor, same
+    version counter: an in-place edit invalidates it)."""
+    for t, version, rng in _RANGES:
+        if t is image and t._version == version:
+            return rng
+    flat = image.reshape(image.shape[0], -1)
+    step = max(1, flat.shape[1] // _MAX_QUANTILE_SAMPLES)
+    q = torch.quantile(flat[:, ::step], torch.tensor([0.001, 0.999], device=image.device), dim=1)
+    rng = (q[0], q[1])
+    if image.numel() <= _RANGE_CACHE_MAX_VALUES:
+        _RANGES.insert(0, (image, image._version, rng))
+        del _RANGES[2:]
+    return rng
+
+
 def fit_histograms(image: torch.Tensor, samples, *, bins: int = 64, smooth: float = 1.0):
     """Fit one intensity histogram per class.
 
@@ -62,10 +88,7 @@ def fit_histograms(image: torch.Tensor, samples, *, bins: int = 64, smooth: floa
     -------
     Histograms
     """
-    flat = image.reshape(image.shape[0], -1)
-    step = max(1, flat.shape[1] // _MAX_QUANTILE_SAMPLES)
-    q = torch.quantile(flat[:, ::step], torch.tensor([0.001, 0.999], device=image.device), dim=1)
-    lo, hi = q[0], q[1]
+    lo, hi = intensity_range(image)
     hi = torch.where(hi > lo, hi, lo + 1.0)
     idx = _bin_index(image, lo, hi, bins).reshape(image.shape[0], -1)
 
