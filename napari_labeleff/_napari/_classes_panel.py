@@ -32,6 +32,7 @@ from qtpy.QtWidgets import (
 
 from .._errors import LabelEffError
 from ..rules import RELATIONS, TEMPLATES, Rules, template_message
+from ._collapsible import collapsible
 
 #: relations offered by the "add rule" row, with the extra value each needs
 RULE_VALUES = {"n_pieces": "pieces", "within": "mm", "volume": "lo..hi mm^3"}
@@ -255,7 +256,10 @@ class RulesBox(QGroupBox):
         buttons = QHBoxLayout()
         for w in (self.add_btn, self.remove_btn, self.check_btn):
             buttons.addWidget(w)
-        lay = QVBoxLayout(self)
+        # folded until needed (or until the volume has rules), so the Refine panel
+        # below stays in view
+        lay = collapsible(self, "Anatomical rules between the classes, enforced in refine "
+                                "and checked on the masks (tick to show)")
         lay.addLayout(top)
         lay.addWidget(self.rules_list)
         lay.addLayout(add)
@@ -412,6 +416,8 @@ class RulesBox(QGroupBox):
             combo.blockSignals(False)
         self.rules_list.clear()
         enabled = self.state.session is not None
+        if enabled and self.state.session.rules:
+            self.setChecked(True)  # a volume with rules shows them
         for w in (self.template_btn, self.add_btn, self.remove_btn, self.check_btn):
             w.setEnabled(enabled)
         if not enabled:
