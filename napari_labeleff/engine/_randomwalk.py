@@ -19,6 +19,13 @@ Without boxes or a model prior, the first call chooses the unary term by held-ou
 strokes (``_select_weight``): the intensity model at its trusted weight, none (the pure
 walker), or the marker watershed of the strokes (``_watershed``), which cures the
 intensity model's over-reach on small structures; incremental calls keep the choice.
+
+Latency budget (:func:`_staged`): on a region above :data:`STAGED_MIN_VOXELS` a first
+call yields a coarse first result, makes the choices above on a coarse grid (limited by
+the span of the strokes, :func:`_stroke_pooling_limit`) and solves once at full
+resolution; ``info["solves"]`` counts the solves of each stage. The room of each part:
+``_rw_select`` (choices), ``_rw_local`` (incremental sub-box solves), ``_rw_boxes``
+(box prompts), ``_rw_common`` (seeds, folds, trust, solve counting).
 """
 
 from __future__ import annotations
