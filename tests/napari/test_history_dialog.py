@@ -7,19 +7,10 @@ import pytest
 from napari_labeleff._napari import _history_dialog
 from napari_labeleff.io import Geometry
 from napari_labeleff.session import AnnotationSession
+from test_main_widget import open_with_widget
+from test_main_widget import paint_scribbles as paint
 
 pytestmark = pytest.mark.gui
-
-
-def open_with_widget(viewer, path):
-    (image,) = viewer.open(path, plugin="napari-labeleff")
-    _, widget = viewer.window.add_plugin_dock_widget("napari-labeleff", "LabelEff")
-    return image, widget
-
-
-def paint(layer, scribbles):
-    for value in np.unique(scribbles[scribbles > 0]):
-        layer.data_setitem(np.nonzero(scribbles == value), int(value))
 
 
 def test_history_dialog_restores_a_wrong_class_removal_and_the_restore_is_undoable(
