@@ -44,6 +44,7 @@ class Project:
     def __init__(self, store: ProjectStore):
         self.store = store
         self._predictor = services.Predictor(store)
+        self._work = services.WorkLog()
 
     # ---- create / open / close -------------------------------------------------------------
     @classmethod
@@ -286,14 +287,43 @@ class Project:
         self.store.labels.refresh_status(vid, scribbles=scribbles, boxes=boxes)
 
     def accept(self, vid: str, mask, *, seconds: float = 0.0, session=None,
-               replace: bool = False) -> None:
+               replace: bool = False, score: bool = True) -> None:
         """Accept ``mask`` ((Z, Y, X) integers 0..K) as the volume's label; status
         "accepted". ``session``: as in :meth:`set_weak_labels`.
 
         A volume that has an accepted (or imported) mask already keeps it unless
         ``replace=True``: without it this raises a :class:`LabelEffError` and nothing
-        changes."""
+        changes.
+
+        With ``score`` (default) the published model's draft is first scored against
+        the mask, before any model trains on it: the running score of :meth:`curve`
+        (a model prediction, ~1 s on CPU for a 2 M voxel volume)."""
+        self.store.file.writer("accept a mask")
+        version, dice = services.score_before_accept(self, vid, mask) if score else (None, None)
         self.store.labels.accept(vid, mask, seconds=seconds, session=session, replace=replace)
+        logged = self.annotation_totals().get(vid, {})
+        services.record_accept(self, vid, version, dice, self._work.pop(vid), logged)
+
+    # ---- the network in the loop (issue 19) --------------------------------------------------
+    def curve(self) -> list:
+        """The learning curve: one :class:`~.services.CurveItem` per accepted volume in
+        the order accepted (``volume_id``, ``model_dice_before``, ``interactions``,
+        ``seconds``, ``model``, ``accepted``)."""
+        return services.curve(self)
+
+    def network_lead(self) -> tuple[float, str]:
+        """How much the published network leads refine (0: the graph method alone;
+        1: fully), from the running score, and why."""
+        return services.network_lead(self)
+
+    def network_session(self, vid: str, device: str = "auto"):
+        """The published interactive network's session on ``vid``
+        (:class:`~.prediction.InteractiveSession`; one kept, for the open volume)."""
+        return self._predictor.session(vid, device)
+
+    def log_refine(self, vid: str, seconds: float) -> None:
+        """Count one refine call on ``vid`` (folded into :meth:`curve` at accept)."""
+        self._work.add(vid, seconds)
 
     def import_mask(self, vid: str, path, *, session=None) -> None:
         """Import a mask file (NIfTI or any readable format) on the volume's grid;
@@ -425,21 +455,31 @@ class Project:
 
     def refine_steps(self, vid: str, scribbles, boxes=None, *, method: str = "auto",
                      device: str = "auto", state=None, use_prior: bool | None = None,
-                     **options):
+                     mode: str = "auto", adapt_steps: int = 0, **options):
         """Generator form of :meth:`refine` (yields engine ``Progress``)."""
         return services.refine_steps(self, vid, scribbles, boxes, method=method, device=device,
-                                     state=state, use_prior=use_prior, **options)
+                                     state=state, use_prior=use_prior, mode=mode,
+                                     adapt_steps=adapt_steps, **options)
 
     def refine(self, vid: str, scribbles, boxes=None, **kwargs):
-        """``engine.refine`` on the volume with the published model's probabilities as
-        ``prior`` (without one when no model is published; ``info["project_prior"]``
-        says which). Returns the engine's ``RefineResult``.
+        """Refine volume ``vid`` from the strokes (and boxes); returns a ``RefineResult``.
+        Pass ``state=res.state`` of the previous call for a correction.
 
-        ``use_prior=None`` (default) lets the project decide (:meth:`prior_use`,
-        :func:`prior_gate`): a model whose Dice on held-out validation volumes with full
-        masks is below :data:`PRIOR_MIN_DICE`, or was scored only on the volumes it
-        trained on, is not used (it would pull refine below the scribbles alone), except
-        as the draft of a volume with nothing drawn yet; True or False force the choice."""
+        ``mode`` (default ``"auto"``; ``info["project_mode"]`` says which ran):
+
+        * ``"fused"``: the published interactive network with the strokes, boxes and
+          previous result as its prompt channels (a correction re-predicts a window
+          around the new strokes), then ``engine.fuse``: the strokes and the image's
+          edges decide where the network is unsure. "auto" picks it when the running
+          score (:meth:`curve`, :meth:`network_lead`) lets the network lead;
+        * ``"graph"``: ``engine.refine`` alone ("auto" with no model, a model of other
+          classes, or a running score below ``LEAD_MIN``);
+        * ``"prior"``: ``engine.refine`` with the model's draft as ``prior`` (gated by
+          :func:`prior_gate` unless ``use_prior=True``);
+        * ``"network"``: the network's answer with the strokes pasted, no graph step.
+
+        ``adapt_steps`` > 0 adapts a private copy of the network to the volume's strokes
+        first (per-volume adaptation; measured in the benchmark, off by default)."""
         return drain(self.refine_steps(vid, scribbles, boxes, **kwargs))
 
     # ---- training ---------------------------------------------------------------------------------

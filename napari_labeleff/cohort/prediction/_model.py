@@ -18,8 +18,9 @@ import torch
 from ..._errors import LabelEffError
 from ..._metrics import mean_dice, scribble_dice
 from ...engine import resolve_device
-from ..training import (TrainCase, autocast, build_network, clip_zscore, encode, read_checkpoint,
-                        read_image, read_labels_snapshot, resample_image, sliding_window_probs)
+from ..training import (TrainCase, autocast, build_network, clip_zscore, encode, image_channels,
+                        read_checkpoint, read_image, read_labels_snapshot, resample_image,
+                        sliding_window_probs)
 from ..training import keep_largest as _keep_largest
 
 
@@ -56,10 +57,10 @@ class LoadedModel:
             img = img[None]
         if img.ndim != 4:
             raise LabelEffError(f"image must be (Z, Y, X) or (C, Z, Y, X), got shape {np.shape(image)}")
-        if img.shape[0] != int(self.config["in_channels"]):
+        if img.shape[0] != image_channels(self.config):
             raise LabelEffError(
                 f"image has {img.shape[0]} channel(s) but model {self.version!r} expects "
-                f"{self.config['in_channels']}"
+                f"{image_channels(self.config)}"
             )
         sp = tuple(float(s) for s in np.asarray(spacing, dtype=float).ravel())
         if len(sp) != 3 or not all(np.isfinite(sp)) or min(sp) <= 0:

@@ -16,11 +16,25 @@ class Predictor:
         self._store = store
         self._models: dict = {}
         self.last: Prediction | None = None
+        self._session = None
 
     def forget(self) -> None:
         """Drop the loaded model and the last prediction (a new model was published)."""
         self._models.clear()
         self.last = None
+        self._session = None
+
+    def session(self, vid: str, device: str = "auto"):
+        """The interactive network's session on ``vid`` (one kept: the open volume)."""
+        from ..prediction import InteractiveSession
+
+        model = self.load_model(device)
+        s = getattr(self, "_session", None)
+        if s is None or s.volume_id != vid or s.model is not model:
+            vol = self._store.volumes.read_image(vid, verify=False)
+            s = InteractiveSession(model, np.asarray(vol.data), vol.spacing, volume_id=vid)
+            self._session = s
+        return s
 
     def load_model(self, device: str = "auto"):
         """See :meth:`Project.load_model`."""

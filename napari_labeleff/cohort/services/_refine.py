@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 #: A published model is used as refine's prior only when its Dice on held-out
@@ -39,9 +41,110 @@ def prior_use(published) -> tuple[bool, str]:
     return prior_gate(published.mask_score, published.validation_independent)
 
 
+#: On a volume's first call the network leads only when its draft labels at least this
+#: share of the user's strokes (per class, averaged) with their class.
+STROKE_AGREEMENT = 0.9
+
+#: Refine modes of a project (``mode=``): "auto" lets the running score decide.
+MODES = ("auto", "graph", "prior", "network", "fused")
+
+
+def _confident(lead: float) -> float:
+    """The network probability from which :func:`engine.fuse` keeps its answer: 0.99
+    when it barely leads (the graph decides almost everywhere), 0.85 when it leads fully."""
+    return 0.99 - 0.14 * float(lead)
+
+
 def refine_steps(project, vid: str, scribbles, boxes=None, *, method: str = "auto",
-                 device: str = "auto", state=None, use_prior: bool | None = None, **options):
+                 device: str = "auto", state=None, use_prior: bool | None = None,
+                 mode: str = "auto", adapt_steps: int = 0, **options):
     """See :meth:`Project.refine_steps` (``project``: the Project facade)."""
+    from ..._errors import LabelEffError
+    from ._interactive import network_lead
+
+    if mode not in MODES:
+        raise LabelEffError(f"mode={mode!r} is unknown; allowed: {', '.join(MODES)}")
+    t0 = time.perf_counter()
+    lead, why = network_lead(project) if mode in ("auto", "network", "fused") else (0.0, mode)
+    if mode in ("network", "fused") and lead == 0:
+        lead = 1.0  # asked for: the network leads fully
+    if mode == "auto":
+        mode = "fused" if lead > 0 else "graph"
+        if use_prior:
+            mode = "prior"
+        elif mode == "fused" and state is not None and state.method != NETWORK_METHOD:
+            mode, why = "graph", f"{why}; the volume's first call used the graph method: it goes on"
+        elif mode == "fused" and state is None:
+            # a first call: the draft must agree with the user's own strokes
+            agree = project.network_session(vid, device).draft_agreement(scribbles)
+            if agree is not None and agree < STROKE_AGREEMENT:
+                mode, why = "graph", (f"{why}; but its draft labels only {agree:.0%} of this volume's "
+                                      f"strokes right (< {STROKE_AGREEMENT:.0%}): the graph method alone")
+    elif mode in ("network", "fused") and project.published is None:
+        raise LabelEffError(f"mode={mode!r} needs a published model; train one first")
+    if mode in ("network", "fused"):
+        result = yield from _network_steps(project, vid, scribbles, boxes, state=state, device=device,
+                                           fuse_it=mode == "fused", lead=lead,
+                                           adapt_steps=adapt_steps, why=why)
+    else:
+        if state is not None and state.method == NETWORK_METHOD:
+            state = None  # switching from the network: the graph starts afresh
+        result = yield from _graph_steps(project, vid, scribbles, boxes, method=method, device=device,
+                                         state=state, use_prior=True if mode == "prior" else use_prior,
+                                         **options)
+        result.info["project_lead"] = why
+    result.info["project_mode"] = mode
+    project.log_refine(vid, time.perf_counter() - t0)
+    return result
+
+
+NETWORK_METHOD = "project-network"
+
+
+def _network_steps(project, vid, scribbles, boxes, *, state, device, fuse_it, lead, adapt_steps, why):
+    """The interactive network (prompts: strokes, boxes, the previous result), then
+    :func:`engine.fuse` with the strokes on the image graph."""
+    from ...engine import Progress, RefineResult, RefineState, fuse, normalised_entropy
+
+    t0 = time.perf_counter()
+    session = project.network_session(vid, device)
+    scr = np.asarray(scribbles)
+    previous = None
+    if state is not None and state.method == NETWORK_METHOD and state.shape == tuple(session.shape):
+        previous = state.payload.get("labels")
+    yield Progress(0, 2, "network: predicting")
+    probs, ninfo = session.predict(scr, boxes, previous, adapt_steps=adapt_steps)
+    first = time.perf_counter() - t0
+    info = {"network": ninfo, "project_lead": why, "lead": round(lead, 3),
+            "first_result_s": round(first, 4), "model": session.model.version}
+    if fuse_it:
+        yield Progress(1, 2, "network: first result; combining with the strokes", preview=probs.argmax(0).astype(np.uint8))
+        vol = session.volume
+        probs, finfo = fuse(vol, probs, scr, spacing=session.spacing, device=device,
+                            confident=_confident(lead))
+        info["fuse"] = finfo
+    else:
+        stroked = scr > 0
+        if stroked.any():
+            idx = np.nonzero(stroked)
+            probs[(slice(None), *idx)] = 0.0
+            probs[(scr[idx].astype(np.int64) - 1, *idx)] = 1.0
+    labels = probs.argmax(axis=0).astype(np.uint8)
+    import torch
+
+    unc = normalised_entropy(torch.from_numpy(probs)).clamp_(0.0, 1.0).numpy()
+    k1 = probs.shape[0]
+    new_state = RefineState(method=NETWORK_METHOD, shape=tuple(labels.shape), n_classes=k1,
+                            scribbles=scr.copy(), payload={"labels": labels, "model": session.model.version})
+    info["seconds"] = round(time.perf_counter() - t0, 4)
+    yield Progress(2, 2, "done")
+    return RefineResult(labels=labels, probabilities=probs, uncertainty=unc, method=NETWORK_METHOD,
+                        device=str(session.model.device), state=new_state, info=info)
+
+
+def _graph_steps(project, vid: str, scribbles, boxes=None, *, method: str = "auto",
+                 device: str = "auto", state=None, use_prior: bool | None = None, **options):
+    """The graph method, with the published model as its prior when the gate allows."""
     from ...engine import refine_steps as engine_refine_steps
 
     prior, note = None, "no published model: refined without a prior"

@@ -335,6 +335,8 @@ def finish_training(store, outcome: TrainOutcome) -> ProjectTrainReport:
         "class_names": list(plan.spec.class_names),
         "validation": [c.volume_id for c in plan.validation],
         "validation_independent": plan.validation_independent,
+        # volumes whose masks it trained on: its Dice on them is no running score
+        "trained_on": [c.volume_id for c in plan.spec.cases if c.role == "labelled"],
     }
     store.models.record_version(entry, published)
     return ProjectTrainReport(plan.version, published, outcome.score, outcome.previous_score,

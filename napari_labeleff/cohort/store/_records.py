@@ -76,6 +76,12 @@ class VolumeRecord:
         the predicted mask under the model's own probabilities, 0..1).
     mask_source : str or None
         Path an imported mask came from.
+    curve : dict
+        What accepting its mask measured (the running score, issue 19):
+        ``model`` (published version then, or None), ``model_dice_before`` (that
+        model's draft Dice on the accepted mask, None when there was no model or it
+        had trained on this volume), ``interactions``, ``seconds``, ``accepted`` (time).
+        Empty before the first accept.
     """
 
     id: str
@@ -92,6 +98,7 @@ class VolumeRecord:
     role: str = "auto"
     scores: dict = field(default_factory=dict)
     mask_source: str | None = None
+    curve: dict = field(default_factory=dict)
 
     @property
     def geometry(self) -> Geometry:
@@ -103,7 +110,7 @@ class VolumeRecord:
             "shape": list(self.shape), "spacing": list(self.spacing), "affine": self.affine,
             "channels": self.channels, "status": self.status, "dtype": self.dtype,
             "series": self.series, "added": self.added, "role": self.role,
-            "scores": self.scores, "mask_source": self.mask_source,
+            "scores": self.scores, "mask_source": self.mask_source, "curve": self.curve,
         }
 
     @classmethod
@@ -116,7 +123,7 @@ class VolumeRecord:
             channels=int(d["channels"]), status=str(d.get("status", "new")),
             dtype=str(d.get("dtype", "")), series=d.get("series"), added=str(d.get("added", "")),
             role=str(d.get("role", "auto")), scores=dict(d.get("scores") or {}),
-            mask_source=d.get("mask_source"),
+            mask_source=d.get("mask_source"), curve=dict(d.get("curve") or {}),
         )
 
 

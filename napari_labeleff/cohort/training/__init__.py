@@ -9,7 +9,10 @@ Never imports the store. Modules, in the order a run uses them:
 * ``_setup``      headers, network config, prepared cases, datasets;
 * ``_data``       reading, resampling, normalising, MONAI datasets and sampling;
 * ``_pseudo``     graph pseudo-labels, self-training labels, one-object structures;
-* ``_network``    the BasicUNet and its sizes; ``_losses`` the loss terms;
+* ``_network``    the BasicUNet and its sizes (:class:`PromptableUNet`: image + prompt
+                  channels); ``_losses`` the loss terms;
+* ``_prompts``    the interactive network's prompt channels; ``_simulate`` simulated
+                  interaction sequences (used by ``_loop.InteractiveTrainer``);
 * ``_pretrain``   the self-supervised stage;
 * ``_loop``       :func:`train_steps` and :class:`Trainer` (one hybrid step, validation,
                   the checkpoint);
@@ -34,7 +37,11 @@ _LAZY = {
     "SELF_CONFIDENCE": "_options", "check_options": "_options",
     "read_checkpoint": "_checkpoint", "safe_load": "_checkpoint",
     "autocast": "_inference", "sliding_window_probs": "_inference", "keep_largest": "_inference",
-    "build_network": "_network", "encode": "_network",
+    "build_network": "_network", "encode": "_network", "transfer_state": "_network",
+    "PromptableUNet": "_network",
+    "image_channels": "_prompts", "n_prompt_channels": "_prompts", "encode_prompts": "_prompts",
+    "box_channels": "_prompts", "PROMPT_LAYOUT": "_prompts", "simulate": "_simulate",
+    "InteractiveTrainer": "_loop",
     "clip_zscore": "_data", "read_image": "_data", "resample_image": "_data",
     "resample_labels": "_data", "resample_mask": "_data", "PreparedCase": "_data",
     "build_supervision": "_data", "prepare_case": "_data",

@@ -173,10 +173,12 @@ def prepare_case(case: TrainCase, config: dict, *, n_classes: int) -> PreparedCa
         damaged labels snapshot, labels beyond the class list.
     """
     image, spacing = read_image(case.image_path)
-    if image.shape[0] != int(config["in_channels"]):
+    from ._prompts import image_channels
+
+    if image.shape[0] != image_channels(config):
         raise LabelEffError(
             f"volume {case.volume_id!r} has {image.shape[0]} channel(s) but the model expects "
-            f"{config['in_channels']}; a project's volumes must share their channel count"
+            f"{image_channels(config)}; a project's volumes must share their channel count"
         )
     target = tuple(config["target_spacing"])
     shp = target_shape(image.shape[1:], spacing, target)

@@ -25,7 +25,10 @@ Stages
 4. **validate** every ``val_every`` steps and at the end on the validation cases (mean
    Dice on masks, or on held-out scribbled voxels); the best-scoring weights are saved.
 
-Options: see ``_options``. Extending the loop (issue 19: an interactive network):
+The interactive network (issue 19) is :class:`InteractiveTrainer`: the image plus
+prompt channels (``_prompts``) filled with simulated interactions (``_simulate``).
+
+Options: see ``_options``. Extending the loop:
 :meth:`Trainer.inputs` builds the network's input from a batch (add channels such as
 simulated clicks there, and ``config["in_channels"]`` with them), and
 :meth:`Trainer.supervised_loss` / :meth:`Trainer.consistency_loss` are the loss terms
@@ -59,13 +62,15 @@ from . import _losses
 from ._checkpoint import atomic_text, atomic_torch_save, read_checkpoint, safe_load
 from ._data import sample
 from ._inference import autocast, sliding_window_probs
-from ._network import build_network
+from ._network import build_network, transfer_state
+from ._prompts import encode_prompts, image_channels
 from ._options import (BOX_WEIGHT, CONSISTENCY, EMA_DECAY, MC_PASSES_CPU, MC_PASSES_GPU,
                        SAVE_EVERY_S, batch_size, check_options, code_commit, fingerprint,
                        ramp, set_threads)
 from ._pretrain import pretrain_stage
 from ._pseudo import self_dataset, self_labels
 from ._setup import make_config, make_datasets, prepare_cases, read_geometry
+from ._simulate import simulate
 from ._spec import TrainProgress, TrainReport, TrainSpec
 
 #: Fields of :class:`RunState` saved in the resume file.
@@ -143,7 +148,13 @@ class Trainer:
         torch.manual_seed(self.seed)
         self.net = build_network(self.config).to(self.device)
         if init_state is not None and resume is None:
-            self.net.load_state_dict(init_state)
+            try:
+                self.net.load_state_dict(init_state)
+            except RuntimeError:
+                # a warm start from a checkpoint with other input channels (plain <->
+                # interactive): every tensor that fits is copied, the first conv is new
+                n = transfer_state(init_state, self.net)
+                self.log({"stage": "warm_start", "tensors_copied": n, "of": len(init_state)})
         self.new_teacher_and_optimiser()
         if resume is not None:
             self.run.restore(resume["run"])
@@ -152,7 +163,7 @@ class Trainer:
             self.teacher.load_state_dict(resume["teacher"])
             self.opt.load_state_dict(resume["opt"])
             if resume.get("recon") is not None:
-                self.recon = build_network(self.config, out_channels=int(self.config["in_channels"])).to(self.device)
+                self.recon = build_network(self.config, out_channels=image_channels(self.config)).to(self.device)
                 self.recon.load_state_dict(resume["recon"])
         else:
             self.run.stage = "pretrain" if self.opts["pretrain"] else "train"
@@ -410,6 +421,30 @@ class Trainer:
         }
 
 
+class InteractiveTrainer(Trainer):
+    """Hybrid training with simulated interaction sequences as prompt channels."""
+
+    def inputs(self, batch: dict) -> torch.Tensor:
+        x = batch["image"].float()
+        k = self.n_classes - 1
+        if "lab" not in batch:
+            return x.to(self.device)  # the network appends empty prompts
+        lab = batch["lab"][:, 0].numpy()
+        strokes, boxes, prev = [], [], []
+        kinds = []
+        for i in range(lab.shape[0]):
+            rng = np.random.default_rng([self.seed, 7, self.run.step, i])
+            s, b, p, kind = simulate(lab[i], k, rng)
+            strokes.append(s)
+            boxes.append(b)
+            prev.append(p)
+            kinds.append(kind)
+        self.last_kinds = kinds
+        prompts = encode_prompts(torch.from_numpy(np.stack(strokes)), torch.from_numpy(np.stack(boxes)),
+                                 torch.from_numpy(np.stack(prev)), k)
+        return torch.cat([x, prompts], dim=1).to(self.device)
+
+
 def _warm_start(spec: TrainSpec):
     """(config, state) of ``spec.init_checkpoint`` (None, None without one)."""
     if spec.init_checkpoint is None:
@@ -432,15 +467,17 @@ def _check_outputs(spec: TrainSpec) -> None:
                             "annotate at least one volume first")
 
 
-def train_steps(spec: TrainSpec, *, trainer: type = Trainer) -> Generator[TrainProgress, None, TrainReport]:
+def train_steps(spec: TrainSpec, *, trainer: type | None = None) -> Generator[TrainProgress, None, TrainReport]:
     """Train the cohort network; yields :class:`TrainProgress`, returns :class:`TrainReport`.
 
     Parameters
     ----------
     spec : TrainSpec
         Cases with roles, classes, output and run folders, options (``_options``).
-    trainer : type
-        :class:`Trainer` or a subclass (other inputs or loss terms; module docstring).
+    trainer : type, optional
+        :class:`Trainer` or a subclass (other inputs or loss terms; module docstring);
+        default :class:`InteractiveTrainer` with the option ``interactive`` (on by
+        default), else :class:`Trainer`.
 
     Returns
     -------
@@ -482,6 +519,12 @@ def train_steps(spec: TrainSpec, *, trainer: type = Trainer) -> Generator[TrainP
     semi = bool(opts["semi"]) and bool(cases.unlabeled)
     data = make_datasets(cases, opts, tuple(int(p) for p in config["patch_size"]),
                          len(spec.class_names), int(opts["seed"]), semi)
+    if trainer is None:
+        trainer = InteractiveTrainer if config.get("prompt_channels") else Trainer
+    if config.get("prompt_channels") and (opts["pretrain"] or opts["self_training"]):
+        raise LabelEffError("pretrain and self_training are not available with interactive=True "
+                            "(the interactive network learns from masks and strokes); pass "
+                            "interactive=False to use them")
     t = trainer(spec, opts, device, config, cases, data, RunState(), fp, started)
     t.build(init_state, resume)
     resumed_from = t.run.step if resume is not None else None

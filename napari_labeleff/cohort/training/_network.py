@@ -6,7 +6,11 @@ A network config is a plain JSON-able dict stored in each checkpoint's ``config.
 ``features``         6 feature widths (MONAI ``BasicUNet`` convention: 5 encoder levels +
                      the last decoder level); CPU default ``(8, 16, 32, 64, 128, 16)``,
                      CUDA default ``(16, 32, 64, 128, 256, 32)``
-``in_channels``      image channels C
+``in_channels``      input channels: image channels C plus ``prompt_channels``
+``image_channels``   C (absent in checkpoints without prompts: then ``in_channels``)
+``prompt_channels``  P prompt channels of the interactive network (``_prompts``; 0 or
+                     absent: a plain network)
+``prompts``          the prompt channel layout (``_prompts.PROMPT_LAYOUT``)
 ``n_classes``        K + 1 (background first)
 ``target_spacing``   (Z, Y, X) mm the network works at
 ``patch_size``       (Z, Y, X) training/inference window, multiples of 16
@@ -96,6 +100,29 @@ def default_features(device: torch.device) -> tuple:
     return GPU_FEATURES if device.type == "cuda" else CPU_FEATURES
 
 
+class PromptableUNet(torch.nn.Module):
+    """A MONAI ``BasicUNet`` whose input is the image plus prompt channels.
+
+    Called with the image channels alone it appends empty prompts (zeros): every
+    image-only caller (validation, prediction, self-training labels, embeddings) gets
+    the draft. The state dict is the ``BasicUNet``'s with a ``unet.`` prefix.
+    """
+
+    def __init__(self, unet: torch.nn.Module, image_channels: int, prompt_channels: int):
+        super().__init__()
+        self.unet = unet
+        self.image_channels = int(image_channels)
+        self.prompt_channels = int(prompt_channels)
+
+    def with_prompts(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] == self.image_channels and self.prompt_channels:
+            x = torch.cat([x, x.new_zeros((x.shape[0], self.prompt_channels, *x.shape[2:]))], dim=1)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.unet(self.with_prompts(x))
+
+
 def build_network(config: dict, *, out_channels: int | None = None) -> torch.nn.Module:
     """Build the MONAI ``BasicUNet`` a config describes.
 
@@ -110,7 +137,8 @@ def build_network(config: dict, *, out_channels: int | None = None) -> torch.nn.
     Returns
     -------
     torch.nn.Module
-        Input (B, C, Z, Y, X) with Z, Y, X multiples of 16, output logits
+        Input (B, C, Z, Y, X) (C: ``in_channels``, or the image channels alone for a
+        :class:`PromptableUNet`) with Z, Y, X multiples of 16, output logits
         (B, out_channels, Z, Y, X).
     """
     from monai.networks.nets import BasicUNet
@@ -121,13 +149,17 @@ def build_network(config: dict, *, out_channels: int | None = None) -> torch.nn.
     features = tuple(int(f) for f in config["features"])
     if len(features) != 6 or min(features) < 1:
         raise LabelEffError(f"features={features} must be 6 positive widths")
-    return BasicUNet(
+    unet = BasicUNet(
         spatial_dims=3,
         in_channels=int(config["in_channels"]),
         out_channels=int(out_channels if out_channels is not None else config["n_classes"]),
         features=features,
         dropout=float(config.get("dropout", 0.0)),
     )
+    prompts = int(config.get("prompt_channels", 0))
+    if prompts:
+        return PromptableUNet(unet, int(config["in_channels"]) - prompts, prompts)
+    return unet
 
 
 def encode(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -142,6 +174,8 @@ def encode(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     -------
     Tensor, shape (B, features[4])
     """
+    if isinstance(net, PromptableUNet):
+        net, x = net.unet, net.with_prompts(x)
     h = net.conv_0(x)
     h = net.down_1(h)
     h = net.down_2(h)
@@ -154,11 +188,22 @@ def transfer_encoder_decoder(src: torch.nn.Module, dst: torch.nn.Module) -> int:
     """Copy every parameter of ``src`` into ``dst`` whose name and shape match (the
     whole network but the output layer, when ``src`` is the reconstruction model of
     the self-supervised stage). Returns the number of tensors copied."""
+    return transfer_state(src.state_dict(), dst)
+
+
+def transfer_state(state: dict, dst: torch.nn.Module) -> int:
+    """Copy the tensors of ``state`` into ``dst`` whose name and shape match, reading
+    a plain ``BasicUNet`` state into a :class:`PromptableUNet` and back (the first
+    convolution, whose input channels differ, is not copied). Returns how many."""
     dst_state = dst.state_dict()
+    def norm(k):
+        return k[5:] if k.startswith("unet.") else k
+    by_name = {norm(k): k for k in dst_state}
     n = 0
-    for k, v in src.state_dict().items():
-        if k in dst_state and dst_state[k].shape == v.shape:
-            dst_state[k] = v.detach().clone()
+    for k, v in state.items():
+        target = by_name.get(norm(k))
+        if target is not None and dst_state[target].shape == v.shape:
+            dst_state[target] = v.detach().clone()
             n += 1
     dst.load_state_dict(dst_state)
     return n

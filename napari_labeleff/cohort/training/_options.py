@@ -27,6 +27,9 @@ Options (``TrainSpec.options``)
 ``val_every`` (None)      validation interval in steps (default: ~5 times per run)
 ``num_threads``           torch CPU threads (default: the idle cores by load average, 1..4)
 ``amp`` (None)            mixed precision (default: on with CUDA: bf16, else fp16+GradScaler)
+``interactive`` (True)    the network takes prompt channels (strokes, boxes, previous
+                          mask) and trains on simulated interactions
+                          (``_interactive.InteractiveTrainer``); False: image only
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ DEFAULTS = {
     "batch_size": None, "target_spacing": None, "features": None, "learning_rate": 3e-3,
     "val_every": None, "num_threads": None, "amp": None, "verbose": False,
     "pseudo_cache_dir": None, "pseudo_confidence": 0.0, "self_training": 0.0,
-    "pseudo_band": None,
+    "pseudo_band": None, "interactive": True,
 }
 # Not options of the public contract, but named here so the benchmark can report them.
 PSEUDO_WEIGHT = 0.5          # weight of a graph pseudo-label voxel (scribbles: 1)

@@ -11,6 +11,7 @@ from . import _losses
 from ._data import sample
 from ._inference import autocast
 from ._network import build_network, transfer_encoder_decoder
+from ._prompts import image_channels
 from ._spec import TrainProgress
 
 
@@ -56,7 +57,7 @@ def pretrain_stage(t):
     step count (a quarter of ``max_steps``) or time budget is spent."""
     run, opts = t.run, t.opts
     if t.recon is None:
-        t.recon = build_network(t.config, out_channels=int(t.config["in_channels"])).to(t.device)
+        t.recon = build_network(t.config, out_channels=image_channels(t.config)).to(t.device)
         transfer_encoder_decoder(t.net, t.recon)
     popt = torch.optim.AdamW(t.recon.parameters(), lr=float(opts["learning_rate"]), weight_decay=1e-4)
     pre_budget = float(opts["pretrain_minutes"]) * 60.0 if opts["pretrain_minutes"] is not None \

@@ -13,6 +13,7 @@ from ._data import build_supervision, make_dataset, prepare_case, to_item
 from ._network import (CPU_MAX_VOXELS, CPU_PATCH_CAP, GPU_MAX_VOXELS, GPU_PATCH_CAP,
                        choose_patch_size, choose_target_spacing, default_features)
 from ._options import PSEUDO_BAND, PSEUDO_WEIGHT
+from ._prompts import PROMPT_LAYOUT, image_channels, n_prompt_channels
 from ._pseudo import pseudo_labels, single_component_classes
 from ._spec import TrainProgress, TrainSpec
 
@@ -73,9 +74,17 @@ def make_config(spec: TrainSpec, opts: dict, device, geo, *, resumed: dict | Non
             "normalisation": "per channel: clip to 0.5-99.5 percentiles, z-score",
         }
     config = {**config, "class_names": list(spec.class_names), "n_classes": n_classes}
-    if int(config["in_channels"]) != int(geo[0][1]):
-        raise LabelEffError(f"init_checkpoint expects {config['in_channels']} channel(s); "
+    channels = image_channels(config)
+    if channels != int(geo[0][1]):
+        raise LabelEffError(f"init_checkpoint expects {channels} channel(s); "
                             f"the volumes have {geo[0][1]}")
+    if resumed is None:
+        prompts = n_prompt_channels(len(spec.class_names)) if opts.get("interactive", True) else 0
+        config.update(image_channels=channels, prompt_channels=prompts, in_channels=channels + prompts)
+        if prompts:
+            config["prompts"] = PROMPT_LAYOUT
+        else:
+            config.pop("prompts", None)
     return config
 
 
