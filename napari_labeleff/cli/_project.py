@@ -1,9 +1,9 @@
 """``labeleff project ...``: the cohort project store from the command line.
 
-Subcommands: ``create``, ``add``, ``status``, ``train``, ``accept``, ``import``,
-``relocate``, ``remove`` (batch jobs ``predict``, ``export``, ``score``, ``suggest``,
-``qa``: ``_batch``). The store is imported inside each command. ``status`` opens the
-project read-only (it runs while napari holds the project).
+Subcommands: ``create``, ``add``, ``status``, ``curve``, ``train``, ``accept``,
+``import``, ``relocate``, ``remove`` (batch jobs ``predict``, ``export``, ``score``,
+``suggest``, ``qa``: ``_batch``). The store is imported inside each command. ``status``
+and ``curve`` open the project read-only (they run while napari holds the project).
 """
 
 from __future__ import annotations
@@ -46,6 +46,12 @@ def add_project(subparsers) -> None:
     p.add_argument("path", help="project folder")
     p.add_argument("--json", dest="as_json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_cmd_status)
+
+    p = sub.add_parser("curve", help="learning curve: the model's Dice on each accepted mask "
+                       "before it trained on it, the work spent, and how much the network leads")
+    p.add_argument("path", help="project folder")
+    p.add_argument("--json", dest="as_json", action="store_true", help="print JSON instead of lines")
+    p.set_defaults(func=_cmd_curve)
 
     p = sub.add_parser("train", help="train a new model version; published only if not worse")
     p.add_argument("path", help="project folder")
@@ -161,6 +167,37 @@ def _cmd_status(args) -> int:
         widths = [max(len(row[i]) for row in table) for i in range(len(header))]
         for row in table:
             print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return 0
+
+
+def _cmd_curve(args) -> int:
+    """One line per accepted volume, in the order accepted, then the network's lead."""
+    with warnings_to_stderr(), _open(args.path, read_only=True) as p:
+        items = p.curve()
+        lead, reason = p.network_lead()
+        if args.as_json:
+            print(json.dumps({
+                "project": str(p.folder),
+                "curve": [{"order": i, "volume_id": it.volume_id,
+                           "model_dice_before": it.model_dice_before,
+                           "interactions": it.interactions, "seconds": it.seconds,
+                           "model": it.model, "accepted": it.accepted}
+                          for i, it in enumerate(items, 1)],
+                "lead": lead, "lead_reason": reason,
+            }, indent=1))
+            return 0
+        header = ("#", "volume", "model Dice before", "interactions", "seconds", "model")
+        table = [header] + [(
+            str(i), it.volume_id, _fmt(it.model_dice_before, "{:.4f}"), str(it.interactions),
+            f"{it.seconds:.1f}", it.model or "-",
+        ) for i, it in enumerate(items, 1)]
+        if items:
+            widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+            for row in table:
+                print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        else:
+            print("no accepted volume yet (accept a mask to start the curve)")
+        print(f"lead {lead:.2f}: {reason}")
     return 0
 
 

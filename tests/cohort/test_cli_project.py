@@ -121,3 +121,54 @@ def test_relocate_and_remove(tmp_path, cohort, capsys):
     assert code == 0 and str(moved) in out
     code, out, _ = run(capsys, "project", "remove", proj, "scan0")
     assert code == 0 and "trash" in out
+
+
+def test_curve(tmp_path, cohort, capsys, monkeypatch):
+    """``project curve``: one line per accepted volume in the order accepted (the model's
+    Dice before it trained on the mask, or "-" without a model), then the lead line."""
+    FakeLearner(scores=[0.75]).install(monkeypatch)
+    proj = tmp_path / "proj"
+    run(capsys, "project", "create", proj, "--classes", "ball")
+    run(capsys, "project", "add", proj, cohort)
+    code, out, err = run(capsys, "project", "curve", proj)
+    assert code == 0, err
+    assert out.splitlines()[0].startswith("no accepted volume yet")
+    assert out.splitlines()[-1] == "lead 0.00: no published model: the graph method alone"
+    geom = read_volume(cohort / "scan0.nii.gz").geometry
+    mask = tmp_path / "m.nii.gz"
+    write_labels(mask, ball().astype(np.uint8), geom)
+    with Project.open(proj) as p:  # work on scan1 before its accept: 2 interactions, 30 s
+        p.log_annotation("scan1", "scribble", class_name="ball", voxels=3, seconds=10.0)
+        p.log_annotation("scan1", "scribble", class_name="background", voxels=5, seconds=20.0)
+    assert run(capsys, "project", "accept", proj, "scan0", "--mask", mask)[0] == 0  # no model yet
+    assert run(capsys, "project", "train", proj, "--max-minutes", "1")[0] == 0  # v0001, on scan0
+    for vid in ("scan1", "scan2"):
+        assert run(capsys, "project", "accept", proj, vid, "--mask", mask)[0] == 0
+    with Project.open(proj, read_only=True) as p:
+        items, (lead, reason) = p.curve(), p.network_lead()
+    assert [it.volume_id for it in items] == ["scan0", "scan1", "scan2"]
+    assert items[0].model_dice_before is None and items[1].model_dice_before > 0.5
+    assert items[1].seconds == 30.0 and items[1].interactions > items[2].interactions
+
+    code, out, err = run(capsys, "project", "curve", proj)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split() == ["#", "volume", "model", "Dice", "before", "interactions", "seconds", "model"]
+    rows = [line.split() for line in lines[1:-1]]
+    assert rows == [[str(i), it.volume_id, "-" if it.model_dice_before is None else
+                     f"{it.model_dice_before:.4f}", str(it.interactions), f"{it.seconds:.1f}",
+                     it.model or "-"] for i, it in enumerate(items, 1)]
+    assert rows[0][2] == rows[0][5] == "-" and rows[1][4] == "30.0" and rows[2][5] == "v0001"
+    assert lines[-1] == f"lead {lead:.2f}: {reason}" and "v0001" in reason
+
+    code, out, err = run(capsys, "project", "curve", proj, "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert [(c["order"], c["volume_id"], c["model_dice_before"], c["interactions"], c["seconds"],
+             c["model"]) for c in data["curve"]] == [
+        (i, it.volume_id, it.model_dice_before, it.interactions, it.seconds, it.model)
+        for i, it in enumerate(items, 1)]
+    assert data["lead"] == lead and data["lead_reason"] == reason
+
+    code, out, err = run(capsys, "project", "curve", tmp_path / "nothing")
+    assert code == 2 and out == "" and err.count("\n") == 1 and "is not a napari-labeleff project" in err
