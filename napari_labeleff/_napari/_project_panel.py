@@ -1,5 +1,6 @@
 """Project panel: a cohort project in the dock (create/open, add scans, a volume table,
-open a volume with the model's draft, accept its mask, train/stop/resume, next volume).
+open a volume with the model's draft, accept its mask, train/stop/resume, fine-tune after
+each accept, the learning curve, next volume).
 
 Thin: the store is :class:`napari_labeleff.cohort.Project`; long work goes through the
 worker seam (:class:`~._worker.Runner`): the model's draft of an opened volume through
@@ -7,6 +8,13 @@ the main runner (it is a refinement), training through a second runner of its ow
 refining stays possible while the network trains; the training itself runs in a
 spawned process (``cohort.training.train_in_background``), validation and publishing in this one. Forms are magicgui widgets, the
 volume table a ``QTableWidget``.
+
+Accepting a mask starts a fine-tune (a short training run warm-started from the
+published model, on the labels that now include the mask) through the same training
+runner; an accept while a fine-tune runs cancels it quietly and starts a new one once it
+has stopped. Closing the panel (or the viewer) cancels training; the learner keeps its
+resume state. The *Learning curve* section (``_curve_widget``) shows
+``Project.curve()`` and ``Project.network_lead()`` after each accept and training.
 
 Opening a volume adds its image layer and binds it with the project's per-volume store
 (``<project>/volumes/<vid>/``) as the autosave store, so the Scribbles/Boxes/masks
@@ -19,10 +27,13 @@ from __future__ import annotations
 
 import functools
 import time
+import weakref
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from magicgui.widgets import (
+    CheckBox,
     ComboBox,
     Container,
     FileEdit,
@@ -45,6 +56,7 @@ from qtpy.QtWidgets import (
 from .._errors import LabelEffError
 from ..engine import Progress
 from ._collapsible import collapsible
+from ._curve_widget import CurveSection
 from ._reader import volume_layer_data
 from ._table import make_table
 from ._worker import Runner, report_error
@@ -53,6 +65,14 @@ from ._worker import Runner, report_error
 IDLE_CAP_S = 60.0
 COLUMNS = ("volume", "status", "time", "interactions", "quality", "uncertainty")
 DEVICES = ("auto", "cpu", "cuda")
+#: Default budget of the fine-tune that follows an accept (minutes).
+FINETUNE_MINUTES = 3.0
+
+
+@dataclass
+class _LearnerStep(Progress):
+    """A learner's progress report (the status line counts its steps; the validation
+    that follows reports plain ``Progress``)."""
 
 
 def _as_engine_progress(gen):
@@ -64,10 +84,22 @@ def _as_engine_progress(gen):
             except StopIteration as stop:
                 return stop.value
             if not isinstance(p, Progress):
-                p = Progress(int(p.step), int(p.total), str(p.message))
+                p = _LearnerStep(int(p.step), int(p.total), str(p.message))
             yield p
     finally:
         gen.close()
+
+
+def _on_panel_destroyed(panel_ref, runners) -> None:
+    """The panel's widgets are gone (the viewer closed): stop its background work
+    quietly. Connected through a weak reference: Qt does not call a slot bound to the
+    object being destroyed."""
+    panel = panel_ref()
+    if panel is not None:
+        panel._closed = True
+    for runner in runners:
+        if runner.running:
+            runner.cancel(quiet=True)
 
 
 def _if_alive(method):
@@ -144,10 +176,16 @@ class ProjectPanel(QGroupBox):
         self.next_runner = Runner(_TrainState(lambda busy: None))
         self._view = None  # read-only view of the project for the next-volume ranking
         self._closed = False
-        self.destroyed.connect(self._on_destroyed)
+        runners = (self.train_runner, self.next_runner)
+        me = weakref.ref(self)
+        self.destroyed.connect(lambda *_: _on_panel_destroyed(me, runners))
         #: Train in a spawned process (``cohort.training.train_in_background``); False: in a thread.
         self.background = True
         self._plan = None
+        self._fine_tune = False  # the training runner's task is a fine-tune after accept
+        self._fine_tune_again = False  # start a fine-tune when the cancelled one has stopped
+        self._draft_after_busy = None  # volume whose draft waits for the previous image's task
+        self._train_token = None  # the running training task's (its progress updates the status)
 
         # ---- forms (magicgui) ----
         self.folder = FileEdit(mode="d", label="folder")
@@ -161,7 +199,14 @@ class ProjectPanel(QGroupBox):
         ])
         self.minutes = FloatSpinBox(label="max minutes", value=10.0, min=0.5, max=600.0, step=0.5)
         self.device = ComboBox(label="device", choices=DEVICES, value="auto")
-        self.train_form = Container(widgets=[self.minutes, self.device])
+        self.fine_tune_minutes = FloatSpinBox(label="fine-tune minutes", value=FINETUNE_MINUTES,
+                                              min=0.5, max=60.0, step=0.5)
+        self.fine_tune = CheckBox(text="fine-tune after accept", value=True)
+        self.fine_tune.tooltip = (
+            "After each accepted mask, train the published model a few minutes more on the "
+            "project's labels (warm start, in the background; a new accept restarts it)")
+        self.train_form = Container(widgets=[self.minutes, self.device, self.fine_tune_minutes,
+                                             self.fine_tune])
 
         # ---- volume table and actions (Qt) ----
         self.info = QLabel("No project open")
@@ -180,6 +225,9 @@ class ProjectPanel(QGroupBox):
         self.train_btn = QPushButton("Train / resume")
         self.stop_btn = QPushButton("Stop")
         self.stop_btn.setEnabled(False)
+        self.train_status = QLabel("")
+        self.train_status.setWordWrap(True)
+        self.curve = CurveSection()
         self.next_label = QLabel("next volume: -")
         self.next_label.setWordWrap(True)
         self.next_btn = QPushButton("Open next")
@@ -204,6 +252,8 @@ class ProjectPanel(QGroupBox):
         train_row.addWidget(self.train_btn)
         train_row.addWidget(self.stop_btn)
         lay.addLayout(train_row)
+        lay.addWidget(self.train_status)
+        lay.addWidget(self.curve)
         next_row = QHBoxLayout()
         next_row.addWidget(self.next_label, 1)
         next_row.addWidget(self.next_btn)
@@ -223,6 +273,7 @@ class ProjectPanel(QGroupBox):
         self.state.image_changed.connect(self._on_image_changed)
         self.state.annotations_changed.connect(self._on_annotations)
         self.state.classes_changed.connect(self._on_classes_changed)
+        self.state.busy_changed.connect(self._on_busy_changed)
         self._update_enabled()
 
     # ---- helpers -------------------------------------------------------------------------
@@ -275,14 +326,10 @@ class ProjectPanel(QGroupBox):
         self.folder.value = str(project.folder)
         self.classes.value = ", ".join(project.class_names)
         self.refresh()
-
-    def _on_destroyed(self, *_) -> None:
-        self._closed = True
-        for runner in (self.train_runner, self.next_runner):
-            if runner.running:
-                runner.cancel()
+        self.refresh_curve()
 
     def close_project(self) -> None:
+        self._fine_tune_again = False
         for runner in (self.train_runner, self.next_runner):
             if runner.running:
                 runner.cancel()
@@ -291,7 +338,9 @@ class ProjectPanel(QGroupBox):
         self.project = None
         self._view = None
         self.vid = None
+        self.train_status.setText("")
         self.refresh()
+        self.refresh_curve()
 
     # ---- adding volumes ----------------------------------------------------------------------
     def _ask_files(self) -> None:
@@ -369,6 +418,16 @@ class ProjectPanel(QGroupBox):
         if next_volume:
             self.refresh_next()
         self._update_enabled()
+
+    def refresh_curve(self) -> None:
+        """Redraw the learning curve and the network's lead (after an accept, after
+        training, when a project opens)."""
+        p = self.project
+        if p is None:
+            self.curve.show_curve([])
+            return
+        items = self._guard("Learning curve", p.curve) or []
+        self.curve.show_curve(items, self._guard("Network lead", p.network_lead))
 
     def refresh_next(self) -> None:
         """Fill the "next volume" slot from ``Project.suggest_volumes`` (issue 9), in
@@ -481,7 +540,21 @@ class ProjectPanel(QGroupBox):
         self._boxes = list(session.boxes)
         self._last_event = time.monotonic()
         self.refresh(next_volume=False)
-        if p.published is not None:
+        if p.published is None:
+            return
+        if self.widget.runner.running:  # the previous image's task: binding cancelled it
+            self._draft_after_busy = vid
+        else:
+            self.show_draft()
+
+    @_if_alive
+    def _on_busy_changed(self, busy: bool) -> None:
+        """The previous image's task has stopped: start the draft of the volume opened
+        meanwhile (e.g. a draft after training was running when the next one opened)."""
+        if busy or self._draft_after_busy is None:
+            return
+        vid, self._draft_after_busy = self._draft_after_busy, None
+        if vid == self.vid:
             self.show_draft()
 
     def show_draft(self) -> bool:
@@ -584,6 +657,9 @@ class ProjectPanel(QGroupBox):
         p.accept(self.vid, mask, session=state.session, seconds=self._seconds(), replace=replace)
         show_info(f"Accepted the mask of {self.vid} ({int(np.count_nonzero(mask))} structure voxels)")
         self.refresh()
+        self.refresh_curve()
+        if self.fine_tune.value:
+            self.fine_tune_after_accept()
         return True
 
     def confirm_replace(self, vid: str, status: str) -> bool:
@@ -598,44 +674,116 @@ class ProjectPanel(QGroupBox):
         )
         return answer == QMessageBox.StandardButton.Yes
 
-    # ---- training --------------------------------------------------------------------------------
+    # ---- training ----------------------------------------------------------------------------------
     def train(self) -> bool:
         """Train a new model version in the background (resumes an interrupted run)."""
+        if self.project is None or self.train_runner.running:
+            return False
+        return self._start_training(float(self.minutes.value), fine_tune=False)
+
+    def fine_tune_after_accept(self) -> bool:
+        """Fine-tune the published model on the project's labels (which now hold the
+        accepted mask) for "fine-tune minutes", in the background.
+
+        A fine-tune still running is cancelled quietly first; the new one starts when it
+        has stopped (warm-started from the then published model). Nothing starts
+        without a published model of the project's structures, or while a training
+        started with *Train / resume* runs (it is left alone). Returns whether a
+        fine-tune started or was scheduled.
+        """
+        p = self.project
+        if p is None or p.read_only:
+            return False
+        published = p.published
+        if published is None or list(published.class_names) != p.class_names:
+            self.train_status.setText(
+                "no fine-tune: no published model of these structures to start from yet; "
+                "press Train / resume")
+            return False
+        if self.train_runner.running:
+            if not self._fine_tune:
+                self.train_status.setText(
+                    f"no fine-tune: {self.train_runner.task} is running (train again when it "
+                    "ends to learn from this mask)")
+                return False
+            self._fine_tune_again = True
+            self.train_status.setText("fine-tune cancelled: a new accept (a new fine-tune "
+                                      "starts once it has stopped)")
+            self.train_runner.cancel(quiet=True)
+            return True
+        return self._start_training(float(self.fine_tune_minutes.value), fine_tune=True)
+
+    def _start_training(self, minutes: float, *, fine_tune: bool) -> bool:
+        """Snapshot the labels here (the writer), train in the training runner."""
         from ..cohort import run_training
 
-        p = self.project
-        if p is None or self.train_runner.running:
-            return False
-        plan = self._guard("Train", p.prepare_training, max_minutes=float(self.minutes.value),
+        what = "Fine-tune" if fine_tune else "Train"
+        plan = self._guard(what, self.project.prepare_training, max_minutes=minutes,
                            device=str(self.device.value))
         if plan is None:
             return False
         self._plan = plan
-        if plan.resumed:
+        self._fine_tune = fine_tune
+        label = "fine-tuning after accept" if fine_tune else f"training {plan.version}"
+        resumed = f" (resuming the interrupted run of {plan.version})" if plan.resumed else ""
+        if plan.resumed and not fine_tune:
             show_info(f"Resuming the interrupted training of {plan.version}")
-        self.model_label.setText(f"model: training {plan.version}…")
+        self.train_status.setText(f"{label}{resumed}: starting")
+        token = self._train_token = object()
         return self.train_runner.start(
             _as_engine_progress, run_training(plan, background=self.background),
-            desc=f"Train {plan.version}",
+            desc=f"{what} {plan.version}",
+            on_progress=lambda p: self._on_train_progress(token, label, p),
             on_returned=self._on_trained, on_finished=self._on_train_finished,
+            on_failed=lambda err: self._set_train_status(f"{label} failed: {err}"),
         )
 
     @_if_alive
+    def _set_train_status(self, text: str) -> None:
+        self.train_status.setText(text)
+
+    @_if_alive
+    def _on_train_progress(self, token, label: str, p) -> None:
+        if token is not self._train_token:
+            # the task has ended: napari's progress bar spins the event loop while it
+            # shows a report, so the result can be handled before this report's turn
+            return
+        if isinstance(p, _LearnerStep):
+            self.train_status.setText(f"{label}: step {p.step}/{p.total}")
+        elif isinstance(p, Progress):
+            self.train_status.setText(f"{label}: {p.message}")
+
+    @_if_alive
     def _on_trained(self, outcome) -> None:
+        self._train_token = None
         p = self.project
-        if p is None or outcome is None:  # closed meanwhile / the process was cancelled
+        done = "fine-tune after accept" if self._fine_tune else "training"
+        if p is None:  # closed meanwhile
+            return
+        if outcome is None:  # the training process reported a cancel
+            self.train_status.setText(f"{done} stopped: its process was cancelled")
             return
         report = self._guard("Train", p.finish_training, outcome)
         if report is not None:
             show_info(report.message)
+            self.train_status.setText(f"{done} finished: {report.message}")
         self.refresh()
+        self.refresh_curve()
         if report is not None and report.published and self.vid is not None:
             self.show_draft()
 
     @_if_alive
     def _on_train_finished(self, cancelled: bool) -> None:
+        fine_tune, self._fine_tune = self._fine_tune, False
+        self._train_token = None
+        if self._fine_tune_again and self.project is not None:
+            self._fine_tune_again = False
+            self.fine_tune_after_accept()
+            return
         if cancelled:
-            show_info("Training stopped; press Train / resume to continue it")
+            what = "fine-tune" if fine_tune else "training"
+            show_info(f"{what.capitalize()} stopped; press Train / resume to continue it")
+            self.train_status.setText(f"{what} stopped")
             self.refresh()
 
     @_if_alive

@@ -124,7 +124,8 @@ def test_project_flow(make_napari_viewer, qtbot, tmp_path, monkeypatch, notes):
     gray = np.asarray([[image.toImage().pixelColor(x, y).value() for x in range(0, image.width(), 7)]
                        for y in range(0, image.height(), 7)])
     assert gray.std() > 5  # drawn, not blank
-    qtbot.waitUntil(lambda: not panel.next_runner.running and not state.busy, timeout=60000)
+    qtbot.waitUntil(lambda: not (panel.next_runner.running or panel.train_runner.running
+                                 or state.busy), timeout=60000)  # the fine-tunes after accept too
 
 
 class SlowLearner(FakeLearner):
