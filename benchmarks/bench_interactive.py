@@ -53,9 +53,9 @@ from .bench_refine import machine_info
 from .cases import DATA, _entries, _read
 
 CLASS_NAMES = ["left atrium"]
-ARMS = {"graph": {"mode": "graph"}, "prior": {"mode": "prior"}, "network": {"mode": "network"},
-        "fused": {"mode": "fused"}, "adapt": {"mode": "fused", "adapt_steps": None},
-        "auto": {"mode": "auto"}}
+ARMS = {"graph": {"mode": "graph"}, "prior": {"mode": "prior"},
+        "network": {"mode": "network", "adapt_steps": 0}, "fused": {"mode": "fused", "adapt_steps": 0},
+        "adapt": {"mode": "fused", "adapt_steps": None}, "auto": {"mode": "auto"}}
 PLAIN_ARMS = ("prior", "fused", "adapt")
 
 
@@ -164,7 +164,7 @@ def model_part(args, doc, save, work):
                    "predict_s": round(time.perf_counter() - t0, 2), "arms": {}}
             for arm, kw in arms.items():
                 kw = dict(kw)
-                if "adapt_steps" in kw:
+                if "adapt_steps" in kw and kw["adapt_steps"] is None:
                     kw["adapt_steps"] = args.adapt
                 if arm == "graph" and name != "interactive":
                     continue
@@ -217,7 +217,7 @@ def main(argv=None):
     ap.add_argument("--k", type=int, default=5, help="corrections per test case (curve: the most per volume)")
     ap.add_argument("--n", type=int, default=12, help="curve volumes")
     ap.add_argument("--tests", type=int, default=6)
-    ap.add_argument("--adapt", type=int, default=3, help="adaptation steps of the adapt arm")
+    ap.add_argument("--adapt", type=int, default=30, help="adaptation steps of the adapt arm")
     ap.add_argument("--plain", action="store_true", help="also train and run the plain network")
     ap.add_argument("--features", type=int, nargs=6, default=None)
     ap.add_argument("--spacing", type=float, nargs=3, default=None)

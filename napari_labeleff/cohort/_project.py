@@ -300,8 +300,8 @@ class Project:
         (a model prediction, ~1 s on CPU for a 2 M voxel volume)."""
         self.store.file.writer("accept a mask")
         version, dice = services.score_before_accept(self, vid, mask) if score else (None, None)
+        logged = self.annotation_totals().get(vid, {})  # the work before this accept
         self.store.labels.accept(vid, mask, seconds=seconds, session=session, replace=replace)
-        logged = self.annotation_totals().get(vid, {})
         services.record_accept(self, vid, version, dice, self._work.pop(vid), logged)
 
     # ---- the network in the loop (issue 19) --------------------------------------------------
@@ -455,7 +455,7 @@ class Project:
 
     def refine_steps(self, vid: str, scribbles, boxes=None, *, method: str = "auto",
                      device: str = "auto", state=None, use_prior: bool | None = None,
-                     mode: str = "auto", adapt_steps: int = 0, **options):
+                     mode: str = "auto", adapt_steps: int | None = None, **options):
         """Generator form of :meth:`refine` (yields engine ``Progress``)."""
         return services.refine_steps(self, vid, scribbles, boxes, method=method, device=device,
                                      state=state, use_prior=use_prior, mode=mode,
@@ -478,8 +478,9 @@ class Project:
           :func:`prior_gate` unless ``use_prior=True``);
         * ``"network"``: the network's answer with the strokes pasted, no graph step.
 
-        ``adapt_steps`` > 0 adapts a private copy of the network to the volume's strokes
-        first (per-volume adaptation; measured in the benchmark, off by default)."""
+        ``adapt_steps`` (default ``services.ADAPT_STEPS``; 0: off) fits this volume's copy
+        of the network's output layer to its strokes before predicting (per-volume
+        adaptation, milliseconds: ``prediction.InteractiveSession``)."""
         return drain(self.refine_steps(vid, scribbles, boxes, **kwargs))
 
     # ---- training ---------------------------------------------------------------------------------

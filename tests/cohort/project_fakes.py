@@ -117,6 +117,7 @@ class FakeModel:
         self.n_classes = n_classes
         self.version = version
         self.calls = 0
+        self.config = {"prompt_channels": 0}  # a plain network: refine uses it as the prior
 
     def embed(self, image, spacing):
         img = np.asarray(image, dtype=np.float32)

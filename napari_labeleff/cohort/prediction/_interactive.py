@@ -5,11 +5,12 @@ channels of the last call and the network's probabilities. A call with new strok
 re-predicts only a window around what changed (the strokes' and boxes' bounding box
 grown by ``spread_mm``, with ``context`` voxels of context on each side) and keeps the
 rest from the cache; the first call, or a window over most of the volume, predicts
-the whole volume. Optionally (``adapt_steps`` > 0) the network is first adapted to
-this volume: a few gradient steps on a private copy with the strokes as partial labels
-(weight 1) and the previous result elsewhere in the window (weight ``ADAPT_REST``),
-so a correction can reshape the whole structure ("You Point, I Learn",
-RootPainter); then the whole volume is predicted again.
+the whole volume. What is cached is the network's last features (the input of its
+1x1x1 output layer), so that per-volume adaptation is cheap: with ``adapt_steps`` > 0
+a copy of the output layer is fitted to the strokes (weight 1) and the current result
+elsewhere (weight ``ADAPT_REST``) and applied to the whole volume, so a correction
+moves the decision everywhere the features look like what the stroke marked ("You
+Point, I Learn", RootPainter: learning from each correction, here in milliseconds).
 """
 
 from __future__ import annotations
@@ -25,8 +26,11 @@ from ..._errors import LabelEffError
 from ..training import (box_channels, encode_prompts, resample_image, resample_labels,
                         sliding_window_probs)
 
-#: Weight of the previous result (outside the strokes) in the adaptation loss.
+#: Weight of the previous result (outside the strokes) in the adaptation loss, the
+#: voxels of it sampled per step, and the step size.
 ADAPT_REST = 0.1
+ADAPT_SAMPLE = 20000
+ADAPT_LR = 0.01
 
 
 def _bbox(mask: torch.Tensor):
@@ -64,9 +68,9 @@ class InteractiveSession:
         self.spread = [int(np.ceil(spread_mm / t)) for t in self.target]
         self.context = 16
         self.prompts: torch.Tensor | None = None
-        self.probs: torch.Tensor | None = None
+        self.feats: torch.Tensor | None = None  # (F, z, y, x) the network's last features
         self.net = model.net
-        self.adapted = False
+        self.head = copy.deepcopy(_output_layer(self.net))  # this volume's output layer
         self.volume_id = volume_id
         self.strokes: torch.Tensor | None = None  # (K + 1, z, y, x) dilated one-hot strokes
         self._draft: np.ndarray | None = None  # (Z, Y, X) the draft's labels, for the check
@@ -101,9 +105,20 @@ class InteractiveSession:
 
     # ---- prediction -----------------------------------------------------------------------------
     def _run(self, region) -> torch.Tensor:
-        """Network probabilities on ``region`` (list of (lo, hi) per axis)."""
+        """The network's last features (input of its output layer) on ``region``."""
+        from monai.inferers import SlidingWindowInfererAdapt
+
         sl = tuple(slice(a, b) for a, b in region)
-        return sliding_window_probs(self.net, self._input(sl), self.patch, self.model.device)
+        x = torch.as_tensor(np.ascontiguousarray(self._input(sl)), dtype=torch.float32)[None]
+        inferer = SlidingWindowInfererAdapt(roi_size=self.patch, sw_batch_size=4, overlap=0.25,
+                                            mode="gaussian")
+        with torch.no_grad():
+            return inferer(x.to(self.model.device), _Features(self.net))[0].cpu()
+
+    def _probs(self) -> torch.Tensor:
+        """(K + 1, z, y, x) probabilities of the cached features through the head."""
+        with torch.no_grad():
+            return torch.softmax(self.head(self.feats[None].to(self.head.weight.device))[0].cpu(), dim=0)
 
     def predict(self, scribbles, boxes=None, previous=None, *, adapt_steps: int = 0):
         """The network's probabilities for the current prompts.
@@ -115,54 +130,47 @@ class InteractiveSession:
         previous : ndarray, shape (Z, Y, X), optional
             The current result (0..K), the "previous mask" channels.
         adapt_steps : int
-            Gradient steps of per-volume adaptation before predicting (0: none).
+            Gradient steps of per-volume adaptation of the output layer (0: none).
 
         Returns
         -------
         probabilities : ndarray, shape (K + 1, Z, Y, X), float32
             On the volume's grid.
         info : dict
-            ``window`` (network-grid region recomputed, or "volume"), ``seconds``,
+            ``window`` (network-grid region recomputed, "volume", or None), ``seconds``,
             ``adapt_seconds``.
         """
         t0 = time.perf_counter()
         new = self.prompt_channels(scribbles, boxes, previous)
         info: dict = {"adapt_seconds": 0.0}
-        changed = None
-        if self.prompts is not None and self.prompted:
-            n = 2 * self.k + 1  # strokes and boxes decide the window; the previous mask follows
-            changed = (new[:n] != self.prompts[:n]).any(dim=0)
-        elif self.prompts is not None:
-            changed = torch.zeros(self.net_shape, dtype=torch.bool)  # the draft does not change
+        window = full = [(0, n) for n in self.net_shape]
+        if self.feats is not None:
+            window = None
+            if self.prompted:  # strokes and boxes decide the window; the previous mask follows
+                n = 2 * self.k + 1
+                box = _bbox((new[:n] != self.prompts[:n]).any(dim=0))
+                if box is not None:
+                    window = [(max(0, a - s), min(n, b + s))
+                              for (a, b), s, n in zip(box, self.spread, self.net_shape)]
+                    if np.prod([b - a for a, b in window]) > 0.6 * np.prod(self.net_shape):
+                        window = full
         self.prompts = new
         self.strokes = new[: self.k + 1]
-        if adapt_steps and scribbles is not None and np.any(scribbles):
-            info["adapt_seconds"] = self._adapt(adapt_steps, previous)
-            changed = None  # the network changed: everything is new
-        full = [(0, n) for n in self.net_shape]
-        if self.probs is None or changed is None:
-            window = full
-        else:
-            box = _bbox(changed)
-            if box is None:
-                window = None
-            else:
-                window = [(max(0, a - s), min(n, b + s)) for (a, b), s, n in zip(box, self.spread, self.net_shape)]
-                size = np.prod([b - a for a, b in window])
-                if size > 0.6 * np.prod(self.net_shape):
-                    window = full
         if window == full:
-            self.probs = self._run(full)
+            self.feats = self._run(full)
             info["window"] = "volume"
         elif window is not None:
             ctx = [(max(0, a - self.context), min(n, b + self.context)) for (a, b), n in zip(window, self.net_shape)]
             out = self._run(ctx)
             inner = tuple(slice(a - c, b - c) for (a, b), (c, _) in zip(window, ctx))
-            self.probs[(slice(None), *(slice(a, b) for a, b in window))] = out[(slice(None), *inner)]
+            self.feats[(slice(None), *(slice(a, b) for a, b in window))] = out[(slice(None), *inner)]
             info["window"] = [list(w) for w in window]
         else:
             info["window"] = None
-        up = F.interpolate(self.probs[None], size=tuple(self.shape), mode="trilinear", align_corners=False)[0]
+        self.head = copy.deepcopy(_output_layer(self.net))
+        if adapt_steps and np.any(scribbles):
+            info["adapt_seconds"] = self._adapt(int(adapt_steps), previous)
+        up = F.interpolate(self._probs()[None], size=tuple(self.shape), mode="trilinear", align_corners=False)[0]
         up = up.clamp_min(0.0)
         up = up / up.sum(dim=0, keepdim=True).clamp_min(1e-8)
         info["seconds"] = round(time.perf_counter() - t0, 4)
@@ -185,45 +193,61 @@ class InteractiveSession:
 
     # ---- per-volume adaptation ------------------------------------------------------------------
     def _adapt(self, steps: int, previous) -> float:
-        """A few gradient steps of a private copy of the network on this volume."""
+        """Fit this volume's copy of the output layer to its strokes.
+
+        The network's last features stay as computed; only its 1x1x1 output layer is
+        trained (Adam, ``steps`` steps) on every stroke voxel (weight 1) and a sample of
+        the rest labelled with the current result (weight :data:`ADAPT_REST`). The new
+        layer then applies to the whole volume, so a correction moves the decision
+        everywhere the features look like what the strokes marked.
+        """
         t0 = time.perf_counter()
-        if not self.adapted:
-            self.net = copy.deepcopy(self.model.net)
-            self.adapted = True
-        strokes = self.strokes
-        target = torch.full(self.net_shape, -1, dtype=torch.long)
-        weight = torch.zeros(self.net_shape)
-        if self.probs is not None:
-            target = self.probs.argmax(0)
-            weight[:] = ADAPT_REST
-        has = strokes.sum(0) > 0
-        target = torch.where(has, strokes.argmax(0), target)
-        weight = torch.where(has, torch.ones_like(weight), weight)
-        box = _bbox(has)
-        # one training window of the network's patch size, centred on the strokes
-        win = []
-        for (a, b), p, n in zip(box, self.patch, self.net_shape):
-            lo = int(min(max(0, (a + b) // 2 - p // 2), max(0, n - p)))
-            win.append((lo, min(n, lo + p)))
-        sl = tuple(slice(a, b) for a, b in win)
-        x = torch.from_numpy(self._input(sl))[None]
-        pad = []
-        for (a, b) in reversed(win):
-            extra = (-(b - a)) % 16
-            pad += [0, extra]
-        x = F.pad(x, pad)
-        t = F.pad(target[sl][None].float(), pad, value=-1).long()[0]
-        w = F.pad(weight[sl][None], pad)[0]
-        dev = self.model.device
-        x, t, w = x.to(dev), t.to(dev), w.to(dev)
-        opt = torch.optim.SGD(self.net.parameters(), lr=1e-3, momentum=0.9)
-        self.net.train()
-        for _ in range(int(steps)):
-            logits = self.net(x)
-            ce = F.cross_entropy(logits, t.clamp_min(0)[None], reduction="none")[0]
-            loss = (ce * w).sum() / w.sum().clamp_min(1.0)
+        f = self.feats.reshape(self.feats.shape[0], -1)
+        stroked = self.strokes.sum(0).reshape(-1) > 0
+        if previous is not None:
+            rest_lab = torch.from_numpy(resample_image(
+                np.asarray(previous, np.float32)[None], self.spacing, self.target, mode="nearest",
+                out_shape=self.net_shape)[0].round().astype(np.int64)).reshape(-1)
+        else:
+            rest_lab = self._probs().argmax(0).reshape(-1)
+        idx_s = torch.nonzero(stroked).flatten()
+        rest = torch.nonzero(~stroked).flatten()
+        gen = torch.Generator().manual_seed(0)
+        idx_r = rest[torch.randperm(len(rest), generator=gen)[:ADAPT_SAMPLE]]
+        xs, ys = f[:, idx_s].T, self.strokes.reshape(self.k + 1, -1)[:, idx_s].argmax(0)
+        xr, yr = f[:, idx_r].T, rest_lab[idx_r]
+        w = self.head.weight.detach().reshape(self.k + 1, -1).clone().requires_grad_(True)
+        b = self.head.bias.detach().clone().requires_grad_(True)
+        opt = torch.optim.Adam([w, b], lr=ADAPT_LR)
+        for _ in range(steps):
+            loss = F.cross_entropy(xs @ w.T + b, ys) + ADAPT_REST * F.cross_entropy(xr @ w.T + b, yr)
             opt.zero_grad()
             loss.backward()
             opt.step()
-        self.net.eval()
+        with torch.no_grad():
+            self.head.weight.copy_(w.reshape(self.head.weight.shape))
+            self.head.bias.copy_(b)
         return round(time.perf_counter() - t0, 4)
+
+
+class _Features(torch.nn.Module):
+    """A network returning the input of its output layer (its last features)."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        got = {}
+        hook = _output_layer(self.net).register_forward_hook(lambda m, i, o: got.__setitem__("f", i[0]))
+        try:
+            self.net(x)
+        finally:
+            hook.remove()
+        return got["f"]
+
+
+def _output_layer(net) -> torch.nn.Module:
+    """The 1x1x1 output convolution of a (promptable) MONAI ``BasicUNet``."""
+    unet = getattr(net, "unet", net)
+    return unet.final_conv.conv if hasattr(unet.final_conv, "conv") else unet.final_conv

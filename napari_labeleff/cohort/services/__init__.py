@@ -22,14 +22,14 @@ from ._predict import Predictor
 from ._qa import QA_THRESHOLD, QAItem, label_qa, write_qa
 from ._rules import (RULES_FILE, accept_proposals, project_rules, propose_rules, rule_qa,
                      set_project_rules)
-from ._refine import MODES, NETWORK_METHOD, PRIOR_MIN_DICE, prior_gate, prior_use, refine_steps
+from ._refine import ADAPT_STEPS, MODES, NETWORK_METHOD, PRIOR_MIN_DICE, prior_gate, prior_use, refine_steps
 from ._training import (VALIDATION_EVERY, VALIDATION_MIN, ProjectTrainReport, TrainOutcome,
                         TrainPlan, finish_training, prepare_training, publish_decision,
                         run_training, validation_ids)
 from ._volume_al import VOLUME_STRATEGIES, VolumeSuggestion, suggest_volumes
 
 __all__ = [
-    "CurveItem", "LEAD_FULL", "LEAD_MIN", "MODES", "NETWORK_METHOD", "WorkLog", "curve",
+    "ADAPT_STEPS", "CurveItem", "LEAD_FULL", "LEAD_MIN", "MODES", "NETWORK_METHOD", "WorkLog", "curve",
     "network_lead", "record_accept", "score_before_accept",
     "PRIOR_MIN_DICE", "QA_THRESHOLD", "RULES_FILE", "accept_proposals", "project_rules",
     "propose_rules", "rule_qa", "set_project_rules", "VALIDATION_EVERY", "VALIDATION_MIN", "VOLUME_STRATEGIES",

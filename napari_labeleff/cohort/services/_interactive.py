@@ -11,8 +11,10 @@
   method alone, as with no model: a project whose scans the model does not know never
   ends worse than the graph), rising to 1 at :data:`LEAD_FULL`. Without any running
   score yet (no volume accepted since a model was first published) a model validated
-  on held-out full masks at ``PRIOR_MIN_DICE`` or better leads at the level that score
-  gives, any other leads half-way until the next accept scores it.
+  on held-out full masks leads at the level that score gives, any other half-way until
+  the next accept scores it; and on a volume's first call the draft must agree with the
+  user's own strokes (``_refine.STROKE_AGREEMENT``). A plain network (trained with
+  ``interactive=False``) never leads: it is the graph method's prior, as before.
 """
 
 from __future__ import annotations
@@ -121,8 +123,6 @@ def curve(project) -> list[CurveItem]:
 
 def network_lead(project) -> tuple[float, str]:
     """(lead in [0, 1], why): how much the published interactive network leads refine."""
-    from ._refine import PRIOR_MIN_DICE
-
     published = project.published
     if published is None:
         return 0.0, "no published model: the graph method alone"
@@ -133,18 +133,19 @@ def network_lead(project) -> tuple[float, str]:
         model = project.load_model()
     except LabelEffError as err:
         return 0.0, f"the published model cannot be used ({err}): the graph method alone"
-    plain = "" if int(model.config.get("prompt_channels", 0)) else " (a plain network: strokes reach it through the graph step only)"
+    if not int(getattr(model, "config", {}).get("prompt_channels", 0)):
+        return 0.0, (f"model {published} is a plain network (trained with interactive=False): "
+                     "it serves as the graph method's prior, as the prior gate allows")
     scores = [it.model_dice_before for it in curve(project) if it.model_dice_before is not None]
     scores = scores[-LEAD_WINDOW:]
     if scores:
         score, source = float(np.mean(scores)), f"running score {np.mean(scores):.3f} (last {len(scores)})"
-    elif published.mask_score is not None and published.validation_independent \
-            and published.mask_score >= PRIOR_MIN_DICE:
+    elif published.mask_score is not None and published.validation_independent:
         score, source = float(published.mask_score), f"held-out validation Dice {published.mask_score:.3f}"
     else:
         # nothing accepted since it was trained: the first volume scores it; meanwhile
         # the network leads half-way (the graph step decides wherever it is below 0.92)
         score, source = LEAD_MIN + 0.5 * (LEAD_FULL - LEAD_MIN), "no running score yet (the next accept gives one)"
     lead = float(np.clip((score - LEAD_MIN) / (LEAD_FULL - LEAD_MIN), 0.0, 1.0))
-    return lead, f"model {published}{plain}: {source} -> lead {lead:.2f}"
+    return lead, f"model {published}: {source} -> lead {lead:.2f}"
 

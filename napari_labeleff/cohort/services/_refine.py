@@ -45,6 +45,9 @@ def prior_use(published) -> tuple[bool, str]:
 #: share of the user's strokes (per class, averaged) with their class.
 STROKE_AGREEMENT = 0.9
 
+#: Steps of per-volume adaptation of the network's output layer per call (default).
+ADAPT_STEPS = 30
+
 #: Refine modes of a project (``mode=``): "auto" lets the running score decide.
 MODES = ("auto", "graph", "prior", "network", "fused")
 
@@ -57,7 +60,7 @@ def _confident(lead: float) -> float:
 
 def refine_steps(project, vid: str, scribbles, boxes=None, *, method: str = "auto",
                  device: str = "auto", state=None, use_prior: bool | None = None,
-                 mode: str = "auto", adapt_steps: int = 0, **options):
+                 mode: str = "auto", adapt_steps: int | None = None, **options):
     """See :meth:`Project.refine_steps` (``project``: the Project facade)."""
     from ..._errors import LabelEffError
     from ._interactive import network_lead
@@ -82,6 +85,8 @@ def refine_steps(project, vid: str, scribbles, boxes=None, *, method: str = "aut
                                       f"strokes right (< {STROKE_AGREEMENT:.0%}): the graph method alone")
     elif mode in ("network", "fused") and project.published is None:
         raise LabelEffError(f"mode={mode!r} needs a published model; train one first")
+    if adapt_steps is None:
+        adapt_steps = ADAPT_STEPS
     if mode in ("network", "fused"):
         result = yield from _network_steps(project, vid, scribbles, boxes, state=state, device=device,
                                            fuse_it=mode == "fused", lead=lead,
@@ -103,43 +108,79 @@ NETWORK_METHOD = "project-network"
 
 def _network_steps(project, vid, scribbles, boxes, *, state, device, fuse_it, lead, adapt_steps, why):
     """The interactive network (prompts: strokes, boxes, the previous result), then
-    :func:`engine.fuse` with the strokes on the image graph."""
+    :func:`engine.fuse` with the strokes on the image graph; a correction re-fuses only
+    the box where the network's answer or the strokes changed (:func:`_changed_box`)."""
+    import torch
+
     from ...engine import Progress, RefineResult, RefineState, fuse, normalised_entropy
 
     t0 = time.perf_counter()
     session = project.network_session(vid, device)
     scr = np.asarray(scribbles)
-    previous = None
+    prev = None
     if state is not None and state.method == NETWORK_METHOD and state.shape == tuple(session.shape):
-        previous = state.payload.get("labels")
+        prev = state.payload
     yield Progress(0, 2, "network: predicting")
-    probs, ninfo = session.predict(scr, boxes, previous, adapt_steps=adapt_steps)
-    first = time.perf_counter() - t0
+    net_probs, ninfo = session.predict(scr, boxes, None if prev is None else prev["labels"],
+                                       adapt_steps=adapt_steps)
+    net_labels = net_probs.argmax(axis=0).astype(np.uint8)
     info = {"network": ninfo, "project_lead": why, "lead": round(lead, 3),
-            "first_result_s": round(first, 4), "model": session.model.version}
+            "first_result_s": round(time.perf_counter() - t0, 4), "model": session.model.version}
+    probs = net_probs
     if fuse_it:
-        yield Progress(1, 2, "network: first result; combining with the strokes", preview=probs.argmax(0).astype(np.uint8))
-        vol = session.volume
-        probs, finfo = fuse(vol, probs, scr, spacing=session.spacing, device=device,
-                            confident=_confident(lead))
+        yield Progress(1, 2, "network: first result; combining with the strokes", preview=net_labels)
+        box = None if prev is None else _changed_box(net_labels, prev["net_labels"], scr, state.scribbles,
+                                                     session.spacing)
+        if box is None:
+            probs, finfo = fuse(session.volume, net_probs, scr, spacing=session.spacing, device=device,
+                                confident=_confident(lead))
+        else:
+            probs = prev["probabilities"].copy()
+            if box:
+                sl = (slice(None), *box)
+                probs[sl], finfo = fuse(np.asarray(session.volume)[(..., *box)], net_probs[sl], scr[box],
+                                        spacing=session.spacing, device=device, confident=_confident(lead))
+                finfo["box"] = [[b.start, b.stop] for b in box]
+            else:
+                finfo = {"box": None}
         info["fuse"] = finfo
     else:
+        probs = net_probs.copy()
         stroked = scr > 0
         if stroked.any():
             idx = np.nonzero(stroked)
             probs[(slice(None), *idx)] = 0.0
             probs[(scr[idx].astype(np.int64) - 1, *idx)] = 1.0
     labels = probs.argmax(axis=0).astype(np.uint8)
-    import torch
-
     unc = normalised_entropy(torch.from_numpy(probs)).clamp_(0.0, 1.0).numpy()
-    k1 = probs.shape[0]
-    new_state = RefineState(method=NETWORK_METHOD, shape=tuple(labels.shape), n_classes=k1,
-                            scribbles=scr.copy(), payload={"labels": labels, "model": session.model.version})
+    new_state = RefineState(method=NETWORK_METHOD, shape=tuple(labels.shape), n_classes=probs.shape[0],
+                            scribbles=scr.copy(),
+                            payload={"labels": labels, "probabilities": probs, "net_labels": net_labels,
+                                     "model": session.model.version})
     info["seconds"] = round(time.perf_counter() - t0, 4)
     yield Progress(2, 2, "done")
     return RefineResult(labels=labels, probabilities=probs, uncertainty=unc, method=NETWORK_METHOD,
                         device=str(session.model.device), state=new_state, info=info)
+
+
+def _changed_box(net_labels, prev_net_labels, scribbles, prev_scribbles, spacing, pad_mm: float = 16.0):
+    """Slices of the box (grown by ``pad_mm``) around every voxel whose network label
+    or stroke changed since the previous call; () when nothing changed; None when the
+    box covers most of the volume (fuse it all)."""
+    changed = net_labels != prev_net_labels
+    if prev_scribbles is not None and prev_scribbles.shape == scribbles.shape:
+        changed |= scribbles != prev_scribbles
+    else:
+        return None
+    idx = np.argwhere(changed)
+    if len(idx) == 0:
+        return ()
+    pad = [int(np.ceil(pad_mm / h)) for h in spacing]
+    lo = np.maximum(idx.min(axis=0) - pad, 0)
+    hi = np.minimum(idx.max(axis=0) + 1 + np.asarray(pad), changed.shape)
+    if np.prod(hi - lo) > 0.6 * changed.size:
+        return None
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
 
 
 def _graph_steps(project, vid: str, scribbles, boxes=None, *, method: str = "auto",

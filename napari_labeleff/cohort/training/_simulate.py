@@ -88,7 +88,7 @@ def _perturb(truth: np.ndarray, k: int, rng) -> np.ndarray:
             m = ndi.binary_dilation(m, iterations=r)
         elif op == 2:
             m = np.roll(m, tuple(int(v) for v in rng.integers(-3, 4, size=3)), axis=(0, 1, 2))
-        if rng.random() < 0.5:  # a blob removed from or added at the boundary
+        if op == 3 or rng.random() < 0.5:  # a blob removed from or added at the boundary
             edge = np.argwhere(m ^ ndi.binary_erosion(m))
             if len(edge):
                 centre = edge[rng.integers(len(edge))]
@@ -96,6 +96,8 @@ def _perturb(truth: np.ndarray, k: int, rng) -> np.ndarray:
                 zz, yy, xx = np.ogrid[tuple(slice(0, n) for n in m.shape)]
                 ball = ((zz - centre[0]) ** 2 + (yy - centre[1]) ** 2 + (xx - centre[2]) ** 2) <= rad**2
                 m = (m & ~ball) if rng.random() < 0.5 else (m | ball)
+        if not m.any() or np.array_equal(m, truth == c):  # eroded away, or unchanged
+            m = ndi.binary_dilation(truth == c)
         prev[m] = c
     return prev
 
