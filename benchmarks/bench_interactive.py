@@ -25,7 +25,8 @@ Two parts, each its own results file:
            the initial scribbles, then corrections until Dice >= 0.90 or ``--k``
            interactions (``mode="auto"``); the final result is accepted
            (``Project.accept``: the running score) and the project fine-tunes
-           (``Project.train(max_minutes=--budget)``, warm start) before the next.
+           (``Project.train(max_minutes=--budget)``, warm start; ``--steps`` makes it a
+           step budget, the same whatever else runs) before the next.
 
 Per call it records the time to the first and to the final result. Run from a clean
 worktree of a commit (the file records it)::
@@ -126,6 +127,8 @@ def _train(project, args, label, **options):
 
 def _net_options(args) -> dict:
     opts = {"semi": args.semi}
+    if args.steps:
+        opts["max_steps"] = args.steps  # a step budget: the same training whatever the load
     if args.features:
         opts["features"] = args.features
     if args.spacing:
@@ -222,6 +225,8 @@ def main(argv=None):
     ap.add_argument("--features", type=int, nargs=6, default=None)
     ap.add_argument("--spacing", type=float, nargs=3, default=None)
     ap.add_argument("--patch", type=int, nargs=3, default=None)
+    ap.add_argument("--steps", type=int, default=0,
+                    help="steps per training (with --budget as a cap): load-independent")
     ap.add_argument("--semi", action="store_true", help="mean-teacher term on the unlabeled volumes too")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)

@@ -308,3 +308,24 @@ def test_warm_start_from_a_plain_checkpoint(tmp_path):
     assert n == len(plain.state_dict()) - 1  # the first convolution's weight differs
     x = torch.zeros((1, 1, 16, 32, 32))
     assert inter.eval()(x).shape == (1, 2, 16, 32, 32)  # image alone: empty prompts appended
+
+
+def test_project_rules_act_on_the_networks_result(project):
+    from scipy import ndimage as ndi
+
+    from napari_labeleff.rules import Rules
+
+    p, gts = project
+    s, zc = stroke_through(gts["n3"], 2)
+    s[zc, 1, :] = 1
+    s[2, 28:31, 28:31] = 2  # a second, far-away "ball" stroke: a second piece
+    bare = p.refine("n3", s, mode="network")
+    assert ndi.label(bare.labels == 1)[1] >= 2 and "rules" not in bare.info
+    p.set_rules(Rules([("one_piece", "ball")], class_names=["ball"]))
+    try:
+        ruled = p.refine("n3", s, mode="network")
+        report = ruled.info["rules"]
+        assert report["rules"] and ndi.label(ruled.labels == 1)[1] < ndi.label(bare.labels == 1)[1] \
+            or report.get("conflicts")
+    finally:
+        p.set_rules(None)

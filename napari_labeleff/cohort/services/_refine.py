@@ -88,9 +88,11 @@ def refine_steps(project, vid: str, scribbles, boxes=None, *, method: str = "aut
     if adapt_steps is None:
         adapt_steps = ADAPT_STEPS
     if mode in ("network", "fused"):
+        rules = options.get("rules", None)
         result = yield from _network_steps(project, vid, scribbles, boxes, state=state, device=device,
                                            fuse_it=mode == "fused", lead=lead,
-                                           adapt_steps=adapt_steps, why=why)
+                                           adapt_steps=adapt_steps, why=why,
+                                           rules=project.rules() if rules is None else rules)
     else:
         if state is not None and state.method == NETWORK_METHOD:
             state = None  # switching from the network: the graph starts afresh
@@ -106,10 +108,13 @@ def refine_steps(project, vid: str, scribbles, boxes=None, *, method: str = "aut
 NETWORK_METHOD = "project-network"
 
 
-def _network_steps(project, vid, scribbles, boxes, *, state, device, fuse_it, lead, adapt_steps, why):
+def _network_steps(project, vid, scribbles, boxes, *, state, device, fuse_it, lead, adapt_steps, why,
+                   rules=None):
     """The interactive network (prompts: strokes, boxes, the previous result), then
     :func:`engine.fuse` with the strokes on the image graph; a correction re-fuses only
-    the box where the network's answer or the strokes changed (:func:`_changed_box`)."""
+    the box where the network's answer or the strokes changed (:func:`_changed_box`).
+    ``rules`` (the call's, else the project's) then act on the result as in the graph
+    method (``rules.apply``: the strokes win locally, conflicts are reported)."""
     import torch
 
     from ...engine import Progress, RefineResult, RefineState, fuse, normalised_entropy
@@ -151,6 +156,10 @@ def _network_steps(project, vid, scribbles, boxes, *, state, device, fuse_it, le
             idx = np.nonzero(stroked)
             probs[(slice(None), *idx)] = 0.0
             probs[(scr[idx].astype(np.int64) - 1, *idx)] = 1.0
+    if rules is not None and len(rules):
+        from ...rules import apply as apply_rules
+
+        probs, info["rules"] = apply_rules(rules, probs, session.spacing, scr)
     labels = probs.argmax(axis=0).astype(np.uint8)
     unc = normalised_entropy(torch.from_numpy(probs)).clamp_(0.0, 1.0).numpy()
     new_state = RefineState(method=NETWORK_METHOD, shape=tuple(labels.shape), n_classes=probs.shape[0],

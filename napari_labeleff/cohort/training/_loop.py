@@ -521,10 +521,6 @@ def train_steps(spec: TrainSpec, *, trainer: type | None = None) -> Generator[Tr
                          len(spec.class_names), int(opts["seed"]), semi)
     if trainer is None:
         trainer = InteractiveTrainer if config.get("prompt_channels") else Trainer
-    if config.get("prompt_channels") and (opts["pretrain"] or opts["self_training"]):
-        raise LabelEffError("pretrain and self_training are not available with interactive=True "
-                            "(the interactive network learns from masks and strokes); pass "
-                            "interactive=False to use them")
     t = trainer(spec, opts, device, config, cases, data, RunState(), fp, started)
     t.build(init_state, resume)
     resumed_from = t.run.step if resume is not None else None
