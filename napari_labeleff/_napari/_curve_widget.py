@@ -12,12 +12,21 @@ from __future__ import annotations
 
 from qtpy.QtCore import QPointF, QRectF, QSize, Qt
 from qtpy.QtGui import QColor, QPainter, QPainterPath, QPalette, QPen
-from qtpy.QtWidgets import QGroupBox, QLabel, QSizePolicy, QTableWidgetItem, QWidget
+from qtpy.QtWidgets import (
+    QGroupBox,
+    QHeaderView,
+    QLabel,
+    QSizePolicy,
+    QTableWidgetItem,
+    QWidget,
+)
 
 from ._collapsible import collapsible
 from ._table import make_table
 
-COLUMNS = ("#", "volume", "model Dice", "interactions", "time")
+COLUMNS = ("#", "volume", "Dice", "interactions", "time")
+#: Table rows shown without scrolling.
+VISIBLE_ROWS = 5
 #: Colour of the running-score dots and line.
 SCORE_COLOUR = QColor(255, 165, 0)
 
@@ -33,8 +42,9 @@ class CurvePlot(QWidget):
     fully).
     """
 
-    #: Plot margins in pixels: left (y labels), top, right, bottom (x labels).
-    MARGINS = (30, 8, 10, 18)
+    #: Plot margins in pixels: left (y labels), top (title), right, bottom (x labels).
+    MARGINS = (30, 18, 10, 18)
+    TITLE = "model Dice on each mask before accepting it"
     RADIUS = 3.5
     #: Horizontal room between the axes and the first / last dot, in pixels.
     PAD = 8.0
@@ -98,6 +108,9 @@ class CurvePlot(QWidget):
         font.setPointSizeF(max(font.pointSizeF() * 0.8, 6.0))
         painter.setFont(font)
         area = self._area()
+        painter.setPen(faint)
+        painter.drawText(QRectF(area.left(), 0, area.width(), area.top() - 4),
+                         Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignBottom, self.TITLE)
         self._draw_axes(painter, area, text, faint)
         if not self._items:
             painter.setPen(text)
@@ -163,7 +176,13 @@ class CurveSection(QGroupBox):
         super().__init__("Learning curve", parent)
         self.plot = CurvePlot()
         self.table = make_table(COLUMNS)
-        self.table.setMaximumHeight(6 * self.table.fontMetrics().height() + 12)
+        header = self.table.horizontalHeader()
+        for col in range(len(COLUMNS)):
+            header.setSectionResizeMode(col, QHeaderView.ResizeMode.Stretch if col == 1
+                                        else QHeaderView.ResizeMode.ResizeToContents)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # long volume ids
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self._fit_table(0)
         self.lead_label = QLabel("network lead: -")
         self.lead_label.setWordWrap(True)
         self._opened = False
@@ -174,19 +193,28 @@ class CurveSection(QGroupBox):
         lay.addWidget(self.table)
         lay.addWidget(self.lead_label)
 
+    def _fit_table(self, rows: int) -> None:
+        """Room for ``rows`` rows (1 to VISIBLE_ROWS; more scroll)."""
+        table = self.table
+        rows = min(max(rows, 1), VISIBLE_ROWS)
+        table.setFixedHeight(table.horizontalHeader().sizeHint().height()
+                             + rows * table.verticalHeader().defaultSectionSize()
+                             + 2 * table.frameWidth())
+
     def show_curve(self, items, lead=None) -> None:
         """Show ``items`` (``Project.curve()``) and ``lead`` (``Project.network_lead()``:
         (lead, reason), or None when there is no project)."""
         items = list(items)
         self.plot.set_items(items)
         self.table.setRowCount(len(items))
+        self._fit_table(len(items))
         for row, it in enumerate(items):
             dice = "-" if it.model_dice_before is None else f"{it.model_dice_before:.3f}"
             cells = (str(row + 1), it.volume_id, dice, str(it.interactions),
                      f"{it.seconds / 60:.1f} min")
             for col, value in enumerate(cells):
                 item = QTableWidgetItem(value)
-                item.setToolTip(f"model {it.model or 'none'}; accepted {it.accepted}")
+                item.setToolTip(f"{it.volume_id}: model {it.model or 'none'}; accepted {it.accepted}")
                 self.table.setItem(row, col, item)
         self.lead_label.setText("network lead: -" if lead is None else f"network lead: {lead[1]}")
         if items and not self._opened:

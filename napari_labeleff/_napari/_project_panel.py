@@ -268,7 +268,7 @@ class ProjectPanel(QGroupBox):
         self.open_volume_btn.clicked.connect(self.open_selected)
         self.accept_btn.clicked.connect(lambda: self._guard("Accept", self.accept_current))
         self.train_btn.clicked.connect(self.train)
-        self.stop_btn.clicked.connect(self.train_runner.cancel)
+        self.stop_btn.clicked.connect(self.stop_training)
         self.next_btn.clicked.connect(self.open_next)
         self.state.image_changed.connect(self._on_image_changed)
         self.state.annotations_changed.connect(self._on_annotations)
@@ -680,6 +680,12 @@ class ProjectPanel(QGroupBox):
         if self.project is None or self.train_runner.running:
             return False
         return self._start_training(float(self.minutes.value), fine_tune=False)
+
+    def stop_training(self) -> None:
+        """Stop the running training or fine-tune (and a fine-tune waiting to restart);
+        the learner keeps its resume state."""
+        self._fine_tune_again = False
+        self.train_runner.cancel()
 
     def fine_tune_after_accept(self) -> bool:
         """Fine-tune the published model on the project's labels (which now hold the
