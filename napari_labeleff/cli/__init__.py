@@ -2,7 +2,7 @@
 
 Modules: ``_volume`` (``info``, ``convert``, ``gui``), ``_refine`` (``refine``,
 ``suggest``), ``_project`` (``project create | add | status | train | accept | import |
-relocate | remove``), ``_batch`` (``project predict | score | export | suggest | qa``),
+relocate | remove | curve``), ``_batch`` (``project predict | score | export | suggest | qa``),
 ``_common`` (reading inputs, progress bars: the public
 :func:`napari_labeleff._steps.drive_with_progress_bar`). Each command is a pair
 ``add_<name>(subparsers)`` (its arguments) and ``_cmd_<name>(args) -> int``; register

@@ -329,3 +329,17 @@ def test_project_rules_act_on_the_networks_result(project):
             or report.get("conflicts")
     finally:
         p.set_rules(None)
+
+
+def test_the_curve_keeps_the_order_of_accepting(tmp_path):
+    """Two accepts in the same second come back in the order accepted, not added."""
+    from .project_fakes import SHAPE as FAKE_SHAPE
+    from .project_fakes import ball, make_volume
+
+    with Project.create(tmp_path / "p", ["ball"]) as p:
+        first = p.add(make_volume(tmp_path, "a", seed=1))
+        second = p.add(make_volume(tmp_path, "b", seed=2))
+        mask = ball(FAKE_SHAPE).astype(np.uint8)
+        p.accept(second, mask)
+        p.accept(first, mask)
+        assert [it.volume_id for it in p.curve()] == [second, first]

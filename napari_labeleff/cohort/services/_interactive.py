@@ -103,9 +103,10 @@ def record_accept(project, vid: str, version, dice, work: dict, logged: dict) ->
     """Store the volume's curve entry (running score, interactions, seconds)."""
     interactions = max(int(work["interactions"]), int(logged.get("interactions", 0)))
     seconds = float(logged.get("seconds", 0.0)) or float(work["seconds"])
+    order = 1 + max([int(r.curve.get("order", 0)) for r in project.volumes if r.curve] or [0])
     project.store.volumes.update(vid, curve={
         "model": version, "model_dice_before": dice, "interactions": interactions,
-        "seconds": round(seconds, 2), "accepted": now(),
+        "seconds": round(seconds, 2), "accepted": now(), "order": order,
     })
 
 
@@ -118,7 +119,8 @@ def curve(project) -> list[CurveItem]:
             continue
         items.append(CurveItem(rec.id, c.get("model_dice_before"), int(c.get("interactions", 0)),
                                float(c.get("seconds", 0.0)), c.get("model"), str(c.get("accepted", ""))))
-    return sorted(items, key=lambda it: it.accepted)
+    order = {rec.id: int(rec.curve.get("order", 0)) for rec in project.volumes if rec.curve}
+    return sorted(items, key=lambda it: (order[it.volume_id], it.accepted))
 
 
 def network_lead(project) -> tuple[float, str]:

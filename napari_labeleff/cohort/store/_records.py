@@ -80,7 +80,8 @@ class VolumeRecord:
         What accepting its mask measured (the running score, issue 19):
         ``model`` (published version then, or None), ``model_dice_before`` (that
         model's draft Dice on the accepted mask, None when there was no model or it
-        had trained on this volume), ``interactions``, ``seconds``, ``accepted`` (time).
+        had trained on this volume), ``interactions``, ``seconds``, ``accepted`` (time),
+        ``order`` (1, 2, ... in the order accepted).
         Empty before the first accept.
     """
 
