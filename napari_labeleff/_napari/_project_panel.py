@@ -522,6 +522,7 @@ class ProjectPanel(QGroupBox):
         self.vid = None
         self._baseline = None
         state.prior = None
+        state.project_refine = None
         if p is None or layer is None or layer.metadata.get("labeleff_project") != str(p.folder):
             self._update_enabled()
             return
@@ -536,6 +537,7 @@ class ProjectPanel(QGroupBox):
             self._update_enabled()
             return
         self.vid = vid
+        state.project_refine = functools.partial(p.refine_steps, vid)  # the refine panel's path
         self._baseline = np.array(session.scribbles, copy=True)
         self._boxes = list(session.boxes)
         self._last_event = time.monotonic()

@@ -160,6 +160,20 @@ class RefinePanel(QGroupBox):
         self._started = time.monotonic()
         self.progress.setRange(0, 0)
         self.progress.setFormat("starting…")
+        if state.project_refine is not None:  # a project volume: its network in the loop
+            return self.runner.start(
+                state.project_refine,
+                state.scribbles_snapshot(),
+                state.boxes_snapshot(),
+                desc=REFINE_TASK,
+                on_progress=self._on_progress,
+                on_returned=lambda result: self._on_result(result, snapshot_generation),
+                on_finished=self._on_finished,
+                method=self.method.currentText(),
+                device=self.device.currentText(),
+                state=previous,
+                rules=rules,
+            )
         return self.runner.start(
             engine.refine_steps,
             _engine_image(state),

@@ -16,7 +16,7 @@ show them (the Scribbles layer's data *is* ``session.scribbles``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from psygnal import Signal
@@ -77,6 +77,11 @@ class ViewerState:
     prior : ndarray or None
         (K + 1, Z, Y, X) class probabilities of a cohort project's model for this
         volume, passed to refinement as ``prior`` (set by the project panel).
+    project_refine : callable or None
+        Set by the project panel while a project volume is open:
+        ``Project.refine_steps`` bound to the volume, called by the refine panel as
+        ``project_refine(scribbles, boxes, method=..., device=..., state=..., rules=...)``
+        instead of ``engine.refine_steps`` (the project's network in the loop).
 
     **Active learning** (review panel)
 
@@ -111,6 +116,7 @@ class ViewerState:
     # results
     result: RefineResult | None = None
     prior: np.ndarray | None = None
+    project_refine: Callable | None = None
     # active learning
     suggestions: list[Suggestion] = field(default_factory=list)
     review_status: dict[int, str] = field(default_factory=dict)

@@ -87,11 +87,12 @@ def test_project_flow(make_napari_viewer, qtbot, tmp_path, monkeypatch, notes):
     assert state.uncertainty_layer is not None and state.uncertainty_layer.visible
     assert panel.table.item(0, 4).text() != "-"  # model-estimated quality
 
-    # the refine panel now refines with the model as prior
+    # the refine panel now refines through the project (a plain model: the graph with
+    # the model as prior; an interactive one: the network in the loop)
     widget.refine_panel.method.setCurrentText("randomwalk")
     assert widget.refine_panel.run_refine()
     qtbot.waitUntil(lambda: not state.busy, timeout=60000)
-    assert "prior" in state.result.info
+    assert "prior" in state.result.info and state.result.info["project_mode"] == "graph"
 
     assert panel.accept_current()
     assert project.volume("case0").status == "accepted"
