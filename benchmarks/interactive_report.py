@@ -94,12 +94,16 @@ def curve_section(path, doc) -> list[str]:
               f"{p['k']} interactions with `Project.refine(mode=\"auto\")`; the final result is "
               "accepted (`Project.accept`, which scores the model's draft first: the running "
               f"score) and the project fine-tunes for {p['budget_min']} min before the next.", "",
-              "| # | case | draft Dice (running score) | mode | Dice initial | Dice final | "
+              "*draft*: the published model's Dice against the reference mask before any "
+              "stroke; *running score*: the same draft against the mask the benchmark "
+              "accepted (the refined result, not the reference), as the project measures "
+              "it; *mode*: what `mode=\"auto\"` ran.", "",
+              "| # | case | draft | running score | mode | Dice initial | Dice final | "
               "interactions | NoC@0.85 | NoC@0.90 | voxels drawn | s per call | fine-tune steps |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(
-            f"| {r['n']} | {r['case'][:8]} | {_f(r.get('model_dice_before'))} | "
+            f"| {r['n']} | {r['case'][:8]} | {_f(r.get('draft_dice'))} | {_f(r.get('model_dice_before'))} | "
             f"{r['info'].get('project_mode')} | {_f(r['dice'][0])} | {_f(r['dice'][-1])} | "
             f"{r['interactions']} | {'-' if r['noc85'] is None else r['noc85']} | "
             f"{'-' if r['noc90'] is None else r['noc90']} | {r['drawn_voxels']} | "
