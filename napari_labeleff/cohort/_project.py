@@ -301,8 +301,10 @@ class Project:
         self.store.file.writer("accept a mask")
         version, dice = services.score_before_accept(self, vid, mask) if score else (None, None)
         logged = self.annotation_totals().get(vid, {})  # the work before this accept
-        self.store.labels.accept(vid, mask, seconds=seconds, session=session, replace=replace)
-        services.record_accept(self, vid, version, dice, self._work.pop(vid), logged)
+        entry = services.curve_entry(self, version, dice, self._work.get(vid), logged)
+        self.store.labels.accept(vid, mask, seconds=seconds, session=session, replace=replace,
+                                 curve=entry)
+        self._work.pop(vid)  # counted once the accept is saved
 
     # ---- the network in the loop (issue 19) --------------------------------------------------
     def curve(self) -> list:

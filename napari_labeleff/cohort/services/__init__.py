@@ -17,7 +17,7 @@ training and prediction rooms, never the facade's internals.
 """
 
 from ._interactive import (LEAD_FULL, LEAD_MIN, CurveItem, WorkLog, curve, network_lead,
-                           record_accept, score_before_accept)
+                           curve_entry, score_before_accept)
 from ._predict import Predictor
 from ._qa import QA_THRESHOLD, QAItem, label_qa, write_qa
 from ._rules import (RULES_FILE, accept_proposals, project_rules, propose_rules, rule_qa,
@@ -30,7 +30,7 @@ from ._volume_al import VOLUME_STRATEGIES, VolumeSuggestion, suggest_volumes
 
 __all__ = [
     "ADAPT_STEPS", "CurveItem", "LEAD_FULL", "LEAD_MIN", "MODES", "NETWORK_METHOD", "WorkLog", "curve",
-    "network_lead", "record_accept", "score_before_accept",
+    "network_lead", "curve_entry", "score_before_accept",
     "PRIOR_MIN_DICE", "QA_THRESHOLD", "RULES_FILE", "accept_proposals", "project_rules",
     "propose_rules", "rule_qa", "set_project_rules", "VALIDATION_EVERY", "VALIDATION_MIN", "VOLUME_STRATEGIES",
     "Predictor", "ProjectTrainReport", "QAItem", "TrainOutcome", "TrainPlan", "VolumeSuggestion",

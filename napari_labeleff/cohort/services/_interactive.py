@@ -74,6 +74,9 @@ class WorkLog:
         w["interactions"] += 1
         w["seconds"] += float(seconds)
 
+    def get(self, vid: str) -> dict:
+        return dict(self._work.get(vid, {"interactions": 0, "seconds": 0.0}))
+
     def pop(self, vid: str) -> dict:
         return self._work.pop(vid, {"interactions": 0, "seconds": 0.0})
 
@@ -99,15 +102,14 @@ def score_before_accept(project, vid: str, mask, *, device: str = "auto") -> tup
     return published.version, round(float(mean_dice(pred, np.asarray(mask), len(project.class_names) + 1)), 4)
 
 
-def record_accept(project, vid: str, version, dice, work: dict, logged: dict) -> None:
-    """Store the volume's curve entry (running score, interactions, seconds)."""
+def curve_entry(project, version, dice, work: dict, logged: dict) -> dict:
+    """A volume's curve entry (running score, interactions, seconds), stored with its
+    accept in the same ``project.json`` write."""
     interactions = max(int(work["interactions"]), int(logged.get("interactions", 0)))
     seconds = float(logged.get("seconds", 0.0)) or float(work["seconds"])
     order = 1 + max([int(r.curve.get("order", 0)) for r in project.volumes if r.curve] or [0])
-    project.store.volumes.update(vid, curve={
-        "model": version, "model_dice_before": dice, "interactions": interactions,
-        "seconds": round(seconds, 2), "accepted": now(), "order": order,
-    })
+    return {"model": version, "model_dice_before": dice, "interactions": interactions,
+            "seconds": round(seconds, 2), "accepted": now(), "order": order}
 
 
 def curve(project) -> list[CurveItem]:

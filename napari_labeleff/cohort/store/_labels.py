@@ -207,15 +207,16 @@ class Labels(Room):
 
     # ---- masks -----------------------------------------------------------------------------
     def accept(self, vid: str, mask, *, seconds: float = 0.0, session=None,
-               replace: bool = False) -> None:
-        """See :meth:`Project.accept`."""
+               replace: bool = False, curve: dict | None = None) -> None:
+        """See :meth:`Project.accept` (``curve``: the volume's learning-curve entry,
+        saved in the same write as its status)."""
         self._file.writer("accept a mask")
         check_seconds(seconds)
         rec = self._store.volumes.get(vid)
         mask = self.check_mask(rec, np.asarray(mask), "mask")
         self._save_mask(vid, MASK_NAMES["accepted"], mask, session,
                         check=lambda: self._refuse_replace(rec, replace))
-        self._store.volumes.update(vid, status="accepted")
+        self._store.volumes.update(vid, status="accepted", **({"curve": curve} if curve else {}))
         self._store.log_entries(vid, self._mask_entries("accept", mask), seconds)
 
     def _refuse_replace(self, rec: VolumeRecord, replace: bool) -> None:
