@@ -48,6 +48,9 @@ STROKE_AGREEMENT = 0.9
 #: Steps of per-volume adaptation of the network's output layer per call (default).
 ADAPT_STEPS = 30
 
+#: ``RefineResult.method`` (and its state's) of a call with the network in the loop.
+NETWORK_METHOD = "project-network"
+
 #: Refine modes of a project (``mode=``): "auto" lets the running score decide.
 MODES = ("auto", "graph", "prior", "network", "fused")
 
@@ -103,9 +106,6 @@ def refine_steps(project, vid: str, scribbles, boxes=None, *, method: str = "aut
     result.info["project_mode"] = mode
     project.log_refine(vid, time.perf_counter() - t0)
     return result
-
-
-NETWORK_METHOD = "project-network"
 
 
 def _network_steps(project, vid, scribbles, boxes, *, state, device, fuse_it, lead, adapt_steps, why,
