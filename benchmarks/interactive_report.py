@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .report import write_section
+from .report import publish
 
 START, END = "<!-- interactive:start -->", "<!-- interactive:end -->"
 ARM_WORDS = {
@@ -137,12 +137,7 @@ def main(argv=None) -> int:
     lines += ["GPU figures (fine-tune after accept <= 30 s, update per stroke <= 0.2 s): "
               "unmeasured; no GPU was lent to this session.", ""]
     text = "\n".join(lines)
-    if a.notes:
-        text += "\n" + Path(a.notes).read_text()
-    if a.no_doc:
-        print(text)
-    else:
-        write_section(text, start=START, end=END)
+    publish(text, notes=a.notes, no_doc=a.no_doc, start=START, end=END)
     return 0
 
 

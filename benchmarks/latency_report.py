@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .report import write_section
+from .report import publish
 
 START, END = "<!-- latency:start -->", "<!-- latency:end -->"
 
@@ -155,12 +155,7 @@ def main(argv=None) -> int:
             doc["meta"]["selected"] = list(keep)
         docs.append((path, doc))
     text = section(docs)
-    if a.notes:
-        text += "\n" + Path(a.notes).read_text()
-    if a.no_doc:
-        print(text)
-    else:
-        write_section(text, start=START, end=END)
+    publish(text, notes=a.notes, no_doc=a.no_doc, start=START, end=END)
     return 0
 
 

@@ -320,6 +320,17 @@ def section(runs, metas, ours, notes=""):
     return "\n".join(out)
 
 
+def publish(text, *, notes=None, no_doc=False, start=START, end=END) -> None:
+    """Append the notes file (markdown) to ``text``, then print it (``no_doc``) or write
+    it between the ``start`` / ``end`` markers of docs/benchmarks.md."""
+    if notes:
+        text += "\n" + Path(notes).read_text()
+    if no_doc:
+        print(text)
+    else:
+        write_section(text, start=start, end=end)
+
+
 def write_section(text, doc=DOC, start=START, end=END):
     src = doc.read_text()
     if start not in src:  # a new section goes at the end of the page
