@@ -431,15 +431,11 @@ class InteractiveTrainer(Trainer):
             return x.to(self.device)  # the network appends empty prompts
         lab = batch["lab"][:, 0].numpy()
         strokes, boxes, prev = [], [], []
-        kinds = []
         for i in range(lab.shape[0]):
-            rng = np.random.default_rng([self.seed, 7, self.run.step, i])
-            s, b, p, kind = simulate(lab[i], k, rng)
+            s, b, p, _ = simulate(lab[i], k, np.random.default_rng([self.seed, 7, self.run.step, i]))
             strokes.append(s)
             boxes.append(b)
             prev.append(p)
-            kinds.append(kind)
-        self.last_kinds = kinds
         prompts = encode_prompts(torch.from_numpy(np.stack(strokes)), torch.from_numpy(np.stack(boxes)),
                                  torch.from_numpy(np.stack(prev)), k)
         return torch.cat([x, prompts], dim=1).to(self.device)
