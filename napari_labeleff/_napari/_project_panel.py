@@ -413,7 +413,7 @@ class ProjectPanel(QGroupBox):
             text = "model: none yet (train after annotating a few volumes)"
         else:
             score = "-" if published.score is None else f"{published.score:.3f}"
-            text = f"model: {published} (validation score {score}); as refine prior: {p.prior_use()[1]}"
+            text = f"model: {published} (validation score {score}); " + _model_role(p)
         self.model_label.setText(text)
         if next_volume:
             self.refresh_next()
@@ -797,3 +797,15 @@ class ProjectPanel(QGroupBox):
     @_if_alive
     def _on_train_busy(self, busy: bool) -> None:
         self._update_enabled()
+
+
+def _model_role(p) -> str:
+    """What the published model does in refine: the network in the loop (an interactive
+    model: the lead line says how much) or the graph method's prior (a plain one)."""
+    try:
+        prompted = bool(int(getattr(p.load_model(), "config", {}).get("prompt_channels", 0)))
+    except LabelEffError:
+        prompted = False
+    if prompted:
+        return "in the loop (see the network lead below)"
+    return f"as refine prior: {p.prior_use()[1]}"
