@@ -5,9 +5,9 @@ each accept, the learning curve, next volume).
 Thin: the store is :class:`napari_labeleff.cohort.Project`; long work goes through the
 worker seam (:class:`~._worker.Runner`): the model's draft of an opened volume through
 the main runner (it is a refinement), training through a second runner of its own so
-refining stays possible while the network trains; the training itself runs in a
-spawned process (``cohort.training.train_in_background``), validation and publishing in this one. Forms are magicgui widgets, the
-volume table a ``QTableWidget``.
+refining stays possible while the network trains (``_project_training``: train, stop,
+fine-tune, their status line). Forms are magicgui widgets, the volume table a
+``QTableWidget``.
 
 Accepting a mask starts a fine-tune (a short training run warm-started from the
 published model, on the labels that now include the mask) through the same training
@@ -28,7 +28,6 @@ from __future__ import annotations
 import functools
 import time
 import weakref
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,9 +53,9 @@ from qtpy.QtWidgets import (
 )
 
 from .._errors import LabelEffError
-from ..engine import Progress
 from ._collapsible import collapsible
 from ._curve_widget import CurveSection
+from ._project_training import FINETUNE_MINUTES, TrainingMixin, if_alive, model_role, TrainState
 from ._reader import volume_layer_data
 from ._table import make_table
 from ._worker import Runner, report_error
@@ -65,29 +64,6 @@ from ._worker import Runner, report_error
 IDLE_CAP_S = 60.0
 COLUMNS = ("volume", "status", "time", "interactions", "quality", "uncertainty")
 DEVICES = ("auto", "cpu", "cuda")
-#: Default budget of the fine-tune that follows an accept (minutes).
-FINETUNE_MINUTES = 3.0
-
-
-@dataclass
-class _LearnerStep(Progress):
-    """A learner's progress report (the status line counts its steps; the validation
-    that follows reports plain ``Progress``)."""
-
-
-def _as_engine_progress(gen):
-    """Re-yield a training generator's progress as engine ``Progress`` (activity dock)."""
-    try:
-        while True:
-            try:
-                p = next(gen)
-            except StopIteration as stop:
-                return stop.value
-            if not isinstance(p, Progress):
-                p = _LearnerStep(int(p.step), int(p.total), str(p.message))
-            yield p
-    finally:
-        gen.close()
 
 
 def _on_panel_destroyed(panel_ref, runners) -> None:
@@ -100,25 +76,6 @@ def _on_panel_destroyed(panel_ref, runners) -> None:
     for runner in runners:
         if runner.running:
             runner.cancel(quiet=True)
-
-
-def _if_alive(method):
-    """Callbacks of background work: do nothing once the panel's widgets are gone
-    (napari closed while a task was still running)."""
-
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        if self._closed:
-            return None
-        try:
-            return method(self, *args, **kwargs)
-        except RuntimeError as err:  # "wrapped C/C++ object ... has been deleted"
-            if "deleted" not in str(err):
-                raise
-            self._closed = True
-            return None
-
-    return wrapper
 
 
 def _suggest_next(view):
@@ -137,19 +94,7 @@ def _suggest_next(view):
     return (items[0] if items else None), None, scores
 
 
-class _TrainState:
-    """The ``state`` a training Runner toggles (kept apart from the viewer's busy flag)."""
-
-    def __init__(self, on_change):
-        self.busy = False
-        self._on_change = on_change
-
-    def set_busy(self, busy: bool) -> None:
-        self.busy = busy
-        self._on_change(busy)
-
-
-class ProjectPanel(QGroupBox):
+class ProjectPanel(TrainingMixin, QGroupBox):
     """The cohort project in the LabelEff dock.
 
     Parameters
@@ -172,8 +117,8 @@ class ProjectPanel(QGroupBox):
         self._baseline = None  # scribbles as last logged (to count what a stroke changed)
         self._boxes = []
         self._last_event = time.monotonic()
-        self.train_runner = Runner(_TrainState(self._on_train_busy))
-        self.next_runner = Runner(_TrainState(lambda busy: None))
+        self.train_runner = Runner(TrainState(self._on_train_busy))
+        self.next_runner = Runner(TrainState(lambda busy: None))
         self._view = None  # read-only view of the project for the next-volume ranking
         self._closed = False
         runners = (self.train_runner, self.next_runner)
@@ -413,7 +358,7 @@ class ProjectPanel(QGroupBox):
             text = "model: none yet (train after annotating a few volumes)"
         else:
             score = "-" if published.score is None else f"{published.score:.3f}"
-            text = f"model: {published} (validation score {score}); " + _model_role(p)
+            text = f"model: {published} (validation score {score}); " + model_role(p)
         self.model_label.setText(text)
         if next_volume:
             self.refresh_next()
@@ -447,7 +392,7 @@ class ProjectPanel(QGroupBox):
         self.next_runner.start(_suggest_next, self._view, desc="Next volume",
                                on_returned=self._on_next, on_finished=self._on_next_finished)
 
-    @_if_alive
+    @if_alive
     def _on_next(self, found) -> None:
         if self.project is None:
             return
@@ -467,7 +412,7 @@ class ProjectPanel(QGroupBox):
         self._next = item.volume_id
         self.next_label.setText(f"next volume: {item.volume_id} ({item.reason})")
 
-    @_if_alive
+    @if_alive
     def _on_next_finished(self, cancelled: bool) -> None:
         if getattr(self, "_next_again", False):
             self.refresh_next()
@@ -514,7 +459,7 @@ class ProjectPanel(QGroupBox):
         finally:
             autosave.store_dir = previous
 
-    @_if_alive
+    @if_alive
     def _on_image_changed(self) -> None:
         """A (project) volume finished binding: check its store, start the draft."""
         state, p = self.state, self.project
@@ -549,7 +494,7 @@ class ProjectPanel(QGroupBox):
         else:
             self.show_draft()
 
-    @_if_alive
+    @if_alive
     def _on_busy_changed(self, busy: bool) -> None:
         """The previous image's task has stopped: start the draft of the volume opened
         meanwhile (e.g. a draft after training was running when the next one opened)."""
@@ -570,7 +515,7 @@ class ProjectPanel(QGroupBox):
             on_returned=lambda res, vid=self.vid: self._on_draft(vid, res),
         )
 
-    @_if_alive
+    @if_alive
     def _on_draft(self, vid, result) -> None:
         state, p = self.state, self.project
         if vid != self.vid or state.refined_layer is None:
@@ -585,7 +530,7 @@ class ProjectPanel(QGroupBox):
             self._show_uncertainty()
         self.refresh(next_volume=False)
 
-    @_if_alive
+    @if_alive
     def _on_classes_changed(self) -> None:
         """A structure added in the class editor joins the project's list."""
         p = self.project
@@ -608,7 +553,7 @@ class ProjectPanel(QGroupBox):
             vid = self.vid
             QTimer.singleShot(0, lambda: self._log_change(vid, kind, region))
 
-    @_if_alive
+    @if_alive
     def _log_change(self, vid, kind: str, region) -> None:
         p, state = self.project, self.state
         if vid != self.vid or p is None or p.read_only or state.scribbles_layer is None:
@@ -675,137 +620,3 @@ class ProjectPanel(QGroupBox):
             QMessageBox.StandardButton.No,
         )
         return answer == QMessageBox.StandardButton.Yes
-
-    # ---- training ----------------------------------------------------------------------------------
-    def train(self) -> bool:
-        """Train a new model version in the background (resumes an interrupted run)."""
-        if self.project is None or self.train_runner.running:
-            return False
-        return self._start_training(float(self.minutes.value), fine_tune=False)
-
-    def stop_training(self) -> None:
-        """Stop the running training or fine-tune (and a fine-tune waiting to restart);
-        the learner keeps its resume state."""
-        self._fine_tune_again = False
-        self.train_runner.cancel()
-
-    def fine_tune_after_accept(self) -> bool:
-        """Fine-tune the published model on the project's labels (which now hold the
-        accepted mask) for "fine-tune minutes", in the background.
-
-        A fine-tune still running is cancelled quietly first; the new one starts when it
-        has stopped (warm-started from the then published model). Nothing starts
-        without a published model of the project's structures, or while a training
-        started with *Train / resume* runs (it is left alone). Returns whether a
-        fine-tune started or was scheduled.
-        """
-        p = self.project
-        if p is None or p.read_only:
-            return False
-        published = p.published
-        if published is None or list(published.class_names) != p.class_names:
-            self.train_status.setText(
-                "no fine-tune: no published model of these structures to start from yet; "
-                "press Train / resume")
-            return False
-        if self.train_runner.running:
-            if not self._fine_tune:
-                self.train_status.setText(
-                    f"no fine-tune: {self.train_runner.task} is running (train again when it "
-                    "ends to learn from this mask)")
-                return False
-            self._fine_tune_again = True
-            self.train_status.setText("fine-tune cancelled: a new accept (a new fine-tune "
-                                      "starts once it has stopped)")
-            self.train_runner.cancel(quiet=True)
-            return True
-        return self._start_training(float(self.fine_tune_minutes.value), fine_tune=True)
-
-    def _start_training(self, minutes: float, *, fine_tune: bool) -> bool:
-        """Snapshot the labels here (the writer), train in the training runner."""
-        from ..cohort import run_training
-
-        what = "Fine-tune" if fine_tune else "Train"
-        plan = self._guard(what, self.project.prepare_training, max_minutes=minutes,
-                           device=str(self.device.value))
-        if plan is None:
-            return False
-        self._plan = plan
-        self._fine_tune = fine_tune
-        label = "fine-tuning after accept" if fine_tune else f"training {plan.version}"
-        resumed = f" (resuming the interrupted run of {plan.version})" if plan.resumed else ""
-        if plan.resumed and not fine_tune:
-            show_info(f"Resuming the interrupted training of {plan.version}")
-        self.train_status.setText(f"{label}{resumed}: starting")
-        token = self._train_token = object()
-        return self.train_runner.start(
-            _as_engine_progress, run_training(plan, background=self.background),
-            desc=f"{what} {plan.version}",
-            on_progress=lambda p: self._on_train_progress(token, label, p),
-            on_returned=self._on_trained, on_finished=self._on_train_finished,
-            on_failed=lambda err: self._set_train_status(f"{label} failed: {err}"),
-        )
-
-    @_if_alive
-    def _set_train_status(self, text: str) -> None:
-        self.train_status.setText(text)
-
-    @_if_alive
-    def _on_train_progress(self, token, label: str, p) -> None:
-        if token is not self._train_token:
-            # the task has ended: napari's progress bar spins the event loop while it
-            # shows a report, so the result can be handled before this report's turn
-            return
-        if isinstance(p, _LearnerStep):
-            self.train_status.setText(f"{label}: step {p.step}/{p.total}")
-        elif isinstance(p, Progress):
-            self.train_status.setText(f"{label}: {p.message}")
-
-    @_if_alive
-    def _on_trained(self, outcome) -> None:
-        self._train_token = None
-        p = self.project
-        done = "fine-tune after accept" if self._fine_tune else "training"
-        if p is None:  # closed meanwhile
-            return
-        if outcome is None:  # the training process reported a cancel
-            self.train_status.setText(f"{done} stopped: its process was cancelled")
-            return
-        report = self._guard("Train", p.finish_training, outcome)
-        if report is not None:
-            show_info(report.message)
-            self.train_status.setText(f"{done} finished: {report.message}")
-        self.refresh()
-        self.refresh_curve()
-        if report is not None and report.published and self.vid is not None:
-            self.show_draft()
-
-    @_if_alive
-    def _on_train_finished(self, cancelled: bool) -> None:
-        fine_tune, self._fine_tune = self._fine_tune, False
-        self._train_token = None
-        if self._fine_tune_again and self.project is not None:
-            self._fine_tune_again = False
-            self.fine_tune_after_accept()
-            return
-        if cancelled:
-            what = "fine-tune" if fine_tune else "training"
-            show_info(f"{what.capitalize()} stopped; press Train / resume to continue it")
-            self.train_status.setText(f"{what} stopped")
-            self.refresh()
-
-    @_if_alive
-    def _on_train_busy(self, busy: bool) -> None:
-        self._update_enabled()
-
-
-def _model_role(p) -> str:
-    """What the published model does in refine: the network in the loop (an interactive
-    model: the lead line says how much) or the graph method's prior (a plain one)."""
-    try:
-        prompted = bool(int(getattr(p.load_model(), "config", {}).get("prompt_channels", 0)))
-    except LabelEffError:
-        prompted = False
-    if prompted:
-        return "in the loop (see the network lead below)"
-    return f"as refine prior: {p.prior_use()[1]}"
