@@ -55,6 +55,7 @@ from qtpy.QtWidgets import (
 from .._errors import LabelEffError
 from ._collapsible import collapsible
 from ._curve_widget import CurveSection
+from ._project_rules import ProjectRulesSection
 from ._project_training import FINETUNE_MINUTES, TrainingMixin, if_alive, model_role, TrainState
 from ._reader import volume_layer_data
 from ._table import make_table
@@ -121,7 +122,7 @@ class ProjectPanel(TrainingMixin, QGroupBox):
         self.next_runner = Runner(TrainState(lambda busy: None))
         self._view = None  # read-only view of the project for the next-volume ranking
         self._closed = False
-        runners = (self.train_runner, self.next_runner)
+        runners = [self.train_runner, self.next_runner]
         me = weakref.ref(self)
         self.destroyed.connect(lambda *_: _on_panel_destroyed(me, runners))
         #: Train in a spawned process (``cohort.training.train_in_background``); False: in a thread.
@@ -173,6 +174,8 @@ class ProjectPanel(TrainingMixin, QGroupBox):
         self.train_status = QLabel("")
         self.train_status.setWordWrap(True)
         self.curve = CurveSection()
+        self.rules_section = ProjectRulesSection(self)
+        runners.append(self.rules_section.runner)  # stopped with the panel's
         self.next_label = QLabel("next volume: -")
         self.next_label.setWordWrap(True)
         self.next_btn = QPushButton("Open next")
@@ -199,6 +202,8 @@ class ProjectPanel(TrainingMixin, QGroupBox):
         lay.addLayout(train_row)
         lay.addWidget(self.train_status)
         lay.addWidget(self.curve)
+        lay.addWidget(QLabel("<b>Rules learned from the accepted masks</b>"))
+        lay.addWidget(self.rules_section)
         next_row = QHBoxLayout()
         next_row.addWidget(self.next_label, 1)
         next_row.addWidget(self.next_btn)
@@ -275,7 +280,7 @@ class ProjectPanel(TrainingMixin, QGroupBox):
 
     def close_project(self) -> None:
         self._fine_tune_again = False
-        for runner in (self.train_runner, self.next_runner):
+        for runner in (self.train_runner, self.next_runner, self.rules_section.runner):
             if runner.running:
                 runner.cancel()
         if self.project is not None:
@@ -284,6 +289,7 @@ class ProjectPanel(TrainingMixin, QGroupBox):
         self._view = None
         self.vid = None
         self.train_status.setText("")
+        self.rules_section.clear()
         self.refresh()
         self.refresh_curve()
 
@@ -328,6 +334,7 @@ class ProjectPanel(TrainingMixin, QGroupBox):
         """Redraw the table, the model line and (``next_volume``) the next-volume slot."""
         p = self.project
         self.table.setRowCount(0)
+        self.rules_section.refresh()
         if p is None:
             self.info.setText("No project open")
             self.model_label.setText("model: none")
@@ -486,6 +493,8 @@ class ProjectPanel(TrainingMixin, QGroupBox):
         self._baseline = np.array(session.scribbles, copy=True)
         self._boxes = list(session.boxes)
         self._last_event = time.monotonic()
+        # a volume without rules of its own starts with the project's
+        self.rules_section.share_with_volume(self._guard("Project rules", p.rules), only_if_empty=True)
         self.refresh(next_volume=False)
         if p.published is None:
             return

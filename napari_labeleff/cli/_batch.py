@@ -123,9 +123,7 @@ def _cmd_rules(args) -> int:
             for q in proposals:
                 print(f"  {q.text}")
             if args.accept_learned and proposals:
-                from ..cohort.services import accept_proposals
-
-                accept_proposals(p, proposals)
+                p.accept_rule_proposals(proposals)
         rules = p.rules()
         if rules is None:
             print("no rules")

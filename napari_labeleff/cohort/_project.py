@@ -482,7 +482,10 @@ class Project:
 
         ``adapt_steps`` (default ``services.ADAPT_STEPS``; 0: off) fits this volume's copy
         of the network's output layer to its strokes before predicting (per-volume
-        adaptation, milliseconds: ``prediction.InteractiveSession``)."""
+        adaptation, milliseconds: ``prediction.InteractiveSession``).
+
+        ``rules`` (a :class:`~napari_labeleff.rules.Rules`; default: the project's,
+        :meth:`rules`) act on the result in every mode."""
         return drain(self.refine_steps(vid, scribbles, boxes, **kwargs))
 
     # ---- training ---------------------------------------------------------------------------------
@@ -536,6 +539,11 @@ class Project:
     def propose_rules(self, *, min_support: float = 0.8):
         """Relations that hold in the accepted masks, with their support (k of n)."""
         return services.propose_rules(self, min_support=min_support)
+
+    def accept_rule_proposals(self, proposals):
+        """Add the chosen proposals (or rule tuples) to the project's rules; those it
+        already holds are skipped, contradictions refused. Returns the new rules."""
+        return services.accept_proposals(self, proposals)
 
     def rule_qa(self, rules=None) -> list[dict]:
         """Rule violations of the accepted or imported masks (``services.rule_qa``)."""

@@ -47,9 +47,8 @@ def test_rules_are_learned_stored_and_checked(project):
     assert any("cavity inside ring" in t and "3 of 3" in t for t in texts), texts
     assert project.rules() is None and project.rule_qa() == []
 
-    from napari_labeleff.cohort.services import accept_proposals
-
-    rules = accept_proposals(project, proposals)
+    rules = project.accept_rule_proposals(proposals)
+    assert project.accept_rule_proposals(proposals[:1]) == rules  # held already: skipped
     again = Project.open(project.folder.parent / "proj", read_only=True)
     try:
         assert again.rules() == rules  # stored beside project.json, read back by name
@@ -60,6 +59,23 @@ def test_rules_are_learned_stored_and_checked(project):
     items = project.rule_qa()
     assert {it["id"] for it in items} == {vids[3]}
     assert any("cavity inside ring" in it["text"] and it["slice"] == 3 for it in items)
+
+
+def test_project_rules_act_in_a_graph_refine(project):
+    """A refine of a project volume without rules of its own enforces the project's."""
+    vid = project.volume_ids[0]
+    scr = np.zeros(SHAPE, np.uint8)
+    scr[4, 12, 10:14] = 2  # cavity
+    scr[4, 12, 18:20] = 3  # ring
+    scr[4, 2, 2:6] = 1  # background
+    scr[4, 21, 18:22] = 1
+    plain = project.refine(vid, scr, mode="graph")
+    assert "rules" not in plain.info
+    project.set_rules(Rules([("inside", "cavity", "ring")], class_names=["cavity", "ring"]))
+    ruled = project.refine(vid, scr, mode="graph")
+    assert ruled.info["rules"]["rules"] == ["cavity inside ring"]
+    none = project.refine(vid, scr, mode="graph", rules=Rules([], class_names=["cavity", "ring"]))
+    assert "cavity inside ring" not in str(none.info.get("rules"))
 
 
 def test_a_rule_naming_a_removed_class_is_reported(project, tmp_path):

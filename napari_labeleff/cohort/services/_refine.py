@@ -90,12 +90,12 @@ def refine_steps(project, vid: str, scribbles, boxes=None, *, method: str = "aut
         raise LabelEffError(f"mode={mode!r} needs a published model; train one first")
     if adapt_steps is None:
         adapt_steps = ADAPT_STEPS
+    if options.get("rules") is None:  # the call's rules, else the project's
+        options["rules"] = project.rules()
     if mode in ("network", "fused"):
-        rules = options.get("rules", None)
         result = yield from _network_steps(project, vid, scribbles, boxes, state=state, device=device,
                                            fuse_it=mode == "fused", lead=lead,
-                                           adapt_steps=adapt_steps, why=why,
-                                           rules=project.rules() if rules is None else rules)
+                                           adapt_steps=adapt_steps, why=why, rules=options["rules"])
     else:
         if state is not None and state.method == NETWORK_METHOD:
             state = None  # switching from the network: the graph starts afresh

@@ -58,11 +58,12 @@ def propose_rules(project, *, min_support: float = 0.8):
 
 
 def accept_proposals(project, proposals) -> Rules:
-    """Add the chosen proposals to the project's rules (contradictions refused);
-    returns the new rules."""
+    """Add the chosen proposals to the project's rules (those it holds already are
+    skipped; contradictions refused); returns the new rules."""
     chosen = accept(proposals, project.class_names)
     current = project_rules(project)
-    new = chosen if current is None else current.added(*chosen)
+    new = chosen if current is None else current.added(
+        *[r for r in chosen.rules if r not in current.rules])
     set_project_rules(project, new)
     return new
 
