@@ -19,6 +19,7 @@ from typing import Any
 
 from ..._errors import LabelEffError
 from ..store import VolumeRecord, next_version, now
+from ._rules import project_rules
 
 #: With "auto" roles, every n-th labelled volume (in the order added) is held out for
 #: validation once at least VALIDATION_MIN labelled volumes exist.
@@ -188,9 +189,25 @@ def _snapshot_cases(store, stored: dict, held: set, run_dir, resumed: bool):
     return cases, validation
 
 
+def _project_rule_option(store) -> dict:
+    """``{"rules": [(relation, a, b), ...]}``: the project's pair rules (``rules.json``)
+    with 1-based class ids, for the learner's rule penalty (``rule_weight``); ``{}``
+    without rules. A rules file that cannot be read raises, as in refine."""
+    rules = project_rules(store)
+    if rules is None:
+        return {}
+    # the pair relations: a second class and nothing else (within also has a distance)
+    pairs = [(r.relation, r.a, r.b) for r in rules if r.b is not None and r.relation != "within"]
+    return {"rules": pairs} if pairs else {}
+
+
 def prepare_training(store, *, max_minutes: float = 10.0, device: str = "auto", seed: int = 0,
                      **options) -> TrainPlan:
-    """See :meth:`Project.prepare_training` (``store``: a writer's ProjectStore)."""
+    """See :meth:`Project.prepare_training` (``store``: a writer's ProjectStore).
+
+    Without a ``rules`` option the project's pair rules go into the spec's options (the
+    learner penalises them with ``rule_weight`` > 0; ``rule_weight`` is the caller's or
+    the learner's default)."""
     from ..training import TrainSpec
 
     store.file.writer("train")
@@ -206,6 +223,8 @@ def prepare_training(store, *, max_minutes: float = 10.0, device: str = "auto", 
             "(set_weak_labels), or accept / import a mask"
         )
     held = validation_ids(labelled)
+    if "rules" not in options:  # the call's rules (() = none), else the project's
+        options = {**options, **_project_rule_option(store)}
     digest = _digest(store, stored, held, seed, options)
     version, run, resumed = _run_names(store, digest)
     run_dir = store.folder / "runs" / run

@@ -15,13 +15,15 @@ Stages
    weight but the output layer then initialises the segmentation network.
 3. **train** (hybrid, :meth:`Trainer.hybrid_step`): per step a labelled batch (full
    masks: Dice + CE; scribbles and pseudo-labels: partial CE + Dice after the softmax;
-   boxes: outside = background, tightness MIL term and an exclusion term) and, with
-   ``semi``, an unlabeled batch for the UA-MT mean-teacher consistency: the EMA teacher
-   (``torch.optim.swa_utils.AveragedModel``) predicts ``mc_passes`` noisy, dropout-
-   sampled versions, voxels whose predictive entropy is above a threshold ramped from
-   0.75 to 1.0 x ln(K+1) are dropped, and the student's softmax is pulled toward the
-   teacher's mean (squared error, weight ramped up to ``consistency``). The EMA teacher
-   is kept in every arm and is the model saved (so arms differ only by the terms used).
+   boxes: outside = background, tightness MIL term and an exclusion term; with
+   ``rule_weight``, the anatomical-rule penalty of ``_rule_loss`` on every voxel of
+   the patch) and, with ``semi``, an unlabeled batch for the UA-MT mean-teacher
+   consistency: the EMA teacher (``torch.optim.swa_utils.AveragedModel``) predicts
+   ``mc_passes`` noisy, dropout-sampled versions, voxels whose predictive entropy is
+   above a threshold ramped from 0.75 to 1.0 x ln(K+1) are dropped, and the student's
+   softmax is pulled toward the teacher's mean (squared error, weight ramped up to
+   ``consistency``). The EMA teacher is kept in every arm and is the model saved (so
+   arms differ only by the terms used).
 4. **validate** every ``val_every`` steps and at the end on the validation cases (mean
    Dice on masks, or on held-out scribbled voxels); the best-scoring weights are saved.
 
@@ -69,6 +71,7 @@ from ._options import (BOX_WEIGHT, CONSISTENCY, EMA_DECAY, MC_PASSES_CPU, MC_PAS
                        ramp, set_threads)
 from ._pretrain import pretrain_stage
 from ._pseudo import self_dataset, self_labels
+from ._rule_loss import rule_penalty
 from ._setup import make_config, make_datasets, prepare_cases, read_geometry
 from ._simulate import simulate
 from ._spec import TrainProgress, TrainReport, TrainSpec
@@ -216,7 +219,9 @@ class Trainer:
         return batch["image"].float().to(self.device)
 
     def supervised_loss(self, batch: dict, logits: torch.Tensor, parts: dict) -> torch.Tensor:
-        """Partial CE + Dice on the labelled voxels, plus the box terms."""
+        """Partial CE + Dice on the labelled voxels, plus the box terms and, with
+        ``rule_weight`` > 0 and ``rules``, the rule penalty on every voxel of the
+        patches (it needs no labels: it constrains the unlabelled voxels too)."""
         lab = batch["lab"][:, 0].long().to(self.device)
         w = batch["weight"][:, 0].float().to(self.device)
         probs = torch.softmax(logits, dim=1)
@@ -228,6 +233,11 @@ class Trainer:
             bl = _losses.box_loss(probs, bx) + _losses.exclusion_loss(probs, fb)
             loss = loss + BOX_WEIGHT * bl
             parts["box"] = float(bl.detach())
+        rule_weight = float(self.opts["rule_weight"])
+        if rule_weight > 0 and self.opts["rules"]:
+            rl = rule_penalty(probs, self.opts["rules"])
+            loss = loss + rule_weight * rl
+            parts["rule"] = float(rl.detach())
         return loss
 
     def consistency_loss(self, rng, step: int, parts: dict) -> torch.Tensor:

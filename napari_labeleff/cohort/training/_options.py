@@ -30,6 +30,14 @@ Options (``TrainSpec.options``)
 ``interactive`` (True)    the network takes prompt channels (strokes, boxes, previous
                           mask) and trains on simulated interactions
                           (``_interactive.InteractiveTrainer``); False: image only
+``rules`` (())            anatomical rules as tuples ``(relation, a, b)`` with 1-based
+                          structure ids (``Rule.as_tuple()``); a project passes its own
+                          pair rules. Only ``inside``, ``part_of`` and ``excludes`` have a
+                          training form (``_rule_loss``); the others are accepted and
+                          skipped (they act at prediction, ``rules.apply``)
+``rule_weight`` (0.0)     weight of the rule penalty (``_rule_loss.rule_penalty``) on the
+                          softmax of every voxel of the labelled patches, labelled or not;
+                          0 = off (the default until a benchmark shows it helps)
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ import numpy as np
 import torch
 
 from ..._errors import LabelEffError
+from ._rule_loss import check_rule_tuples
 from ._spec import TrainSpec
 
 DEFAULTS = {
@@ -52,7 +61,7 @@ DEFAULTS = {
     "batch_size": None, "target_spacing": None, "features": None, "learning_rate": 3e-3,
     "val_every": None, "num_threads": None, "amp": None, "verbose": False,
     "pseudo_cache_dir": None, "pseudo_confidence": 0.0, "self_training": 0.0,
-    "pseudo_band": None, "interactive": True,
+    "pseudo_band": None, "interactive": True, "rules": (), "rule_weight": 0.0,
 }
 # Not options of the public contract, but named here so the benchmark can report them.
 PSEUDO_WEIGHT = 0.5          # weight of a graph pseudo-label voxel (scribbles: 1)
@@ -86,11 +95,23 @@ def check_options(spec: TrainSpec) -> dict:
     if not 0.0 <= float(opts["self_training"]) < 1.0:
         raise LabelEffError(f"self_training={opts['self_training']!r} must be in [0, 1): the share of "
                             "the training budget after which the unlabeled volumes get the model's labels")
+    w = opts["rule_weight"]
+    if isinstance(w, bool) or not isinstance(w, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(float(w)) or float(w) < 0:
+        raise LabelEffError(f"rule_weight={w!r} must be a finite number >= 0 (0 = no rule penalty)")
+    opts["rule_weight"] = float(w)
+    # plain tuples with int ids: the fingerprint and config.json see one form
+    opts["rules"] = check_rule_tuples(opts["rules"] or (), len(spec.class_names))
     return opts
 
 
 def fingerprint(spec: TrainSpec, opts: dict) -> str:
     stable = {k: v for k, v in opts.items() if k not in VOLATILE}
+    if not stable.get("rule_weight"):
+        # without a weight the rules change nothing: runs from before these options
+        # existed, and runs whose project rules were edited, still resume
+        stable.pop("rules", None)
+        stable.pop("rule_weight", None)
     cases = []
     for c in spec.cases:
         st = os.stat(c.labels_path) if c.labels_path and os.path.exists(c.labels_path) else None

@@ -36,7 +36,7 @@ KNOWN_OPTIONS = (
     "max_minutes", "max_steps", "device", "seed", "semi", "pretrain", "pretrain_minutes",
     "pseudo_labels", "patch_size", "batch_size", "target_spacing", "features",
     "learning_rate", "val_every", "num_threads", "amp", "verbose", "pseudo_cache_dir",
-    "pseudo_confidence", "self_training", "pseudo_band", "interactive",
+    "pseudo_confidence", "self_training", "pseudo_band", "interactive", "rules", "rule_weight",
 )
 
 
