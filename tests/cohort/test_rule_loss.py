@@ -184,6 +184,8 @@ def test_prepare_training_passes_the_projects_pair_rules(project):
     assert "rules" not in project.prepare_training(max_minutes=1, device="cpu").spec.options
     project.set_rules(Rules([("inside", "cavity", "ring"), ("one_piece", "ring"),
                              ("within", "cavity", "ring", 10.0)], class_names=["cavity", "ring"]))
+    # without a weight the rules stay out of the spec (editing them keeps a run resumable)
+    assert "rules" not in project.prepare_training(max_minutes=1, device="cpu").spec.options
     plan = project.prepare_training(max_minutes=1, device="cpu", rule_weight=0.5)
     assert plan.spec.options["rules"] == [("inside", 1, 2)]  # ids; non-pair rules left out
     assert plan.spec.options["rule_weight"] == 0.5

@@ -205,9 +205,10 @@ def prepare_training(store, *, max_minutes: float = 10.0, device: str = "auto", 
                      **options) -> TrainPlan:
     """See :meth:`Project.prepare_training` (``store``: a writer's ProjectStore).
 
-    Without a ``rules`` option the project's pair rules go into the spec's options (the
-    learner penalises them with ``rule_weight`` > 0; ``rule_weight`` is the caller's or
-    the learner's default)."""
+    With ``rule_weight`` > 0 (the caller's or the learner's default) and no ``rules``
+    option, the project's pair rules go into the spec's options (the learner penalises
+    them); with no weight they stay out, so editing the rules does not change the run's
+    digest (an interrupted run still resumes)."""
     from ..training import TrainSpec
 
     store.file.writer("train")
@@ -223,7 +224,10 @@ def prepare_training(store, *, max_minutes: float = 10.0, device: str = "auto", 
             "(set_weak_labels), or accept / import a mask"
         )
     held = validation_ids(labelled)
-    if "rules" not in options:  # the call's rules (() = none), else the project's
+    from ..training import DEFAULTS
+
+    weighted = float(options.get("rule_weight", DEFAULTS["rule_weight"])) > 0
+    if weighted and "rules" not in options:  # the call's rules (() = none), else the project's
         options = {**options, **_project_rule_option(store)}
     digest = _digest(store, stored, held, seed, options)
     version, run, resumed = _run_names(store, digest)
